@@ -1,0 +1,5 @@
+//! The alerting service binary.
+
+fn main() {
+    journey_core::service::main(journey_alerting::run);
+}

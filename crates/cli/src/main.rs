@@ -1,0 +1,143 @@
+//! `journey`: run the embedded pipeline, produce synthetic journeys, tail topics.
+
+mod embedded;
+mod produce;
+mod synth;
+mod tail;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use journey_core::config::ConfigSource;
+use journey_core::service::{shutdown_on_signals, CONFIG_ENV};
+
+use crate::produce::ProduceOptions;
+
+/// Journey: a real-time customer-journey pipeline on Apache Kafka.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// Config file (TOML); `JOURNEY_<SECTION>__<FIELD>` variables override it.
+    #[arg(long, short, global = true, env = CONFIG_ENV)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the four services and the synthetic producer in one process.
+    Run {
+        #[command(flatten)]
+        synth: SynthArgs,
+    },
+    /// Produces synthetic customer journeys to the raw events topic.
+    Produce {
+        #[command(flatten)]
+        synth: SynthArgs,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Prints a topic's records decoded to JSON lines.
+    Tail {
+        /// Topic name.
+        topic: String,
+        /// Start from the earliest offset instead of new records only.
+        #[arg(long)]
+        from_beginning: bool,
+        /// Stop after this many records.
+        #[arg(long)]
+        max: Option<u64>,
+        /// Stop after this many seconds without a record.
+        #[arg(long)]
+        idle_secs: Option<u64>,
+    },
+    /// Creates the pipeline's topics if they do not exist.
+    Topics,
+}
+
+#[derive(clap::Args)]
+struct SynthArgs {
+    /// Events per second.
+    #[arg(long, default_value_t = 50)]
+    rate: u32,
+    /// Visitors in flight at once.
+    #[arg(long, default_value_t = 200)]
+    concurrent: usize,
+    /// Seed of the journeys.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Make every n-th record malformed (0: never).
+    #[arg(long, default_value_t = 500)]
+    malformed_every: u64,
+}
+
+impl SynthArgs {
+    fn options(&self, topic: String, count: Option<u64>) -> ProduceOptions {
+        ProduceOptions {
+            topic,
+            rate: self.rate,
+            count,
+            concurrent: self.concurrent,
+            seed: self.seed,
+            malformed_every: self.malformed_every,
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let source = ConfigSource::load(cli.config.as_deref())?;
+    let common = source.common()?;
+    journey_core::telemetry::init(&common.log)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let stop = shutdown_on_signals();
+        match cli.command {
+            Command::Run { synth } => {
+                let options = synth.options(common.topics.raw_events.clone(), None);
+                embedded::run(source, options, stop).await
+            }
+            Command::Produce { synth, count } => {
+                let options = synth.options(common.topics.raw_events.clone(), count);
+                let sent = produce::produce(&common.kafka, &options, stop).await?;
+                println!("sent {sent} events to {}", options.topic);
+                Ok(())
+            }
+            Command::Tail {
+                topic,
+                from_beginning,
+                max,
+                idle_secs,
+            } => {
+                tail::tail(
+                    &common.kafka,
+                    &topic,
+                    from_beginning,
+                    max,
+                    idle_secs.map(Duration::from_secs),
+                    stop,
+                )
+                .await
+            }
+            Command::Topics => {
+                let specs =
+                    journey_core::kafka::pipeline_topics(&common.topics, common.kafka.partitions);
+                journey_core::kafka::ensure_topics(&common.kafka, &specs).await?;
+                for spec in specs {
+                    println!("{} ({} partitions)", spec.name, spec.partitions);
+                }
+                Ok(())
+            }
+        }
+    })
+}

@@ -1,0 +1,321 @@
+//! Configuration: defaults, then an optional TOML file, then environment
+//! variables (`JOURNEY_<SECTION>__<FIELD>`, e.g. `JOURNEY_KAFKA__BOOTSTRAP_SERVERS`).
+//!
+//! A bad value stops start-up with an error that names the field.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use figment::Provider;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Environment variable prefix for overrides.
+pub const ENV_PREFIX: &str = "JOURNEY_";
+
+/// Kafka connection settings shared by every client.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list.
+    pub bootstrap_servers: String,
+    /// Extra librdkafka properties passed to every client (security, tuning).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// Partitions of topics the services create when missing.
+    pub partitions: i32,
+    /// Replication factor of topics the services create when missing.
+    pub replication_factor: i32,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            properties: BTreeMap::new(),
+            partitions: 6,
+            replication_factor: 1,
+        }
+    }
+}
+
+/// Topic names of the pipeline.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicsConfig {
+    /// Producers' Confluent-framed Avro events.
+    pub raw_events: String,
+    /// Validated events keyed by resolved customer.
+    pub events: String,
+    /// Closed session summaries.
+    pub sessions: String,
+    /// Journey stage transitions.
+    pub stage_changes: String,
+    /// Alerts for CX staff and SREs.
+    pub alerts: String,
+    /// Records no service could process, with the reason.
+    pub dead_letters: String,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        TopicsConfig {
+            raw_events: "journey.events.raw".into(),
+            events: "journey.events".into(),
+            sessions: "journey.sessions".into(),
+            stage_changes: "journey.stage-changes".into(),
+            alerts: "journey.alerts".into(),
+            dead_letters: "journey.dead-letters".into(),
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `pretty` for people, `json` for log shippers.
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `info,journey_core=debug`.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Pretty,
+            filter: "info".into(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Settings of the processing loop, shared by the services.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Root directory of the services' RocksDB state; each service uses a subdirectory.
+    pub state_dir: PathBuf,
+    /// How often state, outputs and offsets are committed.
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// Commit early once this many records are processed.
+    pub max_batch: usize,
+    /// How often timers are checked.
+    #[serde(with = "humantime_serde")]
+    pub tick_interval: Duration,
+    /// A partition with no records for this long lets its stream time follow the wall clock.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            state_dir: PathBuf::from("state"),
+            commit_interval: Duration::from_millis(500),
+            max_batch: 5_000,
+            tick_interval: Duration::from_millis(200),
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The settings shared by all services.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CommonConfig {
+    pub kafka: KafkaConfig,
+    pub topics: TopicsConfig,
+    pub log: LogConfig,
+    pub runtime: RuntimeConfig,
+}
+
+/// Top-level sections a config file may hold: the common ones and one per service.
+pub const SECTIONS: [&str; 8] = [
+    "kafka",
+    "topics",
+    "log",
+    "runtime",
+    "ingest",
+    "sessionizer",
+    "classifier",
+    "alerting",
+];
+
+/// The layered configuration source: an optional TOML file, then `JOURNEY_*`
+/// environment variables. Every service reads the common sections and its own.
+#[derive(Clone)]
+pub struct ConfigSource {
+    layers: Figment,
+}
+
+impl ConfigSource {
+    /// Reads the TOML file at `path` (if given) and the environment.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let mut layers = Figment::new();
+        if let Some(path) = path {
+            if !path.exists() {
+                anyhow::bail!("config file {} does not exist", path.display());
+            }
+            layers = layers.merge(Toml::file(path));
+        }
+        // Only `JOURNEY_<SECTION>__<FIELD>` variables configure; `JOURNEY_CONFIG` and the like do not.
+        layers = layers.merge(
+            Env::prefixed(ENV_PREFIX)
+                .filter(|key| key.as_str().contains("__"))
+                .split("__"),
+        );
+        let source = ConfigSource { layers };
+        source.check_sections()?;
+        Ok(source)
+    }
+
+    fn check_sections(&self) -> anyhow::Result<()> {
+        let data = self
+            .layers
+            .data()
+            .map_err(|e| anyhow::anyhow!(describe(e, "")))?;
+        for dict in data.values() {
+            if let Some(unknown) = dict.keys().find(|k| !SECTIONS.contains(&k.as_str())) {
+                anyhow::bail!(
+                    "invalid configuration: unknown section `{unknown}` (expected one of {})",
+                    SECTIONS.join(", ")
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The settings shared by every service.
+    pub fn common(&self) -> anyhow::Result<CommonConfig> {
+        Figment::from(Serialized::defaults(CommonConfig::default()))
+            .merge(self.layers.clone())
+            .extract()
+            .map_err(|e| anyhow::anyhow!(describe(e, "")))
+    }
+
+    /// One service's section, `[name]`, over its defaults.
+    pub fn section<T: Serialize + DeserializeOwned + Default>(
+        &self,
+        name: &str,
+    ) -> anyhow::Result<T> {
+        Figment::from(Serialized::defaults(T::default()))
+            .merge(self.layers.focus(name))
+            .extract()
+            .map_err(|e| anyhow::anyhow!(describe(e, name)))
+    }
+}
+
+fn describe(error: figment::Error, section: &str) -> String {
+    let details = error
+        .into_iter()
+        .map(|e| {
+            let mut path: Vec<&str> = e.path.iter().map(String::as_str).collect();
+            if !section.is_empty() {
+                path.insert(0, section);
+            }
+            if path.is_empty() {
+                e.kind.to_string()
+            } else {
+                format!("field `{}`: {}", path.join("."), e.kind)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    format!("invalid configuration: {details}")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    #[test]
+    fn defaults_load_without_a_file() {
+        let c = ConfigSource::load(None).unwrap().common().unwrap();
+        assert_eq!(c.topics.events, "journey.events");
+    }
+
+    #[test]
+    fn a_bad_value_names_the_field() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "[runtime]\ncommit_interval = \"soon\"").unwrap();
+        let err = ConfigSource::load(Some(f.path()))
+            .unwrap()
+            .common()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("runtime.commit_interval"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_field_is_refused_by_name() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "[kafka]\nbootstrap_server = \"x:1\"").unwrap();
+        let err = ConfigSource::load(Some(f.path()))
+            .unwrap()
+            .common()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bootstrap_server"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_section_is_refused_by_name() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "[sesionizer]\ngap = \"1m\"").unwrap();
+        let err = ConfigSource::load(Some(f.path()))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("sesionizer"), "{err}");
+    }
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Section {
+        #[serde(with = "humantime_serde")]
+        gap: Duration,
+    }
+
+    #[test]
+    fn a_bad_section_value_names_section_and_field() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "[sessionizer]\ngap = 5").unwrap();
+        let source = ConfigSource::load(Some(f.path())).unwrap();
+        let err = source
+            .section::<Section>("sessionizer")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sessionizer.gap"), "{err}");
+    }
+
+    #[test]
+    fn file_values_override_defaults() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            f,
+            "[kafka]\nbootstrap_servers = \"broker:29092\"\npartitions = 3"
+        )
+        .unwrap();
+        let c = ConfigSource::load(Some(f.path()))
+            .unwrap()
+            .common()
+            .unwrap();
+        assert_eq!(c.kafka.bootstrap_servers, "broker:29092");
+        assert_eq!(c.kafka.partitions, 3);
+        assert_eq!(c.kafka.replication_factor, 1);
+    }
+}

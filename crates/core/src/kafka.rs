@@ -1,0 +1,107 @@
+//! Kafka clients: consumer and producer set-up, and topic creation.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::producer::FutureProducer;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::config::{KafkaConfig, TopicsConfig};
+
+/// A client config with the bootstrap servers and the pass-through properties.
+pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &kafka.bootstrap_servers);
+    for (key, value) in &kafka.properties {
+        config.set(key, value);
+    }
+    config
+}
+
+/// An idempotent producer: retries never duplicate or reorder a partition's records.
+pub fn producer(kafka: &KafkaConfig) -> anyhow::Result<FutureProducer> {
+    client_config(kafka)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        // Java clients' partitioner, so keys land where Kafka Streams and Java producers put them.
+        .set("partitioner", "murmur2_random")
+        .create()
+        .context("creating Kafka producer")
+}
+
+/// A consumer in `group_id` that never commits on its own: the runtime commits
+/// after outputs are delivered and state is written.
+pub fn consumer(kafka: &KafkaConfig, group_id: &str) -> anyhow::Result<StreamConsumer> {
+    client_config(kafka)
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        .create()
+        .context("creating Kafka consumer")
+}
+
+/// A topic the pipeline needs.
+#[derive(Debug, Clone)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    pub compacted: bool,
+}
+
+/// Every topic of the pipeline, co-partitioned so per-customer state lines up.
+pub fn pipeline_topics(topics: &TopicsConfig, partitions: i32) -> Vec<TopicSpec> {
+    [
+        &topics.raw_events,
+        &topics.events,
+        &topics.sessions,
+        &topics.stage_changes,
+        &topics.alerts,
+        &topics.dead_letters,
+    ]
+    .into_iter()
+    .map(|name| TopicSpec {
+        name: name.clone(),
+        partitions,
+        compacted: false,
+    })
+    .collect()
+}
+
+/// Creates the topics that do not exist yet.
+pub async fn ensure_topics(kafka: &KafkaConfig, specs: &[TopicSpec]) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = client_config(kafka)
+        .create()
+        .context("creating Kafka admin client")?;
+    let new_topics: Vec<NewTopic<'_>> = specs
+        .iter()
+        .map(|spec| {
+            let replication = TopicReplication::Fixed(kafka.replication_factor);
+            let topic = NewTopic::new(&spec.name, spec.partitions, replication);
+            if spec.compacted {
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            }
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics(&new_topics, &options)
+        .await
+        .context("creating topics")?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => anyhow::bail!("creating topic {topic}: {code}"),
+        }
+    }
+    Ok(())
+}

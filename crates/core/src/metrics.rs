@@ -1,0 +1,113 @@
+//! Prometheus metrics of the processing runtime, common to every service.
+//!
+//! Each service has its own registry whose names start `journey_<service>_`.
+//! No label ever holds a customer id.
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+/// A registry whose metric names start with `journey_<service>_`.
+pub fn registry(service: &str) -> Registry {
+    // Only fails for an invalid prefix; service names are fixed identifiers.
+    Registry::new_custom(Some(format!("journey_{service}")), None)
+        .expect("service names are valid metric prefixes")
+}
+
+/// Registers `metric` and returns it; names are fixed, so a failure is a bug.
+pub fn register<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: M,
+) -> M {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique within a service");
+    metric
+}
+
+/// What the processing loop measures.
+#[derive(Clone)]
+pub struct RuntimeMetrics {
+    /// Input records handled, by input topic.
+    pub records_processed: IntCounterVec,
+    /// Input records sent to the dead-letter topic, by error kind.
+    pub dead_letters: IntCounterVec,
+    /// Output records produced, by output topic.
+    pub records_produced: IntCounterVec,
+    /// Time to process one input record.
+    pub process_latency: Histogram,
+    /// Time to commit: wait for outputs, write state, commit offsets.
+    pub commit_latency: Histogram,
+    /// Estimated keys in the state store.
+    pub state_keys: IntGauge,
+    /// Timer passes that advanced stream time by the wall clock on an idle partition.
+    pub idle_advances: IntCounter,
+}
+
+impl RuntimeMetrics {
+    /// Creates and registers the runtime metrics.
+    pub fn new(registry: &Registry) -> Self {
+        let buckets = vec![
+            0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
+        ];
+        RuntimeMetrics {
+            records_processed: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new("records_processed_total", "Input records processed."),
+                    &["topic"],
+                )
+                .expect("valid metric"),
+            ),
+            dead_letters: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "dead_letters_total",
+                        "Input records sent to the dead-letter topic.",
+                    ),
+                    &["kind"],
+                )
+                .expect("valid metric"),
+            ),
+            records_produced: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new("records_produced_total", "Output records produced."),
+                    &["topic"],
+                )
+                .expect("valid metric"),
+            ),
+            process_latency: register(
+                registry,
+                Histogram::with_opts(
+                    HistogramOpts::new("process_latency_seconds", "Time to process one record.")
+                        .buckets(buckets.clone()),
+                )
+                .expect("valid metric"),
+            ),
+            commit_latency: register(
+                registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "commit_latency_seconds",
+                        "Time to commit outputs, state and offsets.",
+                    )
+                    .buckets(buckets),
+                )
+                .expect("valid metric"),
+            ),
+            state_keys: register(
+                registry,
+                IntGauge::new("state_keys", "Estimated keys in the state store.")
+                    .expect("valid metric"),
+            ),
+            idle_advances: register(
+                registry,
+                IntCounter::new(
+                    "idle_advances_total",
+                    "Timer passes where an idle partition's stream time followed the wall clock.",
+                )
+                .expect("valid metric"),
+            ),
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Start-up and shutdown shared by the service binaries and the embedded run.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use axum::Router;
+use prometheus::Registry;
+use tokio_util::sync::CancellationToken;
+
+use crate::codec::Codec;
+use crate::config::{CommonConfig, ConfigSource};
+use crate::http::{self, Readiness};
+use crate::metrics::RuntimeMetrics;
+use crate::runtime::{self, LoopSettings, Processor};
+use crate::state::StateStore;
+
+/// Environment variable naming the config file, when `--config` is not given.
+pub const CONFIG_ENV: &str = "JOURNEY_CONFIG";
+
+/// One service ready to run: its name, config, inputs and metrics registry.
+pub struct ServiceSpec<'a> {
+    pub name: &'static str,
+    pub common: &'a CommonConfig,
+    /// Address of the HTTP endpoints.
+    pub http_listen: SocketAddr,
+    /// Kafka consumer group.
+    pub group_id: String,
+    pub inputs: Vec<String>,
+    pub registry: Registry,
+    /// Routes served beside `/metrics`, `/healthz` and `/readyz`.
+    pub routes: Router,
+}
+
+/// Opens the service's state, serves its HTTP endpoints and runs `processor`
+/// until `shutdown` is cancelled.
+pub async fn run<P: Processor>(
+    spec: ServiceSpec<'_>,
+    processor: P,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let state_dir = spec.common.runtime.state_dir.join(spec.name);
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("creating state directory {}", state_dir.display()))?;
+    let store = StateStore::open(&state_dir)
+        .with_context(|| format!("opening state in {}", state_dir.display()))?;
+    let metrics = RuntimeMetrics::new(&spec.registry);
+    let readiness = Readiness::default();
+    let routes = http::router(spec.registry.clone(), readiness.clone()).merge(spec.routes);
+    let server_stop = shutdown.child_token();
+    let server = http::serve(spec.http_listen, routes, server_stop.clone()).await?;
+    tracing::info!(
+        service = spec.name,
+        http = %spec.http_listen,
+        inputs = ?spec.inputs,
+        state = %state_dir.display(),
+        "service started"
+    );
+    let settings = LoopSettings {
+        service: spec.name.to_string(),
+        kafka: spec.common.kafka.clone(),
+        runtime: spec.common.runtime.clone(),
+        group_id: spec.group_id,
+        inputs: spec.inputs,
+        dead_letter_topic: spec.common.topics.dead_letters.clone(),
+    };
+    let result = runtime::run(
+        settings,
+        processor,
+        Codec::builtin(),
+        store,
+        metrics,
+        readiness,
+        shutdown,
+    )
+    .await;
+    server_stop.cancel();
+    let _ = server.await;
+    match &result {
+        Ok(()) => tracing::info!(service = spec.name, "service stopped cleanly"),
+        Err(e) => tracing::error!(
+            service = spec.name,
+            error = format!("{e:#}"),
+            "service failed"
+        ),
+    }
+    result
+}
+
+/// A token cancelled on SIGINT or SIGTERM.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(term) => term,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot listen for SIGTERM");
+                        let _ = ctrl_c.await;
+                        cancel.cancel();
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutdown requested: finishing the batch, flushing and committing");
+        cancel.cancel();
+    });
+    token
+}
+
+/// The config file path from `--config PATH` or `JOURNEY_CONFIG`.
+pub fn config_path_from_args() -> anyhow::Result<Option<PathBuf>> {
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--config" | "-c" => {
+                return args
+                    .next()
+                    .map(|p| Some(PathBuf::from(p)))
+                    .context("--config needs a path");
+            }
+            other => anyhow::bail!("unknown argument {other:?} (usage: [--config PATH])"),
+        }
+    }
+    Ok(std::env::var_os(CONFIG_ENV).map(PathBuf::from))
+}
+
+/// The `main` of a service binary: loads config, sets up logging and signals,
+/// and runs `service`; an error is printed and exits with status 1.
+pub fn main<F, Fut>(service: F)
+where
+    F: FnOnce(ConfigSource, CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let outcome = (|| -> anyhow::Result<()> {
+        let source = ConfigSource::load(config_path_from_args()?.as_deref())?;
+        let common = source.common()?;
+        crate::telemetry::init(&common.log)?;
+        let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+        runtime.block_on(async {
+            let shutdown = shutdown_on_signals();
+            service(source, shutdown).await
+        })
+    })();
+    if let Err(e) = outcome {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

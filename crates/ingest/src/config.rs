@@ -1,0 +1,36 @@
+//! The `[ingest]` config section.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Settings of the ingest service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Address of the HTTP endpoints.
+    pub http_listen: SocketAddr,
+    /// Kafka consumer group.
+    pub group_id: String,
+    /// How far in the future `occurred_at` may be (producer clock skew).
+    #[serde(with = "humantime_serde")]
+    pub max_future_skew: Duration,
+    /// Events that occurred before this instant (ms since epoch) are refused.
+    pub min_occurred_at: i64,
+    /// Records larger than this many bytes are dead-lettered as too large.
+    pub max_record_bytes: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 9101)),
+            group_id: "journey-ingest".into(),
+            max_future_skew: Duration::from_secs(300),
+            // 2000-01-01T00:00:00Z
+            min_occurred_at: 946_684_800_000,
+            max_record_bytes: 1024 * 1024,
+        }
+    }
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what building Journey needs on a fresh Debian machine, then the local broker.
+source "$(dirname "$0")/common.sh"
+
+# librocksdb-sys generates bindings with libclang; rdkafka-sys builds librdkafka with make.
+packages=(libclang-dev build-essential pkg-config)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  log "installing Debian packages: ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+"$ROOT/scripts/nisshi.sh" install

@@ -1,0 +1,288 @@
+//! Test support: a local nisshi broker per test, the pipeline run in-process,
+//! and helpers to produce to and read from topics.
+//!
+//! The broker binary comes from `scripts/nisshi.sh install` (or `NISSHI_BIN`).
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use journey_core::codec::{AvroRecord, Codec};
+use journey_core::config::{ConfigSource, KafkaConfig};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Where `scripts/nisshi.sh install` puts the broker.
+pub fn nisshi_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("NISSHI_BIN") {
+        return PathBuf::from(bin);
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    home.join(".cache/journey/nisshi-0.8.1/bin/nisshi")
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+/// A nisshi broker with in-memory storage, killed when dropped.
+pub struct Broker {
+    child: Child,
+    pub bootstrap: String,
+}
+
+impl Broker {
+    /// Starts a broker on a free port and waits until it answers metadata requests.
+    pub fn start() -> Broker {
+        let bin = nisshi_bin();
+        assert!(
+            bin.exists(),
+            "nisshi broker not found at {}: run `scripts/nisshi.sh install` (or set NISSHI_BIN)",
+            bin.display()
+        );
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://nisshi/",
+                "--group-initial-rebalance-delay",
+                "0s",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+        let broker = Broker {
+            child,
+            bootstrap: format!("127.0.0.1:{port}"),
+        };
+        broker.wait_ready();
+        broker
+    }
+
+    fn wait_ready(&self) {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .create()
+            .expect("metadata client");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if consumer
+                .fetch_metadata(None, Duration::from_secs(1))
+                .is_ok()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("nisshi on {} did not answer within 30 s", self.bootstrap);
+    }
+
+    /// Kafka settings pointing at this broker.
+    pub fn kafka(&self) -> KafkaConfig {
+        KafkaConfig {
+            bootstrap_servers: self.bootstrap.clone(),
+            partitions: 3,
+            ..KafkaConfig::default()
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Produces `(key, payload, timestamp)` records to `topic`, waiting for every delivery.
+pub async fn produce(
+    kafka: &KafkaConfig,
+    topic: &str,
+    records: &[(String, Vec<u8>, i64)],
+) -> anyhow::Result<()> {
+    let producer: FutureProducer = journey_core::kafka::producer(kafka)?;
+    for (key, payload, timestamp) in records {
+        producer
+            .send(
+                FutureRecord::to(topic)
+                    .key(key)
+                    .payload(payload)
+                    .timestamp(*timestamp),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .with_context(|| format!("producing to {topic}"))?;
+    }
+    Ok(())
+}
+
+/// Reads `topic` from the beginning until `expected` records decode as `T`,
+/// then for `settle` more to catch any extra record; fails after `timeout`.
+pub async fn collect<T: AvroRecord>(
+    kafka: &KafkaConfig,
+    topic: &str,
+    expected: usize,
+    timeout: Duration,
+    settle: Duration,
+) -> anyhow::Result<Vec<T>> {
+    let consumer: StreamConsumer = journey_core::kafka::client_config(kafka)
+        .set("group.id", format!("collect-{topic}-{}", free_port()))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let codec = Codec::builtin();
+    let mut records = Vec::new();
+    let deadline = Instant::now() + timeout;
+    let mut settle_until: Option<Instant> = None;
+    loop {
+        let until = settle_until.unwrap_or(deadline);
+        let now = Instant::now();
+        if now >= until {
+            break;
+        }
+        match tokio::time::timeout(until - now, consumer.recv()).await {
+            Err(_) => break,
+            Ok(message) => {
+                let message = message?;
+                let payload = message.payload().unwrap_or_default();
+                records.push(
+                    codec
+                        .decode::<T>(payload)
+                        .with_context(|| format!("decoding a record of {topic}"))?,
+                );
+                if records.len() >= expected && settle_until.is_none() {
+                    settle_until = Some(Instant::now() + settle);
+                }
+            }
+        }
+    }
+    anyhow::ensure!(
+        records.len() == expected,
+        "{topic}: expected {expected} records, got {}",
+        records.len()
+    );
+    Ok(records)
+}
+
+/// The four services running in this process against one broker.
+pub struct Pipeline {
+    pub stop: CancellationToken,
+    services: JoinSet<anyhow::Result<()>>,
+    pub http: Vec<(&'static str, SocketAddr)>,
+    _state: tempfile::TempDir,
+}
+
+impl Pipeline {
+    /// Creates the topics and starts the services with test-friendly timing:
+    /// a 5 s session gap, no grace, 1 s idle timeout. `extra` is appended to the config.
+    pub async fn start(broker: &Broker, test: &str, extra: &str) -> anyhow::Result<Pipeline> {
+        let state = tempfile::tempdir()?;
+        let http: Vec<(&'static str, SocketAddr)> =
+            ["ingest", "sessionizer", "classifier", "alerting"]
+                .into_iter()
+                .map(|name| (name, SocketAddr::from(([127, 0, 0, 1], free_port()))))
+                .collect();
+        let mut toml = format!(
+            "[kafka]\nbootstrap_servers = \"{}\"\npartitions = 3\n\n\
+             [runtime]\nstate_dir = \"{}\"\ncommit_interval = \"200ms\"\ntick_interval = \"100ms\"\nidle_timeout = \"1s\"\n\n",
+            broker.bootstrap,
+            state.path().display()
+        );
+        for (name, addr) in &http {
+            let gap = if *name == "sessionizer" {
+                "gap = \"5s\"\ngrace = \"0s\"\n"
+            } else {
+                ""
+            };
+            toml.push_str(&format!(
+                "[{name}]\nhttp_listen = \"{addr}\"\ngroup_id = \"{test}-{name}\"\n{gap}\n"
+            ));
+        }
+        toml.push_str(extra);
+        let path = state.path().join("journey.toml");
+        std::fs::write(&path, toml)?;
+        let source = ConfigSource::load(Some(&path))?;
+        let common = source.common()?;
+        let topics = journey_core::kafka::pipeline_topics(&common.topics, common.kafka.partitions);
+        journey_core::kafka::ensure_topics(&common.kafka, &topics).await?;
+
+        let stop = CancellationToken::new();
+        let mut services = JoinSet::new();
+        services.spawn(journey_ingest::run(source.clone(), stop.clone()));
+        services.spawn(journey_sessionizer::run(source.clone(), stop.clone()));
+        services.spawn(journey_classifier::run(source.clone(), stop.clone()));
+        services.spawn(journey_alerting::run(source.clone(), stop.clone()));
+        Ok(Pipeline {
+            stop,
+            services,
+            http,
+            _state: state,
+        })
+    }
+
+    /// The HTTP address of a service.
+    pub fn http(&self, service: &str) -> SocketAddr {
+        self.http
+            .iter()
+            .find(|(name, _)| *name == service)
+            .map(|(_, addr)| *addr)
+            .unwrap_or_else(|| panic!("no service {service}"))
+    }
+
+    /// Stops every service and returns the first failure, if any.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        let mut first = Ok(());
+        while let Some(joined) = self.services.join_next().await {
+            let outcome = joined.map_err(anyhow::Error::from).and_then(|r| r);
+            if first.is_ok() {
+                first = outcome;
+            }
+        }
+        first
+    }
+}
+
+/// A plain HTTP/1.1 GET; returns the status code and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("no HTTP status")?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
