@@ -286,8 +286,10 @@ pub async fn run<P: Processor>(
     readiness.set(true);
     let result = looper.run(&shutdown).await;
     readiness.set(false);
-    let committed = looper.commit().await;
-    result.and(committed)
+    // After a failure the pending state may hold half of a record's changes:
+    // leave it uncommitted, the restart re-processes from the last commit.
+    result?;
+    looper.commit().await
 }
 
 struct Loop<P> {

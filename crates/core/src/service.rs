@@ -121,19 +121,12 @@ pub fn shutdown_on_signals() -> CancellationToken {
 
 /// The config file path from `--config PATH` or `JOURNEY_CONFIG`.
 pub fn config_path_from_args() -> anyhow::Result<Option<PathBuf>> {
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--config" | "-c" => {
-                return args
-                    .next()
-                    .map(|p| Some(PathBuf::from(p)))
-                    .context("--config needs a path");
-            }
-            other => anyhow::bail!("unknown argument {other:?} (usage: [--config PATH])"),
-        }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.as_slice() {
+        [] => Ok(std::env::var_os(CONFIG_ENV).map(PathBuf::from)),
+        [flag, path] if flag == "--config" || flag == "-c" => Ok(Some(PathBuf::from(path))),
+        _ => anyhow::bail!("unexpected arguments {args:?} (usage: [--config PATH])"),
     }
-    Ok(std::env::var_os(CONFIG_ENV).map(PathBuf::from))
 }
 
 /// The `main` of a service binary: loads config, sets up logging and signals,

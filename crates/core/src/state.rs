@@ -5,7 +5,7 @@
 //! keeps beside the state (stream time per partition). Keys are scoped by
 //! partition so each input partition's state can be handled on its own.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::path::Path;
 
@@ -105,25 +105,25 @@ impl StateStore {
         }
     }
 
-    /// Committed and pending entries with `from <= key < to`, in key order.
-    fn raw_range(&self, from: &[u8], to: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    /// Committed and pending keys with `from <= key < to`, in key order.
+    fn raw_keys(&self, from: &[u8], to: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
+        let mut merged: BTreeSet<Vec<u8>> = BTreeSet::new();
         for item in self
             .db
             .iterator(IteratorMode::From(from, Direction::Forward))
         {
-            let (k, v) = item?;
+            let (k, _) = item?;
             if k.as_ref() >= to {
                 break;
             }
-            merged.insert(k.to_vec(), v.to_vec());
+            merged.insert(k.to_vec());
         }
         let pending = self
             .overlay
             .range::<[u8], _>((Bound::Included(from), Bound::Excluded(to)));
         for (k, v) in pending {
             match v {
-                Some(v) => merged.insert(k.clone(), v.clone()),
+                Some(_) => merged.insert(k.clone()),
                 None => merged.remove(k),
             };
         }
@@ -171,9 +171,9 @@ impl PartitionState<'_> {
         let prefix_len = self.prefix.len();
         Ok(self
             .store
-            .raw_range(&self.key(from), &self.key(to))?
+            .raw_keys(&self.key(from), &self.key(to))?
             .into_iter()
-            .map(|(k, _)| k[prefix_len..].to_vec())
+            .map(|k| k[prefix_len..].to_vec())
             .collect())
     }
 }
