@@ -6,4 +6,6 @@ source "$(dirname "$0")/common.sh"
 "$ROOT/scripts/setup.sh"
 cd "$ROOT"
 log "running the tests"
+# The failure tests run the service binaries as processes of their own.
+cargo build --workspace --bins --locked
 cargo test --workspace --locked "$@"

@@ -286,3 +286,71 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, Stri
         .unwrap_or_default();
     Ok((status, body))
 }
+
+/// A service binary built next to the test executable (`cargo build --bins` puts it there).
+pub fn service_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps layout");
+    let bin = dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} not found: build the binaries first (`cargo build --workspace --bins`; scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A service running as its own process, killed (SIGKILL) when dropped.
+pub struct ServiceProcess {
+    child: Child,
+}
+
+impl ServiceProcess {
+    /// Starts `binary` with the config file at `config`.
+    pub fn start(binary: &str, config: &std::path::Path) -> ServiceProcess {
+        let child = Command::new(service_bin(binary))
+            .arg("--config")
+            .arg(config)
+            .env("JOURNEY_LOG__FILTER", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {binary}: {e}"));
+        ServiceProcess { child }
+    }
+
+    /// Kills the process at once, as a crash would: nothing is flushed or committed.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every record of `topic` decoded as `T`, read from the beginning until no
+/// record arrives for a second.
+pub async fn read_all<T: AvroRecord>(kafka: &KafkaConfig, topic: &str) -> anyhow::Result<Vec<T>> {
+    let consumer: StreamConsumer = journey_core::kafka::client_config(kafka)
+        .set("group.id", format!("read-all-{topic}-{}", free_port()))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let codec = Codec::builtin();
+    let mut records = Vec::new();
+    let mut idle = Duration::from_secs(10);
+    while let Ok(message) = tokio::time::timeout(idle, consumer.recv()).await {
+        let message = message?;
+        records.push(codec.decode::<T>(message.payload().unwrap_or_default())?);
+        idle = Duration::from_secs(1);
+    }
+    Ok(records)
+}

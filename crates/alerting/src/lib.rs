@@ -47,6 +47,7 @@ pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> anyhow::R
         common: &common,
         http_listen,
         group_id,
+        store: "alerts",
         inputs: vec![common.topics.events.clone(), common.topics.sessions.clone()],
         registry,
         routes: Default::default(),

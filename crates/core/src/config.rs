@@ -117,6 +117,8 @@ pub struct RuntimeConfig {
     /// A partition with no records for this long lets its stream time follow the wall clock.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// Memory budget of all RocksDB state in the process (block cache and write buffers), bytes.
+    pub state_memory_bytes: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -127,6 +129,7 @@ impl Default for RuntimeConfig {
             max_batch: 5_000,
             tick_interval: Duration::from_millis(200),
             idle_timeout: Duration::from_secs(30),
+            state_memory_bytes: 256 << 20,
         }
     }
 }

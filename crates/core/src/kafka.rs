@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -34,18 +34,54 @@ pub fn producer(kafka: &KafkaConfig) -> anyhow::Result<FutureProducer> {
         .context("creating Kafka producer")
 }
 
-/// A consumer in `group_id` that never commits on its own: the runtime commits
-/// after outputs are delivered and state is written.
-pub fn consumer(kafka: &KafkaConfig, group_id: &str) -> anyhow::Result<StreamConsumer> {
-    client_config(kafka)
+/// Settings of a consumer in `group_id` that never commits on its own: the
+/// runtime commits after outputs are delivered and state is written.
+pub fn consumer_config(kafka: &KafkaConfig, group_id: &str) -> ClientConfig {
+    let mut config = client_config(kafka);
+    config
         .set("group.id", group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "1000")
+        .set("heartbeat.interval.ms", "1000");
+    config
+}
+
+/// The partition count shared by `topics`; an error if one is missing or
+/// they differ (per-partition state needs co-partitioned inputs).
+pub async fn input_partitions(kafka: &KafkaConfig, topics: &[String]) -> anyhow::Result<i32> {
+    let consumer: BaseConsumer = client_config(kafka)
         .create()
-        .context("creating Kafka consumer")
+        .context("creating metadata client")?;
+    let topics = topics.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let mut counts = Vec::new();
+        for topic in &topics {
+            let metadata = consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(30))
+                .with_context(|| format!("reading metadata of {topic}"))?;
+            let count = metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic && t.error().is_none())
+                .map(|t| t.partitions().len() as i32)
+                .filter(|n| *n > 0)
+                .with_context(|| {
+                    format!(
+                        "input topic {topic} does not exist: create it first (`journey topics`)"
+                    )
+                })?;
+            counts.push((topic.clone(), count));
+        }
+        let first = counts.first().map(|(_, n)| *n).context("no input topics")?;
+        anyhow::ensure!(
+            counts.iter().all(|(_, n)| *n == first),
+            "input topics must have the same number of partitions: {counts:?}"
+        );
+        Ok(first)
+    })
+    .await?
 }
 
 /// A topic the pipeline needs.

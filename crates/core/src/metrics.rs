@@ -3,7 +3,9 @@
 //! Each service has its own registry whose names start `journey_<service>_`.
 //! No label ever holds a customer id.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 /// A registry whose metric names start with `journey_<service>_`.
 pub fn registry(service: &str) -> Registry {
@@ -40,6 +42,39 @@ pub struct RuntimeMetrics {
     pub state_keys: IntGauge,
     /// Timer passes that advanced stream time by the wall clock on an idle partition.
     pub idle_advances: IntCounter,
+    /// Input records skipped because the state already reflects them (replays after a crash).
+    pub records_skipped: IntCounter,
+    /// Records behind the end of each assigned input partition.
+    pub consumer_lag: IntGaugeVec,
+    /// Input partitions assigned to this instance.
+    pub assigned_partitions: IntGauge,
+    /// Changelog records still to restore, per partition.
+    pub restore_remaining: IntGaugeVec,
+    /// Changelog records restored into local state.
+    pub restored_records: IntCounter,
+    /// State changes written to the changelog.
+    pub changelog_records: IntCounter,
+    /// Timers fired.
+    pub timers_fired: IntCounter,
+    /// Bytes in the process's RocksDB block cache (memtables included).
+    pub block_cache_bytes: IntGauge,
+    /// Bytes in RocksDB memtables.
+    pub memtable_bytes: IntGauge,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    register(registry, IntCounter::new(name, help).expect("valid metric"))
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    register(registry, IntGauge::new(name, help).expect("valid metric"))
+}
+
+fn gauges(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    register(
+        registry,
+        IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
 }
 
 impl RuntimeMetrics {
@@ -95,19 +130,51 @@ impl RuntimeMetrics {
                 )
                 .expect("valid metric"),
             ),
-            state_keys: register(
+            state_keys: gauge(registry, "state_keys", "Estimated keys in the state store."),
+            idle_advances: counter(
                 registry,
-                IntGauge::new("state_keys", "Estimated keys in the state store.")
-                    .expect("valid metric"),
+                "idle_advances_total",
+                "Timer passes where an idle partition's stream time followed the wall clock.",
             ),
-            idle_advances: register(
+            records_skipped: counter(
                 registry,
-                IntCounter::new(
-                    "idle_advances_total",
-                    "Timer passes where an idle partition's stream time followed the wall clock.",
-                )
-                .expect("valid metric"),
+                "records_skipped_total",
+                "Input records skipped because the state already reflects them.",
             ),
+            consumer_lag: gauges(
+                registry,
+                "consumer_lag_records",
+                "Records behind the end of each assigned input partition.",
+                &["topic", "partition"],
+            ),
+            assigned_partitions: gauge(
+                registry,
+                "assigned_partitions",
+                "Input partitions assigned to this instance.",
+            ),
+            restore_remaining: gauges(
+                registry,
+                "restore_remaining_records",
+                "Changelog records still to restore.",
+                &["partition"],
+            ),
+            restored_records: counter(
+                registry,
+                "restored_records_total",
+                "Changelog records restored into local state.",
+            ),
+            changelog_records: counter(
+                registry,
+                "changelog_records_total",
+                "State changes written to the changelog.",
+            ),
+            timers_fired: counter(registry, "timers_fired_total", "Timers fired."),
+            block_cache_bytes: gauge(
+                registry,
+                "block_cache_bytes",
+                "Bytes in the process's RocksDB block cache, memtables included.",
+            ),
+            memtable_bytes: gauge(registry, "memtable_bytes", "Bytes in RocksDB memtables."),
         }
     }
 }

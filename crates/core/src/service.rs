@@ -27,6 +27,8 @@ pub struct ServiceSpec<'a> {
     pub http_listen: SocketAddr,
     /// Kafka consumer group.
     pub group_id: String,
+    /// Name of the state store; its changelog is `<group_id>-<store>-changelog`.
+    pub store: &'static str,
     pub inputs: Vec<String>,
     pub registry: Registry,
     /// Routes served beside `/metrics`, `/healthz` and `/readyz`.
@@ -43,7 +45,7 @@ pub async fn run<P: Processor>(
     let state_dir = spec.common.runtime.state_dir.join(spec.name);
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("creating state directory {}", state_dir.display()))?;
-    let store = StateStore::open(&state_dir)
+    let store = StateStore::open(&state_dir, spec.common.runtime.state_memory_bytes)
         .with_context(|| format!("opening state in {}", state_dir.display()))?;
     let metrics = RuntimeMetrics::new(&spec.registry);
     let readiness = Readiness::default();
@@ -61,6 +63,7 @@ pub async fn run<P: Processor>(
         service: spec.name.to_string(),
         kafka: spec.common.kafka.clone(),
         runtime: spec.common.runtime.clone(),
+        changelog_topic: format!("{}-{}-changelog", spec.group_id, spec.store),
         group_id: spec.group_id,
         inputs: spec.inputs,
         dead_letter_topic: spec.common.topics.dead_letters.clone(),

@@ -1,15 +1,23 @@
 //! Per-service state in RocksDB, with a write-back cache in front.
 //!
 //! Writes go to an in-memory overlay and reach RocksDB in one atomic write
-//! batch at [`StateStore::commit`], together with the metadata the runtime
-//! keeps beside the state (stream time per partition). Keys are scoped by
-//! partition so each input partition's state can be handled on its own.
+//! batch at [`StateStore::commit`], together with the runtime's metadata for
+//! the same partitions: the input offsets the state reflects, stream time,
+//! timers and the changelog position. Because state and offsets land in one
+//! batch, a restart resumes exactly where the state left off.
+//!
+//! Keys start with a namespace byte and the input partition (4 bytes,
+//! big-endian), so each partition's state can be committed, discarded,
+//! changelogged and restored on its own.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
-use rocksdb::{Direction, IteratorMode, Options, WriteBatch, DB};
+use rocksdb::{
+    BlockBasedOptions, Cache, Direction, IteratorMode, Options, WriteBatch, WriteBufferManager, DB,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -27,25 +35,111 @@ pub enum StateError {
 
 /// Key namespace of user state.
 const USER: u8 = b'u';
-/// Key namespace of runtime metadata.
+/// Key namespace of runtime metadata (offsets, stream time).
 const META: u8 = b'm';
+/// Key namespace of timers.
+const TIMER: u8 = b't';
+/// Key namespace of the local changelog position; never itself changelogged.
+const LOCAL: u8 = b'l';
+
+/// Which clock a timer follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    /// The partition's stream time (record timestamps, idle advance).
+    Event,
+    /// The wall clock.
+    Wall,
+}
+
+impl Clock {
+    fn tag(self) -> u8 {
+        match self {
+            Clock::Event => b'e',
+            Clock::Wall => b'w',
+        }
+    }
+}
+
+/// The process-wide memory budget of every state store: one block cache that
+/// also carries the memtables (write buffers), so total RocksDB memory stays
+/// within the configured bytes however many stores the process opens.
+pub struct StateMemory {
+    cache: Cache,
+    write_buffers: WriteBufferManager,
+}
+
+static MEMORY: OnceLock<StateMemory> = OnceLock::new();
+
+impl StateMemory {
+    /// The process's budget, created with `bytes` on first use.
+    pub fn global(bytes: usize) -> &'static StateMemory {
+        MEMORY.get_or_init(|| {
+            let cache = Cache::new_lru_cache(bytes);
+            // Memtables are charged to the cache; half the budget may be write buffers.
+            let write_buffers = WriteBufferManager::new_write_buffer_manager_with_cache(
+                bytes / 2,
+                false,
+                cache.clone(),
+            );
+            StateMemory {
+                cache,
+                write_buffers,
+            }
+        })
+    }
+
+    /// Bytes held by the block cache, memtables included.
+    pub fn block_cache_bytes(&self) -> usize {
+        self.cache.get_usage()
+    }
+
+    /// Bytes held by memtables.
+    pub fn memtable_bytes(&self) -> usize {
+        self.write_buffers.get_usage()
+    }
+}
+
+/// One pending change, as it goes to RocksDB and to the changelog.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub partition: i32,
+    pub key: Vec<u8>,
+    /// `None` deletes the key (a tombstone in the changelog).
+    pub value: Option<Vec<u8>>,
+}
 
 /// The RocksDB-backed state of one service instance.
 pub struct StateStore {
-    db: DB,
+    db: Arc<DB>,
     overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    memory: &'static StateMemory,
 }
 
 impl StateStore {
-    /// Opens (creating if needed) the store in `dir`.
-    pub fn open(dir: &Path) -> Result<Self, StateError> {
+    /// Opens (creating if needed) the store in `dir`, within the process's
+    /// memory budget of `memory_bytes` (fixed by the first store opened).
+    pub fn open(dir: &Path, memory_bytes: usize) -> Result<Self, StateError> {
+        let memory = StateMemory::global(memory_bytes);
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&memory.cache);
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_bloom_filter(10.0, false);
         let mut options = Options::default();
         options.create_if_missing(true);
+        options.set_block_based_table_factory(&table);
+        options.set_write_buffer_manager(&memory.write_buffers);
+        options.set_compression_type(rocksdb::DBCompressionType::Lz4);
         let db = DB::open(&options, dir)?;
         Ok(StateStore {
-            db,
+            db: Arc::new(db),
             overlay: BTreeMap::new(),
+            memory,
         })
+    }
+
+    /// The process's state memory, for metrics.
+    pub fn memory(&self) -> &'static StateMemory {
+        self.memory
     }
 
     /// A view of the store scoped to one input partition.
@@ -56,21 +150,86 @@ impl StateStore {
         }
     }
 
-    /// The stream time stored for `partition` at the last commit.
+    /// The stream time of `partition`, as last recorded.
     pub fn stream_time(&self, partition: i32) -> Result<Option<i64>, StateError> {
-        let key = scoped(META, partition, b"stream_time");
-        self.raw_get(&key)?.map(|v| decode(&key, &v)).transpose()
+        self.get_decoded(&scoped(META, partition, b"stream_time"))
     }
 
-    /// Records the stream time of `partition`, written at the next commit.
+    /// Records the stream time of `partition`.
     pub fn set_stream_time(&mut self, partition: i32, time: i64) {
-        let key = scoped(META, partition, b"stream_time");
-        self.overlay.insert(key, Some(encode(&time)));
+        self.put_encoded(scoped(META, partition, b"stream_time"), &time);
+    }
+
+    /// The next offset of `topic`/`partition` the state has not applied yet.
+    pub fn input_offset(&self, topic: &str, partition: i32) -> Result<Option<i64>, StateError> {
+        self.get_decoded(&offset_key(topic, partition))
+    }
+
+    /// Records that the state reflects `topic`/`partition` up to `next_offset` (exclusive).
+    pub fn set_input_offset(&mut self, topic: &str, partition: i32, next_offset: i64) {
+        self.put_encoded(offset_key(topic, partition), &next_offset);
+    }
+
+    /// Schedules a timer at `at` for `key` on `partition`.
+    pub fn set_timer(&mut self, partition: i32, clock: Clock, at: i64, key: &[u8]) {
+        self.overlay
+            .insert(timer_key(partition, clock, at, key), Some(Vec::new()));
+    }
+
+    /// Cancels a timer set with the same arguments.
+    pub fn cancel_timer(&mut self, partition: i32, clock: Clock, at: i64, key: &[u8]) {
+        self.overlay
+            .insert(timer_key(partition, clock, at, key), None);
+    }
+
+    /// Timers of `partition` on `clock` due at `now` (`at <= now`), earliest first.
+    pub fn due_timers(
+        &self,
+        partition: i32,
+        clock: Clock,
+        now: i64,
+    ) -> Result<Vec<(i64, Vec<u8>)>, StateError> {
+        let from = timer_key(partition, clock, i64::MIN, &[]);
+        let to = match now.checked_add(1) {
+            Some(next) => timer_key(partition, clock, next, &[]),
+            None => scoped(TIMER, partition, &[clock.tag() + 1]),
+        };
+        Ok(self
+            .keys_between(&from, &to)?
+            .into_iter()
+            .map(|k| {
+                let at = time_from_bytes(&k[6..14]);
+                (at, k[14..].to_vec())
+            })
+            .collect())
+    }
+
+    /// Pending changes that belong in the changelog, in key order.
+    pub fn pending_changes(&self) -> Vec<Change> {
+        self.overlay
+            .iter()
+            .filter(|(k, _)| k[0] != LOCAL)
+            .map(|(k, v)| Change {
+                partition: partition_of(k),
+                key: k.clone(),
+                value: v.clone(),
+            })
+            .collect()
+    }
+
+    /// Records the changelog position of `partition`, committed with the state.
+    pub fn set_changelog_position(&mut self, partition: i32, next_offset: i64) {
+        self.put_encoded(scoped(LOCAL, partition, b"changelog"), &next_offset);
     }
 
     /// Number of keys written since the last commit.
     pub fn pending(&self) -> usize {
         self.overlay.len()
+    }
+
+    /// Forgets the uncommitted changes of `partition` (it moved to another instance).
+    pub fn discard(&mut self, partition: i32) {
+        self.overlay.retain(|k, _| partition_of(k) != partition);
     }
 
     /// Writes every pending change to RocksDB in one atomic batch.
@@ -89,6 +248,14 @@ impl StateStore {
         Ok(())
     }
 
+    /// A handle that restores partitions from their changelog while the
+    /// store goes on serving the other partitions.
+    pub fn restorer(&self) -> Restorer {
+        Restorer {
+            db: Arc::clone(&self.db),
+        }
+    }
+
     /// The estimated number of keys in RocksDB (committed state only).
     pub fn estimated_keys(&self) -> u64 {
         self.db
@@ -96,6 +263,14 @@ impl StateStore {
             .ok()
             .flatten()
             .unwrap_or(0)
+    }
+
+    fn get_decoded<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StateError> {
+        self.raw_get(key)?.map(|v| decode(key, &v)).transpose()
+    }
+
+    fn put_encoded<T: Serialize>(&mut self, key: Vec<u8>, value: &T) {
+        self.overlay.insert(key, Some(encode(value)));
     }
 
     fn raw_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
@@ -106,7 +281,7 @@ impl StateStore {
     }
 
     /// Committed and pending keys with `from <= key < to`, in key order.
-    fn raw_keys(&self, from: &[u8], to: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
+    fn keys_between(&self, from: &[u8], to: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
         let mut merged: BTreeSet<Vec<u8>> = BTreeSet::new();
         for item in self
             .db
@@ -131,6 +306,53 @@ impl StateStore {
     }
 }
 
+/// Restores partitions of a [`StateStore`] from changelog records, writing
+/// committed state directly; the store must not touch those partitions meanwhile.
+#[derive(Clone)]
+pub struct Restorer {
+    db: Arc<DB>,
+}
+
+impl Restorer {
+    /// The changelog offset (exclusive) the committed state of `partition` reflects.
+    pub fn changelog_position(&self, partition: i32) -> Result<Option<i64>, StateError> {
+        let key = scoped(LOCAL, partition, b"changelog");
+        self.db.get(&key)?.map(|v| decode(&key, &v)).transpose()
+    }
+
+    /// Applies changelog records of `partition` straight to RocksDB, with the
+    /// changelog position they reach, in one batch.
+    pub fn restore(
+        &self,
+        partition: i32,
+        records: &[Change],
+        next_offset: i64,
+    ) -> Result<(), StateError> {
+        let mut batch = WriteBatch::default();
+        for change in records {
+            match &change.value {
+                Some(v) => batch.put(&change.key, v),
+                None => batch.delete(&change.key),
+            }
+        }
+        batch.put(scoped(LOCAL, partition, b"changelog"), encode(&next_offset));
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// Deletes every committed key of `partition` (before a full restore).
+    pub fn wipe(&self, partition: i32) -> Result<(), StateError> {
+        let mut batch = WriteBatch::default();
+        for namespace in [USER, META, TIMER, LOCAL] {
+            let from = scoped(namespace, partition, &[]);
+            let to = scoped(namespace, partition + 1, &[]);
+            batch.delete_range(from, to);
+        }
+        self.db.write(batch)?;
+        Ok(())
+    }
+}
+
 /// The state of one input partition; keys are relative to the partition.
 pub struct PartitionState<'a> {
     store: &'a mut StateStore,
@@ -139,25 +361,18 @@ pub struct PartitionState<'a> {
 
 impl PartitionState<'_> {
     fn key(&self, key: &[u8]) -> Vec<u8> {
-        let mut full = Vec::with_capacity(self.prefix.len() + key.len());
-        full.extend_from_slice(&self.prefix);
-        full.extend_from_slice(key);
-        full
+        [&self.prefix[..], key].concat()
     }
 
     /// The value under `key`, if any.
     pub fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StateError> {
-        let full = self.key(key);
-        self.store
-            .raw_get(&full)?
-            .map(|v| decode(&full, &v))
-            .transpose()
+        self.store.get_decoded(&self.key(key))
     }
 
     /// Sets `key` to `value`.
     pub fn put<T: Serialize>(&mut self, key: &[u8], value: &T) {
         let full = self.key(key);
-        self.store.overlay.insert(full, Some(encode(value)));
+        self.store.put_encoded(full, value);
     }
 
     /// Removes `key`.
@@ -171,7 +386,7 @@ impl PartitionState<'_> {
         let prefix_len = self.prefix.len();
         Ok(self
             .store
-            .raw_keys(&self.key(from), &self.key(to))?
+            .keys_between(&self.key(from), &self.key(to))?
             .into_iter()
             .map(|k| k[prefix_len..].to_vec())
             .collect())
@@ -184,6 +399,33 @@ fn scoped(namespace: u8, partition: i32, key: &[u8]) -> Vec<u8> {
     full.extend_from_slice(&partition.to_be_bytes());
     full.extend_from_slice(key);
     full
+}
+
+fn partition_of(key: &[u8]) -> i32 {
+    i32::from_be_bytes([key[1], key[2], key[3], key[4]])
+}
+
+fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
+    scoped(META, partition, &[b"offset/", topic.as_bytes()].concat())
+}
+
+fn timer_key(partition: i32, clock: Clock, at: i64, key: &[u8]) -> Vec<u8> {
+    scoped(
+        TIMER,
+        partition,
+        &[&[clock.tag()][..], &time_bytes(at), key].concat(),
+    )
+}
+
+/// Order-preserving bytes of a time: the sign bit flipped, big-endian.
+fn time_bytes(t: i64) -> [u8; 8] {
+    ((t as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn time_from_bytes(bytes: &[u8]) -> i64 {
+    let mut raw = [0u8; 8];
+    raw.copy_from_slice(bytes);
+    (u64::from_be_bytes(raw) ^ (1 << 63)) as i64
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -202,9 +444,11 @@ fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StateError
 mod tests {
     use super::*;
 
+    const MEMORY: usize = 64 << 20;
+
     fn open() -> (tempfile::TempDir, StateStore) {
         let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::open(dir.path()).unwrap();
+        let store = StateStore::open(dir.path(), MEMORY).unwrap();
         (dir, store)
     }
 
@@ -217,22 +461,26 @@ mod tests {
     }
 
     #[test]
-    fn committed_state_survives_reopen_and_uncommitted_does_not() {
+    fn committed_state_and_offsets_survive_reopen_and_uncommitted_do_not() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut store = StateStore::open(dir.path()).unwrap();
+            let mut store = StateStore::open(dir.path(), MEMORY).unwrap();
             store.partition(3).put(b"a", &"kept".to_string());
             store.set_stream_time(3, 42);
+            store.set_input_offset("events", 3, 17);
             store.commit().unwrap();
             store.partition(3).put(b"b", &"lost".to_string());
+            store.set_input_offset("events", 3, 18);
         }
-        let mut store = StateStore::open(dir.path()).unwrap();
+        let mut store = StateStore::open(dir.path(), MEMORY).unwrap();
         assert_eq!(
             store.partition(3).get::<String>(b"a").unwrap().as_deref(),
             Some("kept")
         );
         assert_eq!(store.partition(3).get::<String>(b"b").unwrap(), None);
         assert_eq!(store.stream_time(3).unwrap(), Some(42));
+        assert_eq!(store.input_offset("events", 3).unwrap(), Some(17));
+        assert_eq!(store.input_offset("events", 4).unwrap(), None);
     }
 
     #[test]
@@ -252,12 +500,55 @@ mod tests {
     }
 
     #[test]
-    fn a_deleted_key_stays_deleted_after_commit() {
+    fn timers_come_due_in_time_order_per_clock_and_partition() {
+        let (_dir, mut store) = open();
+        store.set_timer(0, Clock::Event, 30, b"c");
+        store.set_timer(0, Clock::Event, -5, b"a");
+        store.set_timer(0, Clock::Event, 10, b"b");
+        store.set_timer(0, Clock::Wall, 1, b"w");
+        store.set_timer(1, Clock::Event, 1, b"other");
+        store.commit().unwrap();
+        store.cancel_timer(0, Clock::Event, 10, b"b");
+        let due = store.due_timers(0, Clock::Event, 30).unwrap();
+        assert_eq!(due, vec![(-5, b"a".to_vec()), (30, b"c".to_vec())]);
+        assert_eq!(store.due_timers(0, Clock::Event, 29).unwrap().len(), 1);
+        assert_eq!(
+            store.due_timers(0, Clock::Wall, i64::MAX).unwrap(),
+            vec![(1, b"w".to_vec())]
+        );
+    }
+
+    #[test]
+    fn discarding_a_partition_keeps_the_others_pending() {
         let (_dir, mut store) = open();
         store.partition(0).put(b"k", &1u8);
-        store.commit().unwrap();
-        store.partition(0).delete(b"k");
+        store.partition(1).put(b"k", &1u8);
+        store.discard(0);
         store.commit().unwrap();
         assert_eq!(store.partition(0).get::<u8>(b"k").unwrap(), None);
+        assert_eq!(store.partition(1).get::<u8>(b"k").unwrap(), Some(1));
+    }
+
+    #[test]
+    fn pending_changes_restore_into_an_empty_store_identically() {
+        let (_dir, mut source) = open();
+        source.partition(2).put(b"k", &5u64);
+        source.set_input_offset("events", 2, 9);
+        source.set_timer(2, Clock::Event, 7, b"k");
+        let changes = source.pending_changes();
+        assert_eq!(changes.len(), 3);
+        assert!(changes.iter().all(|c| c.partition == 2));
+
+        let (_dir2, mut target) = open();
+        let restorer = target.restorer();
+        restorer.restore(2, &changes, 3).unwrap();
+        assert_eq!(target.partition(2).get::<u64>(b"k").unwrap(), Some(5));
+        assert_eq!(target.input_offset("events", 2).unwrap(), Some(9));
+        assert_eq!(target.due_timers(2, Clock::Event, 7).unwrap().len(), 1);
+        assert_eq!(restorer.changelog_position(2).unwrap(), Some(3));
+
+        restorer.wipe(2).unwrap();
+        assert_eq!(target.partition(2).get::<u64>(b"k").unwrap(), None);
+        assert_eq!(restorer.changelog_position(2).unwrap(), None);
     }
 }

@@ -38,6 +38,7 @@ pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> anyhow::R
         common: &common,
         http_listen: config.http_listen,
         group_id: config.group_id.clone(),
+        store: "state",
         inputs: vec![common.topics.raw_events.clone()],
         registry,
         routes: Default::default(),

@@ -49,6 +49,7 @@ pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> anyhow::R
         common: &common,
         http_listen: config.http_listen,
         group_id: config.group_id.clone(),
+        store: "sessions",
         inputs: vec![common.topics.events.clone()],
         registry,
         routes: Default::default(),

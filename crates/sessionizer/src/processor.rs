@@ -1,29 +1,25 @@
 //! The sessionizer processor: open sessions per customer in state, closed by
 //! event-time timers.
 //!
-//! State keys: `s<customer>` holds the customer's open sessions; a timer
-//! `t<close time><customer>` exists for each open session, so closing scans
-//! only the timers that are due.
+//! State: `s<customer>` holds the customer's open sessions, sorted by start.
+//! Each open session has an event-time timer, keyed by customer, due one
+//! millisecond after its close time.
 
 use journey_core::contract::CustomerEvent;
 use journey_core::ids;
-use journey_core::runtime::{Context, InputRecord, ProcessError, Processor};
+use journey_core::runtime::{Context, InputRecord, ProcessError, Processor, Rejection};
+use journey_core::state::Clock;
 use prometheus::{IntCounter, Registry};
 
 use crate::session::Session;
 use crate::window::{Placement, Windows};
 
 const SESSIONS: u8 = b's';
-const TIMERS: u8 = b't';
 
 /// Builds sessions per customer and emits each one's summary when final.
 pub struct Sessionizer {
     windows: Windows,
     output_topic: String,
-    metrics: Metrics,
-}
-
-struct Metrics {
     closed: IntCounter,
     late: IntCounter,
 }
@@ -40,28 +36,22 @@ impl Sessionizer {
         Sessionizer {
             windows,
             output_topic,
-            metrics: Metrics {
-                closed: counter("sessions_closed_total", "Sessions closed and summarised."),
-                late: counter(
-                    "late_events_total",
-                    "Events that arrived after their session was final.",
-                ),
-            },
+            closed: counter("sessions_closed_total", "Sessions closed and summarised."),
+            late: counter(
+                "late_events_total",
+                "Events that arrived after their session was final.",
+            ),
         }
+    }
+
+    /// The timer that closes a session ending at `end`: due once stream time passes its close time.
+    fn timer_at(&self, end: i64) -> i64 {
+        self.windows.close_time(end).saturating_add(1)
     }
 }
 
 fn session_key(customer: &str) -> Vec<u8> {
     [&[SESSIONS], customer.as_bytes()].concat()
-}
-
-/// Timer keys sort by close time: the sign bit is flipped so negative times order first.
-fn timer_key(close_time: i64, customer: &str) -> Vec<u8> {
-    [&[TIMERS][..], &time_bytes(close_time), customer.as_bytes()].concat()
-}
-
-fn time_bytes(t: i64) -> [u8; 8] {
-    ((t as u64) ^ (1 << 63)).to_be_bytes()
 }
 
 impl Processor for Sessionizer {
@@ -71,23 +61,19 @@ impl Processor for Sessionizer {
         ctx: &mut Context<'_>,
     ) -> Result<(), ProcessError> {
         let event: CustomerEvent = ctx.codec().decode(record.payload.unwrap_or_default())?;
-        let Some(customer) = event.customer_key().map(str::to_string) else {
-            return Err(journey_core::runtime::Rejection::semantic(
-                "customer_id",
-                "event has no customer key",
-            )
-            .into());
-        };
+        let customer = event
+            .customer_key()
+            .ok_or_else(|| Rejection::semantic("customer_id", "event has no customer key"))?
+            .to_string();
         let stream_time = ctx.stream_time();
-        let mut state = ctx.state();
         let key = session_key(&customer);
-        let mut open: Vec<Session> = state.get(&key)?.unwrap_or_default();
+        let mut open: Vec<Session> = ctx.state().get(&key)?.unwrap_or_default();
         match self
             .windows
             .place(&mut open, Session::of(&event), stream_time)
         {
             Placement::Late => {
-                self.metrics.late.inc();
+                self.late.inc();
                 tracing::debug!(event_id = %event.event_id, "late event: its session is already final");
             }
             Placement::Placed {
@@ -95,40 +81,40 @@ impl Processor for Sessionizer {
                 replaced_close_times,
             } => {
                 for close in replaced_close_times {
-                    state.delete(&timer_key(close, &customer));
+                    ctx.cancel_timer(Clock::Event, close.saturating_add(1), customer.as_bytes());
                 }
-                state.put(
-                    &timer_key(self.windows.close_time(open[index].end), &customer),
-                    &(),
+                ctx.set_timer(
+                    Clock::Event,
+                    self.timer_at(open[index].end),
+                    customer.as_bytes(),
                 );
-                state.put(&key, &open);
+                ctx.state().put(&key, &open);
             }
         }
         Ok(())
     }
 
-    fn on_stream_time(&mut self, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
-        let now = ctx.stream_time();
-        let due = ctx
-            .state()
-            .keys_in(&[TIMERS], &[&[TIMERS][..], &time_bytes(now)].concat())?;
-        for timer in due {
-            ctx.state().delete(&timer);
-            let customer = String::from_utf8_lossy(&timer[9..]).into_owned();
-            let key = session_key(&customer);
-            let mut open: Vec<Session> = ctx.state().get(&key)?.unwrap_or_default();
-            let done = self.windows.take_final(&mut open, now);
-            if open.is_empty() {
-                ctx.state().delete(&key);
-            } else {
-                ctx.state().put(&key, &open);
-            }
-            for session in done {
-                let id = ids::derive(&[customer.as_bytes(), &session.start.to_be_bytes()]);
-                let summary = session.summary(id, &customer);
-                ctx.emit(&self.output_topic, &customer, &summary, session.end)?;
-                self.metrics.closed.inc();
-            }
+    fn on_timer(
+        &mut self,
+        _: Clock,
+        _: i64,
+        customer: &[u8],
+        ctx: &mut Context<'_>,
+    ) -> Result<(), ProcessError> {
+        let customer = String::from_utf8_lossy(customer).into_owned();
+        let key = session_key(&customer);
+        let mut open: Vec<Session> = ctx.state().get(&key)?.unwrap_or_default();
+        let done = self.windows.take_final(&mut open, ctx.stream_time());
+        if open.is_empty() {
+            ctx.state().delete(&key);
+        } else {
+            ctx.state().put(&key, &open);
+        }
+        for session in done {
+            let id = ids::derive(&[customer.as_bytes(), &session.start.to_be_bytes()]);
+            let summary = session.summary(id, &customer);
+            ctx.emit(&self.output_topic, &customer, &summary, session.end)?;
+            self.closed.inc();
         }
         Ok(())
     }

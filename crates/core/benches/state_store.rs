@@ -1,0 +1,134 @@
+//! State store benchmark: get-modify-put per event against RocksDB through the
+//! write-back cache, with 100k and 1M distinct keys, beside an in-memory
+//! HashMap doing the same work in the same run; and the process's peak RSS
+//! with 1M keys against the configured memory budget.
+//!
+//! Run: `cargo bench -p journey-core --bench state_store`
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use journey_core::state::StateStore;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+const OPERATIONS: u64 = 1_000_000;
+const COMMIT_EVERY: u64 = 5_000;
+const BUDGET: usize = 64 << 20;
+
+/// A profile-sized value: a few counters and a short string.
+#[derive(Default, Serialize, Deserialize)]
+struct Value {
+    events: u64,
+    revenue: f64,
+    last_seen: i64,
+    segment: String,
+}
+
+fn key(i: u64) -> [u8; 8] {
+    i.to_be_bytes()
+}
+
+fn rocksdb_run(keys: u64) -> f64 {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut store = StateStore::open(dir.path(), BUDGET).expect("open store");
+    for i in 0..keys {
+        store.partition((i % 6) as i32).put(
+            &key(i),
+            &Value {
+                segment: "new".into(),
+                ..Value::default()
+            },
+        );
+        if i % 10_000 == 0 {
+            store.commit().expect("commit");
+        }
+    }
+    store.commit().expect("commit");
+    let mut rng = SmallRng::seed_from_u64(7);
+    let started = Instant::now();
+    for n in 0..OPERATIONS {
+        let i = rng.gen_range(0..keys);
+        let mut partition = store.partition((i % 6) as i32);
+        let mut value: Value = partition.get(&key(i)).expect("get").unwrap_or_default();
+        value.events += 1;
+        value.revenue += 1.5;
+        value.last_seen = n as i64;
+        partition.put(&key(i), &value);
+        if n % COMMIT_EVERY == 0 {
+            store.commit().expect("commit");
+        }
+    }
+    store.commit().expect("commit");
+    OPERATIONS as f64 / started.elapsed().as_secs_f64()
+}
+
+fn hashmap_run(keys: u64) -> f64 {
+    let mut map: HashMap<u64, Vec<u8>> = (0..keys)
+        .map(|i| (i, postcard::to_stdvec(&Value::default()).expect("encode")))
+        .collect();
+    let mut rng = SmallRng::seed_from_u64(7);
+    let started = Instant::now();
+    for n in 0..OPERATIONS {
+        let i = rng.gen_range(0..keys);
+        let mut value: Value = postcard::from_bytes(&map[&i]).expect("decode");
+        value.events += 1;
+        value.revenue += 1.5;
+        value.last_seen = n as i64;
+        map.insert(i, postcard::to_stdvec(&value).expect("encode"));
+    }
+    OPERATIONS as f64 / started.elapsed().as_secs_f64()
+}
+
+fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--rss-only") {
+        let rate = rocksdb_run(1_000_000);
+        println!("{} {rate:.0}", peak_rss_bytes());
+        return;
+    }
+    // Peak RSS in a process of its own, so the HashMap baseline does not count.
+    let exe = std::env::current_exe().expect("bench executable");
+    let output = std::process::Command::new(exe)
+        .arg("--rss-only")
+        .output()
+        .expect("RSS run");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let rss: u64 = text
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+
+    println!("state store: get-modify-put, {OPERATIONS} operations, commit every {COMMIT_EVERY}");
+    println!(
+        "{:>10} {:>16} {:>16} {:>10}",
+        "keys", "rocksdb ops/s", "hashmap ops/s", "ratio"
+    );
+    for keys in [100_000u64, 1_000_000] {
+        let rocks = rocksdb_run(keys);
+        let memory = hashmap_run(keys);
+        println!(
+            "{keys:>10} {rocks:>16.0} {memory:>16.0} {:>10.2}",
+            rocks / memory
+        );
+    }
+    println!(
+        "peak RSS with 1M keys: {:.1} MiB for a {} MiB state budget ({:.2}x the budget)",
+        rss as f64 / (1 << 20) as f64,
+        BUDGET >> 20,
+        rss as f64 / BUDGET as f64
+    );
+}

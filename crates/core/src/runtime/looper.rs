@@ -1,0 +1,602 @@
+//! The loop itself: assignment, restore, processing, timers and commits.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::clock::PartitionClock;
+use super::rebalance::{AssignmentChange, LoopContext};
+use super::restore::{restore_partition, RestoreProgress};
+use super::{now_millis, Context, InputRecord, Output, ProcessError, Processor};
+use crate::codec::Codec;
+use crate::config::{KafkaConfig, RuntimeConfig};
+use crate::contract::DeadLetter;
+use crate::http::Readiness;
+use crate::kafka::TopicSpec;
+use crate::metrics::RuntimeMetrics;
+use crate::state::{Clock, StateStore};
+
+/// Where and how a service's loop runs.
+#[derive(Debug, Clone)]
+pub struct LoopSettings {
+    /// Service name, recorded in dead letters.
+    pub service: String,
+    pub kafka: KafkaConfig,
+    pub runtime: RuntimeConfig,
+    pub group_id: String,
+    /// Co-partitioned input topics.
+    pub inputs: Vec<String>,
+    pub dead_letter_topic: String,
+    /// Compacted topic holding every change of the state.
+    pub changelog_topic: String,
+}
+
+/// Runs `processor` until `shutdown` is cancelled, then commits and returns.
+pub async fn run<P: Processor>(
+    settings: LoopSettings,
+    processor: P,
+    codec: Codec,
+    store: StateStore,
+    metrics: RuntimeMetrics,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let partitions = crate::kafka::input_partitions(&settings.kafka, &settings.inputs).await?;
+    crate::kafka::ensure_topics(
+        &settings.kafka,
+        &[TopicSpec {
+            name: settings.changelog_topic.clone(),
+            partitions,
+            compacted: true,
+        }],
+    )
+    .await?;
+    // Several inputs must be assigned partition by partition alike (co-partitioned),
+    // which the range assignor guarantees and cooperative-sticky does not.
+    let strategy = if settings.inputs.len() == 1 {
+        "cooperative-sticky"
+    } else {
+        "range"
+    };
+    let consumer: StreamConsumer<LoopContext> =
+        crate::kafka::consumer_config(&settings.kafka, &settings.group_id)
+            .set("partition.assignment.strategy", strategy)
+            .set("statistics.interval.ms", "5000")
+            .create_with_context(LoopContext::new(metrics.consumer_lag.clone()))
+            .context("creating Kafka consumer")?;
+    let inputs: Vec<&str> = settings.inputs.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&inputs)
+        .with_context(|| format!("subscribing to {inputs:?}"))?;
+    let (restored_tx, restored_rx) = mpsc::unbounded_channel();
+    let mut looper = Loop {
+        consumer,
+        restored_rx,
+        work: Work {
+            producer: crate::kafka::producer(&settings.kafka)?,
+            settings,
+            processor,
+            codec,
+            store,
+            metrics,
+            readiness,
+            restored_tx,
+            owned: BTreeMap::new(),
+            restoring: BTreeSet::new(),
+            rewinds: HashMap::new(),
+            clocks: HashMap::new(),
+            stream_times_written: HashMap::new(),
+            applied: HashMap::new(),
+            to_commit: HashMap::new(),
+            outputs: Vec::new(),
+            in_flight: Vec::new(),
+            changelog_ends: HashMap::new(),
+            processed_since_commit: 0,
+        },
+    };
+    looper.work.readiness.set(true);
+    let result = looper.run(&shutdown).await;
+    looper.work.readiness.set(false);
+    // After a failure the pending state may hold half of a record's changes:
+    // leave it uncommitted, the restart re-processes from the last commit.
+    result?;
+    looper.commit().await
+}
+
+struct Loop<P> {
+    consumer: StreamConsumer<LoopContext>,
+    restored_rx: mpsc::UnboundedReceiver<(i32, anyhow::Result<u64>)>,
+    work: Work<P>,
+}
+
+/// Everything but the consumer, so a borrowed message can be handled while
+/// the rest is mutated.
+struct Work<P> {
+    settings: LoopSettings,
+    processor: P,
+    codec: Codec,
+    store: StateStore,
+    metrics: RuntimeMetrics,
+    readiness: Readiness,
+    producer: FutureProducer,
+    restored_tx: mpsc::UnboundedSender<(i32, anyhow::Result<u64>)>,
+    /// Assigned partitions and their input topics.
+    owned: BTreeMap<i32, Vec<String>>,
+    /// Assigned partitions whose state is being restored (paused meanwhile).
+    restoring: BTreeSet<i32>,
+    /// First offset of a record that arrived during its partition's restore.
+    rewinds: HashMap<(String, i32), i64>,
+    clocks: HashMap<i32, PartitionClock>,
+    stream_times_written: HashMap<i32, i64>,
+    /// Next offset per input partition that the state has not applied.
+    applied: HashMap<(String, i32), i64>,
+    /// Offsets to record in state and commit to Kafka at the next commit.
+    to_commit: HashMap<(String, i32), i64>,
+    outputs: Vec<Output>,
+    in_flight: Vec<InFlight>,
+    /// Next changelog offset per partition, from acknowledged changelog records.
+    changelog_ends: HashMap<i32, i64>,
+    processed_since_commit: usize,
+}
+
+/// A produced record awaiting the broker's acknowledgement.
+enum InFlight {
+    Output(DeliveryFuture),
+    Changelog(DeliveryFuture),
+}
+
+impl<P: Processor> Loop<P> {
+    async fn run(&mut self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let tick = self.work.settings.runtime.tick_interval;
+        let commit_interval = self.work.settings.runtime.commit_interval;
+        let mut next_tick = Instant::now() + tick;
+        let mut next_commit = Instant::now() + commit_interval;
+        loop {
+            let wait = next_tick
+                .min(next_commit)
+                .saturating_duration_since(Instant::now());
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                Some((partition, outcome)) = self.restored_rx.recv() => self.finish_restore(partition, outcome)?,
+                polled = tokio::time::timeout(wait, self.consumer.recv()) => {
+                    let changes = self.consumer.context().take_changes();
+                    self.work.apply(changes);
+                    match polled {
+                        Ok(Ok(message)) => {
+                            let record = InputRecord {
+                                topic: message.topic(),
+                                partition: message.partition(),
+                                offset: message.offset(),
+                                timestamp: message.timestamp().to_millis().unwrap_or_else(now_millis),
+                                key: message.key(),
+                                payload: message.payload(),
+                            };
+                            self.work.handle(&record)?;
+                            drop(message);
+                            self.work.send_outputs().await?;
+                        }
+                        Ok(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
+                        Err(_) => {}
+                    }
+                }
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.work.tick(now)?;
+                self.work.send_outputs().await?;
+                next_tick = now + tick;
+            }
+            if now >= next_commit
+                || self.work.processed_since_commit >= self.work.settings.runtime.max_batch
+            {
+                self.commit().await?;
+                next_commit = Instant::now() + commit_interval;
+            }
+        }
+    }
+
+    /// Resumes a restored partition from the offsets its state reflects.
+    fn finish_restore(
+        &mut self,
+        partition: i32,
+        outcome: anyhow::Result<u64>,
+    ) -> anyhow::Result<()> {
+        outcome.with_context(|| format!("restoring partition {partition}"))?;
+        let work = &mut self.work;
+        if !work.restoring.remove(&partition) {
+            return Ok(()); // revoked meanwhile
+        }
+        let Some(topics) = work.owned.get(&partition).cloned() else {
+            return Ok(());
+        };
+        work.clocks.remove(&partition);
+        work.applied.retain(|(_, p), _| *p != partition);
+        let mut resume = TopicPartitionList::new();
+        for topic in &topics {
+            let rewind = work.rewinds.remove(&(topic.clone(), partition));
+            let target = work.store.input_offset(topic, partition)?.or(rewind);
+            if let Some(offset) = target {
+                if let Err(e) = self.consumer.seek(
+                    topic,
+                    partition,
+                    Offset::Offset(offset),
+                    Duration::from_secs(10),
+                ) {
+                    // Records the state already reflects are skipped anyway.
+                    tracing::warn!(topic, partition, offset, error = %e, "cannot seek to the state's offset");
+                }
+            }
+            resume.add_partition(topic, partition);
+        }
+        self.consumer
+            .resume(&resume)
+            .context("resuming a restored partition")?;
+        work.readiness.set(work.restoring.is_empty());
+        tracing::info!(
+            service = work.settings.service,
+            partition,
+            "partition ready"
+        );
+        Ok(())
+    }
+
+    async fn commit(&mut self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let offsets = self.work.write_back().await?;
+        if offsets.count() > 0 {
+            self.consumer
+                .commit(&offsets, CommitMode::Sync)
+                .context("committing offsets")?;
+        }
+        self.work
+            .metrics
+            .commit_latency
+            .observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+}
+
+impl<P: Processor> Work<P> {
+    /// Applies assignment changes heard by the consumer context.
+    fn apply(&mut self, changes: Vec<AssignmentChange>) {
+        for change in changes {
+            match change {
+                AssignmentChange::Revoked(partitions) => {
+                    for (topic, partition) in partitions {
+                        self.revoke(&topic, partition);
+                    }
+                }
+                AssignmentChange::Assigned(partitions) => {
+                    let mut added = BTreeSet::new();
+                    for (topic, partition) in partitions {
+                        let topics = self.owned.entry(partition).or_default();
+                        if !topics.contains(&topic) {
+                            topics.push(topic);
+                        }
+                        added.insert(partition);
+                    }
+                    for partition in added {
+                        self.start_restore(partition);
+                    }
+                }
+            }
+        }
+        self.metrics
+            .assigned_partitions
+            .set(self.owned.len() as i64);
+        self.readiness.set(self.restoring.is_empty());
+    }
+
+    /// Forgets a partition that moved away: its uncommitted changes are
+    /// dropped, the new owner re-processes them from the last commit.
+    fn revoke(&mut self, topic: &str, partition: i32) {
+        if let Some(topics) = self.owned.get_mut(&partition) {
+            topics.retain(|t| t != topic);
+            if !topics.is_empty() {
+                return;
+            }
+        }
+        self.owned.remove(&partition);
+        self.restoring.remove(&partition);
+        self.store.discard(partition);
+        self.clocks.remove(&partition);
+        self.stream_times_written.remove(&partition);
+        self.applied.retain(|(_, p), _| *p != partition);
+        self.to_commit.retain(|(_, p), _| *p != partition);
+        self.rewinds.retain(|(_, p), _| *p != partition);
+        let _ = self
+            .metrics
+            .restore_remaining
+            .remove_label_values(&[&partition.to_string()]);
+        tracing::info!(
+            service = self.settings.service,
+            partition,
+            "partition revoked"
+        );
+    }
+
+    fn start_restore(&mut self, partition: i32) {
+        if !self.restoring.insert(partition) {
+            return;
+        }
+        let kafka = self.settings.kafka.clone();
+        let changelog = self.settings.changelog_topic.clone();
+        let restorer = self.store.restorer();
+        let progress = RestoreProgress {
+            remaining: self
+                .metrics
+                .restore_remaining
+                .with_label_values(&[&partition.to_string()]),
+            restored: self.metrics.restored_records.clone(),
+        };
+        let done = self.restored_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let outcome = restore_partition(&kafka, &changelog, partition, &restorer, &progress);
+            let _ = done.send((partition, outcome));
+        });
+    }
+
+    /// The next offset of `topic`/`partition` the state has not applied.
+    fn applied_offset(&mut self, topic: &str, partition: i32) -> anyhow::Result<i64> {
+        if let Some(offset) = self.applied.get(&(topic.to_string(), partition)) {
+            return Ok(*offset);
+        }
+        let offset = self.store.input_offset(topic, partition)?.unwrap_or(0);
+        self.applied.insert((topic.to_string(), partition), offset);
+        Ok(offset)
+    }
+
+    fn clock(&mut self, partition: i32, now: Instant) -> anyhow::Result<&mut PartitionClock> {
+        if !self.clocks.contains_key(&partition) {
+            let stored = self.store.stream_time(partition)?.unwrap_or(i64::MIN);
+            self.stream_times_written.insert(partition, stored);
+            self.clocks
+                .insert(partition, PartitionClock::new(stored, now));
+        }
+        Ok(self.clocks.get_mut(&partition).expect("inserted above"))
+    }
+
+    fn handle(&mut self, record: &InputRecord<'_>) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let (topic, partition) = (record.topic, record.partition);
+        if self.restoring.contains(&partition) || !self.owned.contains_key(&partition) {
+            // Fetched before the pause took effect: read it again after the restore.
+            let first = self
+                .rewinds
+                .entry((topic.to_string(), partition))
+                .or_insert(record.offset);
+            *first = (*first).min(record.offset);
+            return Ok(());
+        }
+        if record.offset < self.applied_offset(topic, partition)? {
+            self.metrics.records_skipped.inc();
+            return Ok(());
+        }
+        let stream_time = {
+            let clock = self.clock(partition, started)?;
+            clock.observe(record.timestamp, started);
+            clock.stream_time
+        };
+        let mut ctx = Context::new(
+            &mut self.store,
+            &self.codec,
+            &mut self.outputs,
+            partition,
+            stream_time,
+        );
+        match self.processor.process(record, &mut ctx) {
+            Ok(()) => {}
+            Err(ProcessError::Rejected(rejection)) => {
+                self.metrics
+                    .dead_letters
+                    .with_label_values(&[rejection.kind.as_str()])
+                    .inc();
+                tracing::debug!(
+                    topic,
+                    partition,
+                    offset = record.offset,
+                    kind = rejection.kind.as_str(),
+                    reason = %rejection.message,
+                    "record dead-lettered"
+                );
+                let dead = DeadLetter {
+                    service: self.settings.service.clone(),
+                    source_topic: topic.to_string(),
+                    source_partition: partition,
+                    source_offset: record.offset,
+                    error_kind: rejection.kind,
+                    message: rejection.message,
+                    field_path: rejection.field_path,
+                    original_key: record.key.map(<[u8]>::to_vec),
+                    original_value: record.payload.map(<[u8]>::to_vec),
+                    failed_at: now_millis(),
+                };
+                self.outputs.push(Output {
+                    topic: self.settings.dead_letter_topic.clone(),
+                    key: record.key.map(<[u8]>::to_vec).unwrap_or_default(),
+                    payload: self.codec.encode(&dead)?,
+                    timestamp: record.timestamp,
+                });
+            }
+            Err(ProcessError::Fatal(e)) => {
+                return Err(e.context(format!(
+                    "processing {topic}/{partition} offset {}",
+                    record.offset
+                )))
+            }
+        }
+        let next = record.offset + 1;
+        self.applied.insert((topic.to_string(), partition), next);
+        self.to_commit.insert((topic.to_string(), partition), next);
+        self.processed_since_commit += 1;
+        self.metrics
+            .records_processed
+            .with_label_values(&[topic])
+            .inc();
+        self.metrics
+            .process_latency
+            .observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Advances stream time of the ready partitions and fires due timers.
+    fn tick(&mut self, now: Instant) -> anyhow::Result<()> {
+        let ready: Vec<i32> = self
+            .owned
+            .keys()
+            .copied()
+            .filter(|p| !self.restoring.contains(p))
+            .collect();
+        let idle_timeout = self.settings.runtime.idle_timeout;
+        let wall = now_millis();
+        for partition in ready {
+            let (advanced, stream_time) = {
+                let clock = self.clock(partition, now)?;
+                (clock.advance_if_idle(now, idle_timeout), clock.stream_time)
+            };
+            if advanced {
+                self.metrics.idle_advances.inc();
+            }
+            for (clock, time) in [(Clock::Event, stream_time), (Clock::Wall, wall)] {
+                for (at, key) in self.store.due_timers(partition, clock, time)? {
+                    self.store.cancel_timer(partition, clock, at, &key);
+                    let mut ctx = Context::new(
+                        &mut self.store,
+                        &self.codec,
+                        &mut self.outputs,
+                        partition,
+                        stream_time,
+                    );
+                    match self.processor.on_timer(clock, at, &key, &mut ctx) {
+                        Ok(()) => self.metrics.timers_fired.inc(),
+                        Err(ProcessError::Rejected(r)) => {
+                            anyhow::bail!(
+                                "timer of partition {partition} rejected its own state: {}",
+                                r.message
+                            )
+                        }
+                        Err(ProcessError::Fatal(e)) => return Err(e),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands queued outputs to the producer; delivery is awaited at commit.
+    async fn send_outputs(&mut self) -> anyhow::Result<()> {
+        for output in std::mem::take(&mut self.outputs) {
+            let record = FutureRecord::to(&output.topic)
+                .key(&output.key)
+                .payload(&output.payload)
+                .timestamp(output.timestamp);
+            let delivery = self.send(record).await?;
+            self.in_flight.push(InFlight::Output(delivery));
+            self.metrics
+                .records_produced
+                .with_label_values(&[output.topic.as_str()])
+                .inc();
+        }
+        Ok(())
+    }
+
+    async fn send(
+        &mut self,
+        mut record: FutureRecord<'_, Vec<u8>, Vec<u8>>,
+    ) -> anyhow::Result<DeliveryFuture> {
+        loop {
+            match self.producer.send_result(record) {
+                Ok(delivery) => return Ok(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    self.await_deliveries().await?;
+                }
+                Err((e, back)) => return Err(e).context(format!("producing to {}", back.topic)),
+            }
+        }
+    }
+
+    /// Waits for every produced record, noting how far each changelog partition got.
+    async fn await_deliveries(&mut self) -> anyhow::Result<()> {
+        for in_flight in std::mem::take(&mut self.in_flight) {
+            let (delivery, is_changelog) = match in_flight {
+                InFlight::Output(d) => (d, false),
+                InFlight::Changelog(d) => (d, true),
+            };
+            match delivery.await {
+                Ok(Ok(delivered)) if is_changelog => {
+                    let end = self.changelog_ends.entry(delivered.partition).or_insert(0);
+                    *end = (*end).max(delivered.offset + 1);
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err((e, message))) => {
+                    return Err(e).context(format!("delivering to {}", message.topic()))
+                }
+                Err(_) => anyhow::bail!("producer dropped a delivery"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Outputs and changelog acknowledged, then state with offsets, stream
+    /// times and changelog positions written in one batch; returns the input
+    /// offsets to commit to Kafka.
+    async fn write_back(&mut self) -> anyhow::Result<TopicPartitionList> {
+        self.send_outputs().await?;
+        for ((topic, partition), offset) in &self.to_commit {
+            self.store.set_input_offset(topic, *partition, *offset);
+        }
+        for (partition, clock) in &self.clocks {
+            let written = self
+                .stream_times_written
+                .entry(*partition)
+                .or_insert(i64::MIN);
+            if clock.stream_time > *written {
+                self.store.set_stream_time(*partition, clock.stream_time);
+                *written = clock.stream_time;
+            }
+        }
+        let changes = self.store.pending_changes();
+        self.metrics.changelog_records.inc_by(changes.len() as u64);
+        let changelog = self.settings.changelog_topic.clone();
+        for change in &changes {
+            let mut record = FutureRecord::<Vec<u8>, Vec<u8>>::to(&changelog)
+                .partition(change.partition)
+                .key(&change.key);
+            if let Some(value) = &change.value {
+                record = record.payload(value);
+            }
+            let delivery = self.send(record).await?;
+            self.in_flight.push(InFlight::Changelog(delivery));
+        }
+        self.await_deliveries().await?;
+        for (partition, end) in std::mem::take(&mut self.changelog_ends) {
+            self.store.set_changelog_position(partition, end);
+        }
+        self.store.commit()?;
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), offset) in self.to_commit.drain() {
+            offsets.add_partition_offset(&topic, partition, Offset::Offset(offset))?;
+        }
+        self.processed_since_commit = 0;
+        let memory = self.store.memory();
+        self.metrics
+            .state_keys
+            .set(self.store.estimated_keys() as i64);
+        self.metrics
+            .block_cache_bytes
+            .set(memory.block_cache_bytes() as i64);
+        self.metrics
+            .memtable_bytes
+            .set(memory.memtable_bytes() as i64);
+        Ok(offsets)
+    }
+}

@@ -1,0 +1,221 @@
+//! The processing runtime every service runs: poll, process, produce, commit,
+//! with state in RocksDB backed by a compacted changelog topic.
+//!
+//! A [`Processor`] holds a service's logic. The runtime feeds it records and
+//! due timers, sends what it emits, routes what it rejects to the dead-letter
+//! topic, and commits in this order:
+//!
+//! 1. outputs and the state's changes (to the changelog, one partition per
+//!    input partition) are acknowledged by the broker;
+//! 2. state, the input offsets it reflects, stream time and timers are written
+//!    to RocksDB in one atomic batch;
+//! 3. input offsets are committed to Kafka.
+//!
+//! A crash anywhere re-processes from the last commit: records whose offsets
+//! the state already reflects are skipped, so nothing is applied twice, and
+//! every output carries a deterministic id, so downstream sees at worst a
+//! repeat of an id it already has. Kafka transactions are not used.
+
+mod clock;
+mod looper;
+mod rebalance;
+mod restore;
+
+pub use looper::{run, LoopSettings};
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::codec::{AvroRecord, Codec, DecodeError, EncodeError};
+use crate::contract::ErrorKind;
+use crate::state::{Clock, PartitionState, StateError, StateStore};
+
+/// One input record as the processor sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct InputRecord<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    /// Kafka record timestamp in ms (event time: producers and services set it).
+    pub timestamp: i64,
+    pub key: Option<&'a [u8]>,
+    pub payload: Option<&'a [u8]>,
+}
+
+/// Why a record cannot be processed; it goes to the dead-letter topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub kind: ErrorKind,
+    pub message: String,
+    /// The offending field, dotted (`feedback.nps`), when one is to blame.
+    pub field_path: Option<String>,
+}
+
+impl Rejection {
+    /// A rejection of a semantically invalid field.
+    pub fn semantic(field: &str, message: impl Into<String>) -> Self {
+        Rejection {
+            kind: ErrorKind::SemanticViolation,
+            message: message.into(),
+            field_path: Some(field.to_string()),
+        }
+    }
+}
+
+impl From<DecodeError> for Rejection {
+    fn from(e: DecodeError) -> Self {
+        Rejection {
+            kind: e.kind(),
+            message: e.to_string(),
+            field_path: None,
+        }
+    }
+}
+
+/// A processor's failure: a bad record (dead-lettered, processing goes on)
+/// or a fatal error (the service stops and restarts from its last commit).
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("rejected: {}", .0.message)]
+    Rejected(Rejection),
+    #[error(transparent)]
+    Fatal(#[from] anyhow::Error),
+}
+
+impl From<Rejection> for ProcessError {
+    fn from(r: Rejection) -> Self {
+        ProcessError::Rejected(r)
+    }
+}
+
+impl From<DecodeError> for ProcessError {
+    fn from(e: DecodeError) -> Self {
+        ProcessError::Rejected(e.into())
+    }
+}
+
+impl From<StateError> for ProcessError {
+    fn from(e: StateError) -> Self {
+        ProcessError::Fatal(e.into())
+    }
+}
+
+impl From<EncodeError> for ProcessError {
+    fn from(e: EncodeError) -> Self {
+        ProcessError::Fatal(e.into())
+    }
+}
+
+/// A record to produce.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    pub topic: String,
+    pub key: Vec<u8>,
+    pub payload: Vec<u8>,
+    pub timestamp: i64,
+}
+
+/// What a processor may touch while handling a record or a timer.
+pub struct Context<'a> {
+    store: &'a mut StateStore,
+    codec: &'a Codec,
+    outputs: &'a mut Vec<Output>,
+    partition: i32,
+    stream_time: i64,
+}
+
+impl<'a> Context<'a> {
+    /// A context over `store` for `partition` at `stream_time`; outputs are collected in `outputs`.
+    pub fn new(
+        store: &'a mut StateStore,
+        codec: &'a Codec,
+        outputs: &'a mut Vec<Output>,
+        partition: i32,
+        stream_time: i64,
+    ) -> Self {
+        Context {
+            store,
+            codec,
+            outputs,
+            partition,
+            stream_time,
+        }
+    }
+
+    /// The state of the current partition.
+    pub fn state(&mut self) -> PartitionState<'_> {
+        self.store.partition(self.partition)
+    }
+
+    /// The current partition.
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    /// The partition's stream time: the largest record timestamp seen, moved
+    /// on by the wall clock when the partition is idle.
+    pub fn stream_time(&self) -> i64 {
+        self.stream_time
+    }
+
+    /// The codec, for decoding input payloads.
+    pub fn codec(&self) -> &Codec {
+        self.codec
+    }
+
+    /// Calls [`Processor::on_timer`] with `key` once `clock` reaches `at`.
+    pub fn set_timer(&mut self, clock: Clock, at: i64, key: &[u8]) {
+        self.store.set_timer(self.partition, clock, at, key);
+    }
+
+    /// Cancels a timer set with the same arguments.
+    pub fn cancel_timer(&mut self, clock: Clock, at: i64, key: &[u8]) {
+        self.store.cancel_timer(self.partition, clock, at, key);
+    }
+
+    /// Queues `record`, Avro-encoded, for `topic` under `key` with event time `timestamp`.
+    pub fn emit<T: AvroRecord>(
+        &mut self,
+        topic: &str,
+        key: &str,
+        record: &T,
+        timestamp: i64,
+    ) -> Result<(), ProcessError> {
+        let payload = self.codec.encode(record)?;
+        self.outputs.push(Output {
+            topic: topic.to_string(),
+            key: key.as_bytes().to_vec(),
+            payload,
+            timestamp,
+        });
+        Ok(())
+    }
+}
+
+/// A service's logic over records, state and time.
+pub trait Processor: Send + 'static {
+    /// Handles one input record.
+    fn process(
+        &mut self,
+        record: &InputRecord<'_>,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), ProcessError>;
+
+    /// Handles a timer set with [`Context::set_timer`] that came due.
+    fn on_timer(
+        &mut self,
+        _clock: Clock,
+        _at: i64,
+        _key: &[u8],
+        _ctx: &mut Context<'_>,
+    ) -> Result<(), ProcessError> {
+        Ok(())
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,160 @@
+//! Runtime overhead: a stateful no-op processor (one get-modify-put per record)
+//! on the full runtime (state, changelog, commits) against a bare rdkafka
+//! consumer that only counts, over the same topic on the same local broker,
+//! in one run. Prints both rates and their ratio.
+//!
+//! Run: `cargo bench -p journey-tests --bench runtime_overhead`
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use journey_core::codec::Codec;
+use journey_core::config::RuntimeConfig;
+use journey_core::http::Readiness;
+use journey_core::kafka::TopicSpec;
+use journey_core::metrics::RuntimeMetrics;
+use journey_core::runtime::{Context, InputRecord, LoopSettings, ProcessError, Processor};
+use journey_core::state::StateStore;
+use journey_tests::Broker;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use tokio_util::sync::CancellationToken;
+
+const RECORDS: u64 = 200_000;
+const TOPIC: &str = "bench-input";
+
+/// Counts records per key in state, and notes when the first and last arrive.
+struct Counting {
+    seen: Arc<AtomicU64>,
+    span: Arc<Mutex<(Option<Instant>, Option<Instant>)>>,
+}
+
+impl Processor for Counting {
+    fn process(
+        &mut self,
+        record: &InputRecord<'_>,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), ProcessError> {
+        let key = record.key.unwrap_or_default();
+        let count: u64 = ctx.state().get(key)?.unwrap_or(0);
+        ctx.state().put(key, &(count + 1));
+        let seen = self.seen.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut span = self.span.lock().expect("span lock");
+        span.0.get_or_insert_with(Instant::now);
+        if seen == RECORDS {
+            span.1 = Some(Instant::now());
+        }
+        Ok(())
+    }
+}
+
+async fn fill(broker: &Broker) {
+    let kafka = broker.kafka();
+    journey_core::kafka::ensure_topics(
+        &kafka,
+        &[TopicSpec {
+            name: TOPIC.into(),
+            partitions: 3,
+            compacted: false,
+        }],
+    )
+    .await
+    .expect("topic");
+    let producer: FutureProducer = journey_core::kafka::producer(&kafka).expect("producer");
+    let payload = vec![7u8; 100];
+    let mut in_flight = Vec::new();
+    for i in 0..RECORDS {
+        let key = format!("customer-{}", i % 10_000);
+        loop {
+            match producer.send_result(FutureRecord::to(TOPIC).key(&key).payload(&payload)) {
+                Ok(delivery) => {
+                    in_flight.push(delivery);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+        if in_flight.len() >= 10_000 {
+            for d in in_flight.drain(..) {
+                d.await.expect("delivery").expect("delivered");
+            }
+        }
+    }
+    for d in in_flight {
+        d.await.expect("delivery").expect("delivered");
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+}
+
+async fn bare(broker: &Broker) -> f64 {
+    let consumer: StreamConsumer =
+        journey_core::kafka::consumer_config(&broker.kafka(), "bench-bare")
+            .create()
+            .expect("consumer");
+    consumer.subscribe(&[TOPIC]).expect("subscribe");
+    let mut first = None;
+    let mut count = 0u64;
+    while count < RECORDS {
+        consumer.recv().await.expect("record");
+        first.get_or_insert_with(Instant::now);
+        count += 1;
+    }
+    RECORDS as f64 / first.expect("records").elapsed().as_secs_f64()
+}
+
+async fn runtime(broker: &Broker) -> f64 {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let registry = prometheus::Registry::new();
+    let seen = Arc::new(AtomicU64::new(0));
+    let span = Arc::new(Mutex::new((None, None)));
+    let processor = Counting {
+        seen: seen.clone(),
+        span: span.clone(),
+    };
+    let settings = LoopSettings {
+        service: "bench".into(),
+        kafka: broker.kafka(),
+        runtime: RuntimeConfig {
+            state_dir: dir.path().into(),
+            ..RuntimeConfig::default()
+        },
+        group_id: "bench-runtime".into(),
+        inputs: vec![TOPIC.into()],
+        dead_letter_topic: "bench-dead-letters".into(),
+        changelog_topic: "bench-runtime-counts-changelog".into(),
+    };
+    let store = StateStore::open(dir.path(), 64 << 20).expect("store");
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(journey_core::runtime::run(
+        settings,
+        processor,
+        Codec::builtin(),
+        store,
+        RuntimeMetrics::new(&registry),
+        Readiness::default(),
+        stop.clone(),
+    ));
+    while seen.load(Ordering::Relaxed) < RECORDS {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    task.await.expect("join").expect("runtime");
+    let (first, last) = *span.lock().expect("span lock");
+    RECORDS as f64 / (last.expect("last") - first.expect("first")).as_secs_f64()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let broker = Broker::start();
+    fill(&broker).await;
+    let bare_rate = bare(&broker).await;
+    let runtime_rate = runtime(&broker).await;
+    println!("runtime overhead over {RECORDS} records (100-byte values, 10k keys, 3 partitions)");
+    println!("bare rdkafka consumer     {bare_rate:>12.0} records/s");
+    println!("stateful runtime          {runtime_rate:>12.0} records/s");
+    println!(
+        "ratio runtime / bare      {:>12.2}",
+        runtime_rate / bare_rate
+    );
+}

@@ -1,0 +1,177 @@
+//! The stateful runtime under failure, with the sessionizer as the stateful
+//! service: a crash (SIGKILL), a lost state directory, and a second instance
+//! taking over. Each run is compared with a clean run over the same input:
+//! the same distinct sessions, no lost session, nothing applied twice.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use journey_core::codec::Codec;
+use journey_core::config::KafkaConfig;
+use journey_core::contract::{Channel, CustomerEvent, EventType, SessionSummary};
+use journey_core::runtime::now_millis;
+use journey_tests::{free_port, http_get, produce, Broker, ServiceProcess};
+
+const MINUTE: i64 = 60_000;
+const CUSTOMERS: usize = 60;
+
+/// Burst `burst` of traffic: four events per customer a minute apart, starting
+/// `burst` hours after `base`, so bursts are separate sessions.
+fn events(base: i64, burst: usize) -> Vec<(String, Vec<u8>, i64)> {
+    let codec = Codec::builtin();
+    let mut records = Vec::new();
+    for step in 0..4 {
+        for c in 0..CUSTOMERS {
+            let at = base + burst as i64 * 60 * MINUTE + step * MINUTE + c as i64;
+            let event = CustomerEvent {
+                event_id: format!("e-{c}-{burst}-{step}"),
+                event_type: if step == 2 {
+                    EventType::AddToCart
+                } else {
+                    EventType::PageView
+                },
+                occurred_at: at,
+                customer_id: Some(format!("customer-{c}")),
+                channel: Channel::Web,
+                ..CustomerEvent::default()
+            };
+            records.push((format!("customer-{c}"), codec.encode(&event).unwrap(), at));
+        }
+    }
+    records
+}
+
+/// Writes a sessionizer config file `file`.toml: group and output topic named
+/// after `run`, its own state directory and HTTP port.
+fn config(dir: &Path, broker: &Broker, file: &str, run: &str) -> PathBuf {
+    let path = dir.join(format!("{file}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[kafka]\nbootstrap_servers = \"{}\"\npartitions = 3\n\n\
+             [topics]\nsessions = \"sessions-{run}\"\n\n\
+             [runtime]\nstate_dir = \"{}\"\ncommit_interval = \"100ms\"\ntick_interval = \"50ms\"\n\n\
+             [sessionizer]\nhttp_listen = \"127.0.0.1:{}\"\ngroup_id = \"sessionizer-{run}\"\ngap = \"30m\"\ngrace = \"0s\"\n",
+            broker.bootstrap,
+            dir.join(file).display(),
+            free_port(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+async fn setup(broker: &Broker) -> KafkaConfig {
+    let kafka = broker.kafka();
+    let topics = journey_core::config::TopicsConfig::default();
+    let mut specs = journey_core::kafka::pipeline_topics(&topics, 3);
+    for name in ["clean", "crash", "wiped", "pair"] {
+        specs.push(journey_core::kafka::TopicSpec {
+            name: format!("sessions-{name}"),
+            partitions: 3,
+            compacted: false,
+        });
+    }
+    journey_core::kafka::ensure_topics(&kafka, &specs)
+        .await
+        .unwrap();
+    kafka
+}
+
+/// Distinct session ids, and how many records carried them in all.
+async fn sessions(kafka: &KafkaConfig, name: &str, at_least: usize) -> (BTreeSet<String>, usize) {
+    let topic = format!("sessions-{name}");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let records = journey_tests::read_all::<SessionSummary>(kafka, &topic)
+            .await
+            .unwrap();
+        let ids: BTreeSet<String> = records.iter().map(|s| s.session_id.clone()).collect();
+        if ids.len() >= at_least || Instant::now() > deadline {
+            return (ids, records.len());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn metric(port_config: &Path, name: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(port_config).ok()?;
+    let addr = text
+        .lines()
+        .find_map(|l| l.strip_prefix("http_listen = \""))?
+        .trim_end_matches('"');
+    let (_, body) = http_get(addr.parse().ok()?, "/metrics").await.ok()?;
+    body.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_lost_state_and_takeover_lose_nothing_and_apply_nothing_twice() {
+    let broker = Broker::start();
+    let kafka = setup(&broker).await;
+    let dir = tempfile::tempdir().unwrap();
+    let base = now_millis() - 5 * 60 * MINUTE;
+    let expected = 2 * CUSTOMERS;
+
+    // The first burst; the second comes while the runs below are disturbed.
+    produce(&kafka, "journey.events", &events(base, 0))
+        .await
+        .unwrap();
+
+    let clean_cfg = config(dir.path(), &broker, "clean", "clean");
+    let crash_cfg = config(dir.path(), &broker, "crash", "crash");
+    let wiped_cfg = config(dir.path(), &broker, "wiped", "wiped");
+    let pair_a = config(dir.path(), &broker, "pair-a", "pair");
+    let pair_b = config(dir.path(), &broker, "pair-b", "pair");
+
+    let clean = ServiceProcess::start("journey-sessionizer", &clean_cfg);
+    let crash = ServiceProcess::start("journey-sessionizer", &crash_cfg);
+    let wiped = ServiceProcess::start("journey-sessionizer", &wiped_cfg);
+    let a = ServiceProcess::start("journey-sessionizer", &pair_a);
+    let b = ServiceProcess::start("journey-sessionizer", &pair_b);
+
+    // Let every run process the first burst: its sessions stay open in state.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+
+    // Disturb each run while its state holds open sessions.
+    crash.kill();
+    wiped.kill();
+    std::fs::remove_dir_all(dir.path().join("wiped")).unwrap();
+    a.kill();
+
+    // The second burst closes the first burst's sessions; a last event per
+    // customer three hours on closes the second burst's.
+    produce(&kafka, "journey.events", &events(base, 1))
+        .await
+        .unwrap();
+    produce(&kafka, "journey.events", &events(base, 3)[..CUSTOMERS])
+        .await
+        .unwrap();
+    let crash = ServiceProcess::start("journey-sessionizer", &crash_cfg);
+    let wiped = ServiceProcess::start("journey-sessionizer", &wiped_cfg);
+
+    let (clean_ids, clean_records) = sessions(&kafka, "clean", expected).await;
+    assert_eq!(clean_ids.len(), expected, "clean run");
+    assert_eq!(
+        clean_records, expected,
+        "a clean run emits each session once"
+    );
+    for name in ["crash", "wiped", "pair"] {
+        let (ids, _) = sessions(&kafka, name, expected).await;
+        assert_eq!(
+            ids, clean_ids,
+            "{name}: the same distinct sessions as the clean run"
+        );
+    }
+    let restored = metric(&wiped_cfg, "journey_sessionizer_restored_records_total")
+        .await
+        .unwrap_or(0.0);
+    assert!(
+        restored > 0.0,
+        "the wiped instance restored its state from the changelog"
+    );
+    drop((clean, crash, wiped, b));
+}
