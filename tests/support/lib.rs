@@ -137,6 +137,17 @@ pub async fn produce(
     Ok(())
 }
 
+/// A consumer of `topic` from its beginning, in a group of its own.
+fn reader(kafka: &KafkaConfig, topic: &str) -> anyhow::Result<StreamConsumer> {
+    let consumer: StreamConsumer = journey_core::kafka::client_config(kafka)
+        .set("group.id", format!("reader-{topic}-{}", free_port()))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    Ok(consumer)
+}
+
 /// Reads `topic` from the beginning until `expected` records decode as `T`,
 /// then for `settle` more to catch any extra record; fails after `timeout`.
 pub async fn collect<T: AvroRecord>(
@@ -146,12 +157,7 @@ pub async fn collect<T: AvroRecord>(
     timeout: Duration,
     settle: Duration,
 ) -> anyhow::Result<Vec<T>> {
-    let consumer: StreamConsumer = journey_core::kafka::client_config(kafka)
-        .set("group.id", format!("collect-{topic}-{}", free_port()))
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .create()?;
-    consumer.subscribe(&[topic])?;
+    let consumer = reader(kafka, topic)?;
     let codec = Codec::builtin();
     let mut records = Vec::new();
     let deadline = Instant::now() + timeout;
@@ -338,12 +344,7 @@ impl Drop for ServiceProcess {
 /// Every record of `topic` decoded as `T`, read from the beginning until no
 /// record arrives for a second.
 pub async fn read_all<T: AvroRecord>(kafka: &KafkaConfig, topic: &str) -> anyhow::Result<Vec<T>> {
-    let consumer: StreamConsumer = journey_core::kafka::client_config(kafka)
-        .set("group.id", format!("read-all-{topic}-{}", free_port()))
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .create()?;
-    consumer.subscribe(&[topic])?;
+    let consumer = reader(kafka, topic)?;
     let codec = Codec::builtin();
     let mut records = Vec::new();
     let mut idle = Duration::from_secs(10);

@@ -1,8 +1,8 @@
 //! The classifier processor: profile and stage per customer, stage changes out.
 
-use journey_core::contract::{CustomerEvent, Stage, StageChange};
+use journey_core::contract::{Stage, StageChange};
 use journey_core::ids;
-use journey_core::runtime::{Context, InputRecord, ProcessError, Processor, Rejection};
+use journey_core::runtime::{Context, InputRecord, ProcessError, Processor};
 use prometheus::{IntCounterVec, Opts, Registry};
 
 use crate::profile::Profile;
@@ -44,11 +44,7 @@ impl Processor for Classifier {
         record: &InputRecord<'_>,
         ctx: &mut Context<'_>,
     ) -> Result<(), ProcessError> {
-        let event: CustomerEvent = ctx.codec().decode(record.payload.unwrap_or_default())?;
-        let customer = event
-            .customer_key()
-            .ok_or_else(|| Rejection::semantic("customer_id", "event has no customer key"))?
-            .to_string();
+        let (event, customer) = ctx.customer_event(record)?;
         let key = customer.as_bytes();
         let mut profile: Profile = ctx
             .state()

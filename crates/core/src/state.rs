@@ -222,11 +222,6 @@ impl StateStore {
         self.put_encoded(scoped(LOCAL, partition, b"changelog"), &next_offset);
     }
 
-    /// Number of keys written since the last commit.
-    pub fn pending(&self) -> usize {
-        self.overlay.len()
-    }
-
     /// Forgets the uncommitted changes of `partition` (it moved to another instance).
     pub fn discard(&mut self, partition: i32) {
         self.overlay.retain(|k, _| partition_of(k) != partition);
@@ -380,17 +375,6 @@ impl PartitionState<'_> {
         let full = self.key(key);
         self.store.overlay.insert(full, None);
     }
-
-    /// Keys (relative to the partition) with `from <= key < to`, in order.
-    pub fn keys_in(&self, from: &[u8], to: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
-        let prefix_len = self.prefix.len();
-        Ok(self
-            .store
-            .keys_between(&self.key(from), &self.key(to))?
-            .into_iter()
-            .map(|k| k[prefix_len..].to_vec())
-            .collect())
-    }
 }
 
 fn scoped(namespace: u8, partition: i32, key: &[u8]) -> Vec<u8> {
@@ -484,19 +468,22 @@ mod tests {
     }
 
     #[test]
-    fn ranges_merge_committed_and_pending_changes() {
+    fn due_timers_merge_committed_and_pending_changes() {
         let (_dir, mut store) = open();
-        let mut p = store.partition(0);
-        p.put(b"t1", &());
-        p.put(b"t2", &());
-        p.put(b"t3", &());
+        for at in [1, 2, 3] {
+            store.set_timer(0, Clock::Wall, at, b"k");
+        }
         store.commit().unwrap();
-        let mut p = store.partition(0);
-        p.delete(b"t2");
-        p.put(b"t4", &());
-        p.put(b"u1", &());
-        let keys = store.partition(0).keys_in(b"t", b"u").unwrap();
-        assert_eq!(keys, vec![b"t1".to_vec(), b"t3".to_vec(), b"t4".to_vec()]);
+        store.cancel_timer(0, Clock::Wall, 2, b"k");
+        store.set_timer(0, Clock::Wall, 4, b"k");
+        store.set_timer(0, Clock::Wall, 9, b"k");
+        let due: Vec<i64> = store
+            .due_timers(0, Clock::Wall, 5)
+            .unwrap()
+            .into_iter()
+            .map(|(at, _)| at)
+            .collect();
+        assert_eq!(due, vec![1, 3, 4]);
     }
 
     #[test]

@@ -5,9 +5,8 @@
 //! Each open session has an event-time timer, keyed by customer, due one
 //! millisecond after its close time.
 
-use journey_core::contract::CustomerEvent;
 use journey_core::ids;
-use journey_core::runtime::{Context, InputRecord, ProcessError, Processor, Rejection};
+use journey_core::runtime::{Context, InputRecord, ProcessError, Processor};
 use journey_core::state::Clock;
 use prometheus::{IntCounter, Registry};
 
@@ -60,11 +59,7 @@ impl Processor for Sessionizer {
         record: &InputRecord<'_>,
         ctx: &mut Context<'_>,
     ) -> Result<(), ProcessError> {
-        let event: CustomerEvent = ctx.codec().decode(record.payload.unwrap_or_default())?;
-        let customer = event
-            .customer_key()
-            .ok_or_else(|| Rejection::semantic("customer_id", "event has no customer key"))?
-            .to_string();
+        let (event, customer) = ctx.customer_event(record)?;
         let stream_time = ctx.stream_time();
         let key = session_key(&customer);
         let mut open: Vec<Session> = ctx.state().get(&key)?.unwrap_or_default();

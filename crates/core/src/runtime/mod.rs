@@ -26,7 +26,7 @@ pub use looper::{run, LoopSettings};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::codec::{AvroRecord, Codec, DecodeError, EncodeError};
-use crate::contract::ErrorKind;
+use crate::contract::{CustomerEvent, ErrorKind};
 use crate::state::{Clock, PartitionState, StateError, StateStore};
 
 /// One input record as the processor sees it.
@@ -160,6 +160,19 @@ impl<'a> Context<'a> {
     /// The codec, for decoding input payloads.
     pub fn codec(&self) -> &Codec {
         self.codec
+    }
+
+    /// Decodes `record` as a customer event, with the customer key it belongs to.
+    pub fn customer_event(
+        &self,
+        record: &InputRecord<'_>,
+    ) -> Result<(CustomerEvent, String), ProcessError> {
+        let event: CustomerEvent = self.codec.decode(record.payload.unwrap_or_default())?;
+        let customer = event
+            .customer_key()
+            .ok_or_else(|| Rejection::semantic("customer_id", "event has no customer key"))?
+            .to_string();
+        Ok((event, customer))
     }
 
     /// Calls [`Processor::on_timer`] with `key` once `clock` reaches `at`.
