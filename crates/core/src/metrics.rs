@@ -56,6 +56,8 @@ pub struct RuntimeMetrics {
     pub changelog_records: IntCounter,
     /// Timers fired.
     pub timers_fired: IntCounter,
+    /// Kafka offset commits the broker refused (during rebalances).
+    pub offset_commit_failures: IntCounter,
     /// Bytes in the process's RocksDB block cache (memtables included).
     pub block_cache_bytes: IntGauge,
     /// Bytes in RocksDB memtables.
@@ -169,6 +171,11 @@ impl RuntimeMetrics {
                 "State changes written to the changelog.",
             ),
             timers_fired: counter(registry, "timers_fired_total", "Timers fired."),
+            offset_commit_failures: counter(
+                registry,
+                "offset_commit_failures_total",
+                "Kafka offset commits the broker refused.",
+            ),
             block_cache_bytes: gauge(
                 registry,
                 "block_cache_bytes",
