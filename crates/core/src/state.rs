@@ -10,7 +10,7 @@
 //! big-endian), so each partition's state can be committed, discarded,
 //! changelogged and restored on its own.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -111,7 +111,9 @@ pub struct Change {
 /// The RocksDB-backed state of one service instance.
 pub struct StateStore {
     db: Arc<DB>,
-    overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Pending writes (`None` deletes), timers apart: they are scanned in order.
+    overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    timers: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     memory: &'static StateMemory,
 }
 
@@ -132,7 +134,8 @@ impl StateStore {
         let db = DB::open(&options, dir)?;
         Ok(StateStore {
             db: Arc::new(db),
-            overlay: BTreeMap::new(),
+            overlay: HashMap::new(),
+            timers: BTreeMap::new(),
             memory,
         })
     }
@@ -172,13 +175,13 @@ impl StateStore {
 
     /// Schedules a timer at `at` for `key` on `partition`.
     pub fn set_timer(&mut self, partition: i32, clock: Clock, at: i64, key: &[u8]) {
-        self.overlay
+        self.timers
             .insert(timer_key(partition, clock, at, key), Some(Vec::new()));
     }
 
     /// Cancels a timer set with the same arguments.
     pub fn cancel_timer(&mut self, partition: i32, clock: Clock, at: i64, key: &[u8]) {
-        self.overlay
+        self.timers
             .insert(timer_key(partition, clock, at, key), None);
     }
 
@@ -204,10 +207,11 @@ impl StateStore {
             .collect())
     }
 
-    /// Pending changes that belong in the changelog, in key order.
+    /// Pending changes that belong in the changelog.
     pub fn pending_changes(&self) -> Vec<Change> {
         self.overlay
             .iter()
+            .chain(&self.timers)
             .filter(|(k, _)| k[0] != LOCAL)
             .map(|(k, v)| Change {
                 partition: partition_of(k),
@@ -225,15 +229,17 @@ impl StateStore {
     /// Forgets the uncommitted changes of `partition` (it moved to another instance).
     pub fn discard(&mut self, partition: i32) {
         self.overlay.retain(|k, _| partition_of(k) != partition);
+        self.timers.retain(|k, _| partition_of(k) != partition);
     }
 
     /// Writes every pending change to RocksDB in one atomic batch.
     pub fn commit(&mut self) -> Result<(), StateError> {
-        if self.overlay.is_empty() {
+        if self.overlay.is_empty() && self.timers.is_empty() {
             return Ok(());
         }
         let mut batch = WriteBatch::default();
-        for (key, value) in std::mem::take(&mut self.overlay) {
+        let timers = std::mem::take(&mut self.timers);
+        for (key, value) in std::mem::take(&mut self.overlay).into_iter().chain(timers) {
             match value {
                 Some(v) => batch.put(key, v),
                 None => batch.delete(key),
@@ -275,7 +281,7 @@ impl StateStore {
         }
     }
 
-    /// Committed and pending keys with `from <= key < to`, in key order.
+    /// Committed and pending timer keys with `from <= key < to`, in key order.
     fn keys_between(&self, from: &[u8], to: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
         let mut merged: BTreeSet<Vec<u8>> = BTreeSet::new();
         for item in self
@@ -289,7 +295,7 @@ impl StateStore {
             merged.insert(k.to_vec());
         }
         let pending = self
-            .overlay
+            .timers
             .range::<[u8], _>((Bound::Included(from), Bound::Excluded(to)));
         for (k, v) in pending {
             match v {

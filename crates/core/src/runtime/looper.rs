@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use prometheus::IntCounter;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
@@ -77,6 +78,15 @@ pub async fn run<P: Processor>(
         .subscribe(&inputs)
         .with_context(|| format!("subscribing to {inputs:?}"))?;
     let (restored_tx, restored_rx) = mpsc::unbounded_channel();
+    let processed = settings
+        .inputs
+        .iter()
+        .map(|topic| {
+            metrics
+                .records_processed
+                .with_label_values(&[topic.as_str()])
+        })
+        .collect();
     let mut looper = Loop {
         consumer,
         restored_rx,
@@ -95,6 +105,7 @@ pub async fn run<P: Processor>(
             clocks: HashMap::new(),
             stream_times_written: HashMap::new(),
             applied: HashMap::new(),
+            processed,
             to_commit: HashMap::new(),
             outputs: Vec::new(),
             in_flight: Vec::new(),
@@ -136,10 +147,12 @@ struct Work<P> {
     rewinds: HashMap<(String, i32), i64>,
     clocks: HashMap<i32, PartitionClock>,
     stream_times_written: HashMap<i32, i64>,
-    /// Next offset per input partition that the state has not applied.
-    applied: HashMap<(String, i32), i64>,
+    /// Next offset per input (topic index, partition) that the state has not applied.
+    applied: HashMap<(usize, i32), i64>,
     /// Offsets to record in state and commit to Kafka at the next commit.
-    to_commit: HashMap<(String, i32), i64>,
+    to_commit: HashMap<(usize, i32), i64>,
+    /// `records_processed_total` of each input, resolved once.
+    processed: Vec<IntCounter>,
     outputs: Vec<Output>,
     in_flight: Vec<InFlight>,
     /// Next changelog offset per partition, from acknowledged changelog records.
@@ -159,18 +172,18 @@ impl<P: Processor> Loop<P> {
         let commit_interval = self.work.settings.runtime.commit_interval;
         let mut next_tick = Instant::now() + tick;
         let mut next_commit = Instant::now() + commit_interval;
+        // One timer for the next deadline, reset only when the deadline moves.
+        let deadline = tokio::time::sleep_until(next_tick.min(next_commit).into());
+        tokio::pin!(deadline);
         loop {
-            let wait = next_tick
-                .min(next_commit)
-                .saturating_duration_since(Instant::now());
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 Some((partition, outcome)) = self.restored_rx.recv() => self.finish_restore(partition, outcome)?,
-                polled = tokio::time::timeout(wait, self.consumer.recv()) => {
-                    let changes = self.consumer.context().take_changes();
-                    self.work.apply(changes);
+                _ = &mut deadline => {}
+                _ = self.consumer.context().changed() => {}
+                polled = self.consumer.recv() => {
                     match polled {
-                        Ok(Ok(message)) => {
+                        Ok(message) => {
                             let record = InputRecord {
                                 topic: message.topic(),
                                 partition: message.partition(),
@@ -181,14 +194,24 @@ impl<P: Processor> Loop<P> {
                             };
                             self.work.handle(&record)?;
                             drop(message);
-                            self.work.send_outputs().await?;
+                            if !self.work.outputs.is_empty() {
+                                self.work.send_outputs().await?;
+                            }
                         }
-                        Ok(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
-                        Err(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "Kafka consumer error"),
                     }
                 }
             }
+            let changes = self.consumer.context().take_changes();
+            if !changes.is_empty() {
+                self.work.apply(changes);
+            }
             let now = Instant::now();
+            if now < next_tick.min(next_commit)
+                && self.work.processed_since_commit < self.work.settings.runtime.max_batch
+            {
+                continue;
+            }
             if now >= next_tick {
                 self.work.tick(now)?;
                 self.work.send_outputs().await?;
@@ -200,6 +223,7 @@ impl<P: Processor> Loop<P> {
                 self.commit().await?;
                 next_commit = Instant::now() + commit_interval;
             }
+            deadline.as_mut().reset(next_tick.min(next_commit).into());
         }
     }
 
@@ -349,13 +373,23 @@ impl<P: Processor> Work<P> {
     }
 
     /// The next offset of `topic`/`partition` the state has not applied.
-    fn applied_offset(&mut self, topic: &str, partition: i32) -> anyhow::Result<i64> {
-        if let Some(offset) = self.applied.get(&(topic.to_string(), partition)) {
+    fn applied_offset(&mut self, input: usize, partition: i32) -> anyhow::Result<i64> {
+        if let Some(offset) = self.applied.get(&(input, partition)) {
             return Ok(*offset);
         }
+        let topic = &self.settings.inputs[input];
         let offset = self.store.input_offset(topic, partition)?.unwrap_or(0);
-        self.applied.insert((topic.to_string(), partition), offset);
+        self.applied.insert((input, partition), offset);
         Ok(offset)
+    }
+
+    /// The position of `topic` among the inputs.
+    fn input_index(&self, topic: &str) -> anyhow::Result<usize> {
+        self.settings
+            .inputs
+            .iter()
+            .position(|t| t == topic)
+            .with_context(|| format!("record from {topic}, which is not an input"))
     }
 
     fn clock(&mut self, partition: i32, now: Instant) -> anyhow::Result<&mut PartitionClock> {
@@ -380,7 +414,8 @@ impl<P: Processor> Work<P> {
             *first = (*first).min(record.offset);
             return Ok(());
         }
-        if record.offset < self.applied_offset(topic, partition)? {
+        let input = self.input_index(topic)?;
+        if record.offset < self.applied_offset(input, partition)? {
             self.metrics.records_skipped.inc();
             return Ok(());
         }
@@ -438,13 +473,10 @@ impl<P: Processor> Work<P> {
             }
         }
         let next = record.offset + 1;
-        self.applied.insert((topic.to_string(), partition), next);
-        self.to_commit.insert((topic.to_string(), partition), next);
+        self.applied.insert((input, partition), next);
+        self.to_commit.insert((input, partition), next);
         self.processed_since_commit += 1;
-        self.metrics
-            .records_processed
-            .with_label_values(&[topic])
-            .inc();
+        self.processed[input].inc();
         self.metrics
             .process_latency
             .observe(started.elapsed().as_secs_f64());
@@ -555,8 +587,9 @@ impl<P: Processor> Work<P> {
     /// offsets to commit to Kafka.
     async fn write_back(&mut self) -> anyhow::Result<TopicPartitionList> {
         self.send_outputs().await?;
-        for ((topic, partition), offset) in &self.to_commit {
-            self.store.set_input_offset(topic, *partition, *offset);
+        for ((input, partition), offset) in &self.to_commit {
+            self.store
+                .set_input_offset(&self.settings.inputs[*input], *partition, *offset);
         }
         for (partition, clock) in &self.clocks {
             let written = self
@@ -587,8 +620,12 @@ impl<P: Processor> Work<P> {
         }
         self.store.commit()?;
         let mut offsets = TopicPartitionList::new();
-        for ((topic, partition), offset) in self.to_commit.drain() {
-            offsets.add_partition_offset(&topic, partition, Offset::Offset(offset))?;
+        for ((input, partition), offset) in self.to_commit.drain() {
+            offsets.add_partition_offset(
+                &self.settings.inputs[input],
+                partition,
+                Offset::Offset(offset),
+            )?;
         }
         self.processed_since_commit = 0;
         let memory = self.store.memory();

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use prometheus::IntGaugeVec;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::{ClientContext, Statistics, TopicPartitionList};
+use tokio::sync::Notify;
 
 /// A change of the consumer's assignment, by partition number.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +22,8 @@ pub(crate) enum AssignmentChange {
 /// The runtime's consumer context.
 pub(crate) struct LoopContext {
     changes: Mutex<Vec<AssignmentChange>>,
+    /// Wakes the loop when a change is queued: a paused partition yields no record to wake it.
+    changed: Notify,
     lag: IntGaugeVec,
 }
 
@@ -28,8 +31,14 @@ impl LoopContext {
     pub(crate) fn new(lag: IntGaugeVec) -> Self {
         LoopContext {
             changes: Mutex::new(Vec::new()),
+            changed: Notify::new(),
             lag,
         }
+    }
+
+    /// Completes once a change is queued (immediately if one was queued meanwhile).
+    pub(crate) async fn changed(&self) {
+        self.changed.notified().await;
     }
 
     /// The assignment changes since the last call.
@@ -42,6 +51,7 @@ impl LoopContext {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(change);
+        self.changed.notify_one();
     }
 }
 
