@@ -5,6 +5,7 @@
 //!
 //! Run: `cargo bench -p journey-tests --bench runtime_overhead`
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,16 +19,45 @@ use journey_core::runtime::{Context, InputRecord, LoopSettings, ProcessError, Pr
 use journey_core::state::StateStore;
 use journey_tests::Broker;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio_util::sync::CancellationToken;
 
 const RECORDS: u64 = 200_000;
 const TOPIC: &str = "bench-input";
+const PARTITIONS: usize = 3;
 
-/// Counts records per key in state, and notes when the first and last arrive.
+/// The steady-state window of a run: it opens when the last partition
+/// delivers its first record (partitions start at different times) and closes
+/// at the last record.
+#[derive(Default)]
+struct Window {
+    started: HashMap<i32, ()>,
+    opened: Option<(Instant, u64)>,
+    closed: Option<Instant>,
+}
+
+impl Window {
+    fn record(&mut self, partition: i32, seen: u64) {
+        if self.started.insert(partition, ()).is_none() && self.started.len() == PARTITIONS {
+            self.opened = Some((Instant::now(), seen));
+        }
+        if seen == RECORDS {
+            self.closed = Some(Instant::now());
+        }
+    }
+
+    fn rate(&self) -> f64 {
+        let (opened, seen_then) = self.opened.expect("every partition delivered");
+        let closed = self.closed.expect("all records seen");
+        (RECORDS - seen_then) as f64 / (closed - opened).as_secs_f64()
+    }
+}
+
+/// Counts records per key in state, and tracks the steady-state window.
 struct Counting {
     seen: Arc<AtomicU64>,
-    span: Arc<Mutex<(Option<Instant>, Option<Instant>)>>,
+    window: Arc<Mutex<Window>>,
 }
 
 impl Processor for Counting {
@@ -40,11 +70,10 @@ impl Processor for Counting {
         let count: u64 = ctx.state().get(key)?.unwrap_or(0);
         ctx.state().put(key, &(count + 1));
         let seen = self.seen.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut span = self.span.lock().expect("span lock");
-        span.0.get_or_insert_with(Instant::now);
-        if seen == RECORDS {
-            span.1 = Some(Instant::now());
-        }
+        self.window
+            .lock()
+            .expect("window lock")
+            .record(record.partition, seen);
         Ok(())
     }
 }
@@ -93,24 +122,22 @@ async fn bare(broker: &Broker) -> f64 {
             .create()
             .expect("consumer");
     consumer.subscribe(&[TOPIC]).expect("subscribe");
-    let mut first = None;
-    let mut count = 0u64;
-    while count < RECORDS {
-        consumer.recv().await.expect("record");
-        first.get_or_insert_with(Instant::now);
-        count += 1;
+    let mut window = Window::default();
+    for seen in 1..=RECORDS {
+        let message = consumer.recv().await.expect("record");
+        window.record(message.partition(), seen);
     }
-    RECORDS as f64 / first.expect("records").elapsed().as_secs_f64()
+    window.rate()
 }
 
 async fn runtime(broker: &Broker) -> f64 {
     let dir = tempfile::tempdir().expect("temp dir");
     let registry = prometheus::Registry::new();
     let seen = Arc::new(AtomicU64::new(0));
-    let span = Arc::new(Mutex::new((None, None)));
+    let window = Arc::new(Mutex::new(Window::default()));
     let processor = Counting {
         seen: seen.clone(),
-        span: span.clone(),
+        window: window.clone(),
     };
     let settings = LoopSettings {
         service: "bench".into(),
@@ -140,8 +167,27 @@ async fn runtime(broker: &Broker) -> f64 {
     }
     stop.cancel();
     task.await.expect("join").expect("runtime");
-    let (first, last) = *span.lock().expect("span lock");
-    RECORDS as f64 / (last.expect("last") - first.expect("first")).as_secs_f64()
+    let window = window.lock().expect("window lock");
+    let elapsed = match (window.opened, window.closed) {
+        (Some((opened, _)), Some(closed)) => (closed - opened).as_secs_f64(),
+        _ => 0.0,
+    };
+    let seconds = |name: &str| {
+        registry
+            .gather()
+            .iter()
+            .find(|family| family.name() == name)
+            .map_or(0.0, |family| {
+                family.get_metric()[0].get_histogram().get_sample_sum()
+            })
+    };
+    println!(
+        "runtime: {:.3} s steady-state window; over the whole run {:.3} s processing records, {:.3} s committing",
+        elapsed,
+        seconds("process_latency_seconds"),
+        seconds("commit_latency_seconds")
+    );
+    window.rate()
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -127,7 +127,7 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             state_dir: PathBuf::from("state"),
             commit_interval: Duration::from_millis(500),
-            max_batch: 5_000,
+            max_batch: 100_000,
             tick_interval: Duration::from_millis(200),
             idle_timeout: Duration::from_secs(30),
             state_memory_bytes: 256 << 20,

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use futures::FutureExt as _;
 use prometheus::IntCounter;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -24,6 +25,9 @@ use crate::http::Readiness;
 use crate::kafka::TopicSpec;
 use crate::metrics::RuntimeMetrics;
 use crate::state::{Clock, StateStore};
+
+/// Records handled per wake-up of the loop before timers and commits are checked.
+const DRAIN_BATCH: usize = 512;
 
 /// Where and how a service's loop runs.
 #[derive(Debug, Clone)]
@@ -182,23 +186,32 @@ impl<P: Processor> Loop<P> {
                 _ = &mut deadline => {}
                 _ = self.consumer.context().changed() => {}
                 polled = self.consumer.recv() => {
-                    match polled {
-                        Ok(message) => {
-                            let record = InputRecord {
-                                topic: message.topic(),
-                                partition: message.partition(),
-                                offset: message.offset(),
-                                timestamp: message.timestamp().to_millis().unwrap_or_else(now_millis),
-                                key: message.key(),
-                                payload: message.payload(),
-                            };
-                            self.work.handle(&record)?;
-                            drop(message);
-                            if !self.work.outputs.is_empty() {
-                                self.work.send_outputs().await?;
+                    let mut polled = Some(polled);
+                    // Records already fetched are taken without another trip through
+                    // `select!`, up to a batch, so waiting costs once per batch.
+                    let mut batch = 0;
+                    while let Some(result) = polled.take() {
+                        match result {
+                            Ok(message) => {
+                                let record = InputRecord {
+                                    topic: message.topic(),
+                                    partition: message.partition(),
+                                    offset: message.offset(),
+                                    timestamp: message.timestamp().to_millis().unwrap_or_else(now_millis),
+                                    key: message.key(),
+                                    payload: message.payload(),
+                                };
+                                self.work.handle(&record)?;
                             }
+                            Err(e) => tracing::warn!(error = %e, "Kafka consumer error"),
                         }
-                        Err(e) => tracing::warn!(error = %e, "Kafka consumer error"),
+                        if !self.work.outputs.is_empty() {
+                            self.work.send_outputs().await?;
+                        }
+                        batch += 1;
+                        if batch < DRAIN_BATCH {
+                            polled = self.consumer.recv().now_or_never();
+                        }
                     }
                 }
             }
