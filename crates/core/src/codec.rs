@@ -95,8 +95,7 @@ pub fn split_frame(bytes: &[u8]) -> Result<(u32, &[u8]), DecodeError> {
 
 /// Writer schemas by id, and the id each contract record is written with.
 ///
-/// The built-in catalog numbers the contract's schemas 1 to 5; a schema
-/// registry client can register further ids (older or newer versions).
+/// The built-in catalog numbers the contract's schemas 1 to 5.
 #[derive(Clone)]
 pub struct Codec {
     by_id: HashMap<u32, Arc<Schema>>,
@@ -134,13 +133,8 @@ impl Codec {
         self.readers.insert(T::NAME, schema);
     }
 
-    /// Registers another writer schema under `id` (for example an older version).
-    pub fn register(&mut self, id: u32, schema: Schema) {
-        self.by_id.insert(id, Arc::new(schema));
-    }
-
     /// The id `T` is written with.
-    pub fn writer_id<T: AvroRecord>(&self) -> u32 {
+    fn writer_id<T: AvroRecord>(&self) -> u32 {
         self.writer_ids[T::NAME]
     }
 
