@@ -117,8 +117,7 @@ pub struct RuntimeConfig {
     /// A partition with no records for this long lets its stream time follow the wall clock.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
-    /// Memory budget of the process's state, bytes: RocksDB's block cache and
-    /// write buffers, and each store's recently committed values.
+    /// Memory budget of all RocksDB state in the process (block cache and write buffers), bytes.
     pub state_memory_bytes: usize,
 }
 

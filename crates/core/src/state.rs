@@ -10,7 +10,6 @@
 //! big-endian), so each partition's state can be committed, discarded,
 //! changelogged and restored on its own.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::path::Path;
@@ -33,9 +32,6 @@ pub enum StateError {
         source: postcard::Error,
     },
 }
-
-/// Each store may keep up to this fraction (1/n) of the memory budget as recently committed values.
-const RECENT_SHARE: usize = 8;
 
 /// Key namespace of user state.
 const USER: u8 = b'u';
@@ -78,8 +74,7 @@ impl StateMemory {
     /// The process's budget, created with `bytes` on first use.
     pub fn global(bytes: usize) -> &'static StateMemory {
         MEMORY.get_or_init(|| {
-            // The rest of the budget holds each store's recently committed values.
-            let cache = Cache::new_lru_cache(bytes - bytes / RECENT_SHARE);
+            let cache = Cache::new_lru_cache(bytes);
             // Memtables are charged to the cache; half the budget may be write buffers.
             let write_buffers = WriteBufferManager::new_write_buffer_manager_with_cache(
                 bytes / 2,
@@ -119,32 +114,8 @@ pub struct StateStore {
     /// Pending writes (`None` deletes), timers apart: they are scanned in order.
     overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
     timers: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-    /// Recently committed values (`None`: known absent), so a hot key is not
-    /// read back from RocksDB after every commit.
-    recent: RefCell<RecentValues>,
     memory: &'static StateMemory,
 }
-
-/// A bounded map of committed values; emptied whole when it outgrows its bytes.
-struct RecentValues {
-    values: HashMap<Vec<u8>, Option<Vec<u8>>>,
-    bytes: usize,
-    limit: usize,
-}
-
-impl RecentValues {
-    fn insert(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
-        self.bytes += key.len() + value.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD;
-        self.values.insert(key, value);
-        if self.bytes > self.limit {
-            self.values.clear();
-            self.bytes = 0;
-        }
-    }
-}
-
-/// Approximate bytes of bookkeeping per cached entry.
-const ENTRY_OVERHEAD: usize = 64;
 
 impl StateStore {
     /// Opens (creating if needed) the store in `dir`, within the process's
@@ -165,11 +136,6 @@ impl StateStore {
             db: Arc::new(db),
             overlay: HashMap::new(),
             timers: BTreeMap::new(),
-            recent: RefCell::new(RecentValues {
-                values: HashMap::new(),
-                bytes: 0,
-                limit: memory_bytes / RECENT_SHARE,
-            }),
             memory,
         })
     }
@@ -260,13 +226,10 @@ impl StateStore {
         self.put_encoded(scoped(LOCAL, partition, b"changelog"), &next_offset);
     }
 
-    /// Forgets the uncommitted changes and cached values of `partition` (it
-    /// moved to another instance, or is about to be restored).
+    /// Forgets the uncommitted changes of `partition` (it moved to another instance).
     pub fn discard(&mut self, partition: i32) {
         self.overlay.retain(|k, _| partition_of(k) != partition);
         self.timers.retain(|k, _| partition_of(k) != partition);
-        let recent = self.recent.get_mut();
-        recent.values.retain(|k, _| partition_of(k) != partition);
     }
 
     /// Writes every pending change to RocksDB in one atomic batch.
@@ -275,23 +238,14 @@ impl StateStore {
             return Ok(());
         }
         let mut batch = WriteBatch::default();
-        for (key, value) in std::mem::take(&mut self.timers) {
-            match value {
-                Some(v) => batch.put(key, v),
-                None => batch.delete(key),
-            }
-        }
-        for (key, value) in &self.overlay {
+        let timers = std::mem::take(&mut self.timers);
+        for (key, value) in std::mem::take(&mut self.overlay).into_iter().chain(timers) {
             match value {
                 Some(v) => batch.put(key, v),
                 None => batch.delete(key),
             }
         }
         self.db.write(batch)?;
-        let recent = self.recent.get_mut();
-        for (key, value) in self.overlay.drain() {
-            recent.insert(key, value);
-        }
         Ok(())
     }
 
@@ -321,15 +275,10 @@ impl StateStore {
     }
 
     fn raw_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        if let Some(pending) = self.overlay.get(key) {
-            return Ok(pending.clone());
+        match self.overlay.get(key) {
+            Some(pending) => Ok(pending.clone()),
+            None => Ok(self.db.get(key)?),
         }
-        if let Some(recent) = self.recent.borrow().values.get(key) {
-            return Ok(recent.clone());
-        }
-        let value = self.db.get(key)?;
-        self.recent.borrow_mut().insert(key.to_vec(), value.clone());
-        Ok(value)
     }
 
     /// Committed and pending timer keys with `from <= key < to`, in key order.
@@ -359,8 +308,7 @@ impl StateStore {
 }
 
 /// Restores partitions of a [`StateStore`] from changelog records, writing
-/// committed state directly. Call [`StateStore::discard`] for a partition
-/// before restoring it, and do not touch it until the restore is done.
+/// committed state directly; the store must not touch those partitions meanwhile.
 #[derive(Clone)]
 pub struct Restorer {
     db: Arc<DB>,
@@ -564,38 +512,6 @@ mod tests {
     }
 
     #[test]
-    fn a_restore_after_discard_is_read_instead_of_cached_values() {
-        let (_dir, mut store) = open();
-        store.partition(1).put(b"k", &1u8);
-        store.commit().unwrap();
-        assert_eq!(store.partition(1).get::<u8>(b"k").unwrap(), Some(1));
-        let newer = Change {
-            partition: 1,
-            key: scoped(USER, 1, b"k"),
-            value: Some(encode(&2u8)),
-        };
-        store.restorer().restore(1, &[newer], 10).unwrap();
-        store.discard(1);
-        assert_eq!(store.partition(1).get::<u8>(b"k").unwrap(), Some(2));
-    }
-
-    #[test]
-    fn the_recent_values_stay_correct_past_their_limit() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = StateStore::open(dir.path(), 64 << 10).unwrap();
-        for i in 0u32..2_000 {
-            store.partition(0).put(&i.to_be_bytes(), &i);
-        }
-        store.commit().unwrap();
-        for i in 0u32..2_000 {
-            assert_eq!(
-                store.partition(0).get::<u32>(&i.to_be_bytes()).unwrap(),
-                Some(i)
-            );
-        }
-    }
-
-    #[test]
     fn discarding_a_partition_keeps_the_others_pending() {
         let (_dir, mut store) = open();
         store.partition(0).put(b"k", &1u8);
@@ -625,7 +541,6 @@ mod tests {
         assert_eq!(restorer.changelog_position(2).unwrap(), Some(3));
 
         restorer.wipe(2).unwrap();
-        target.discard(2);
         assert_eq!(target.partition(2).get::<u64>(b"k").unwrap(), None);
         assert_eq!(restorer.changelog_position(2).unwrap(), None);
     }

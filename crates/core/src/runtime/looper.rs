@@ -368,8 +368,6 @@ impl<P: Processor> Work<P> {
         if !self.restoring.insert(partition) {
             return;
         }
-        // Whatever this instance cached of the partition may predate the changelog.
-        self.store.discard(partition);
         let kafka = self.settings.kafka.clone();
         let changelog = self.settings.changelog_topic.clone();
         let restorer = self.store.restorer();
