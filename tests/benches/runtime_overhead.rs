@@ -23,7 +23,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio_util::sync::CancellationToken;
 
-const RECORDS: u64 = 200_000;
+const RECORDS: u64 = 600_000;
 const TOPIC: &str = "bench-input";
 const PARTITIONS: usize = 3;
 

@@ -44,7 +44,10 @@ pub fn consumer_config(kafka: &KafkaConfig, group_id: &str) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "1000");
+        .set("heartbeat.interval.ms", "1000")
+        // librdkafka pauses fetching a partition for this long once its local queue
+        // is full (1 s by default), which stalls a consumer that fell behind its prefetch.
+        .set("fetch.queue.backoff.ms", "20");
     config
 }
 
