@@ -149,7 +149,7 @@ impl StateStore {
     pub fn partition(&mut self, partition: i32) -> PartitionState<'_> {
         PartitionState {
             store: self,
-            prefix: scoped(USER, partition, &[]),
+            prefix: partition_prefix(USER, partition),
         }
     }
 
@@ -357,7 +357,7 @@ impl Restorer {
 /// The state of one input partition; keys are relative to the partition.
 pub struct PartitionState<'a> {
     store: &'a mut StateStore,
-    prefix: Vec<u8>,
+    prefix: [u8; 5],
 }
 
 impl PartitionState<'_> {
@@ -383,12 +383,15 @@ impl PartitionState<'_> {
     }
 }
 
+/// Namespace byte and partition, the start of every key; on the stack, as it is
+/// built for each state access.
+fn partition_prefix(namespace: u8, partition: i32) -> [u8; 5] {
+    let [a, b, c, d] = partition.to_be_bytes();
+    [namespace, a, b, c, d]
+}
+
 fn scoped(namespace: u8, partition: i32, key: &[u8]) -> Vec<u8> {
-    let mut full = Vec::with_capacity(5 + key.len());
-    full.push(namespace);
-    full.extend_from_slice(&partition.to_be_bytes());
-    full.extend_from_slice(key);
-    full
+    [&partition_prefix(namespace, partition)[..], key].concat()
 }
 
 fn partition_of(key: &[u8]) -> i32 {
