@@ -1,9 +1,11 @@
 //! The stateful runtime under failure, with the sessionizer as the stateful
-//! service: a crash (SIGKILL), a lost state directory, and a second instance
-//! taking over. Each run is compared with a clean run over the same input:
-//! the same distinct sessions, no lost session, nothing applied twice.
+//! service: a crash (SIGKILL), a lost state directory, a second instance
+//! taking over from a crashed one, and partitions handed over cleanly when a
+//! second instance joins and the first one stops. Each run is compared with a clean run over the same input:
+//! the same distinct sessions, no lost session, nothing applied twice, and in
+//! the end the same state, key for key.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -11,7 +13,7 @@ use journey_core::codec::Codec;
 use journey_core::config::KafkaConfig;
 use journey_core::contract::{Channel, CustomerEvent, EventType, SessionSummary};
 use journey_core::runtime::now_millis;
-use journey_tests::{free_port, http_get, produce, Broker, ServiceProcess};
+use journey_tests::{free_port, http_get, produce, read_table, Broker, ServiceProcess};
 
 const MINUTE: i64 = 60_000;
 const CUSTOMERS: usize = 60;
@@ -43,15 +45,17 @@ fn events(base: i64, burst: usize) -> Vec<(String, Vec<u8>, i64)> {
 }
 
 /// Writes a sessionizer config file `file`.toml: group and output topic named
-/// after `run`, its own state directory and HTTP port.
-fn config(dir: &Path, broker: &Broker, file: &str, run: &str) -> PathBuf {
+/// after `run`, its own state directory and HTTP port, committing every
+/// `commit_interval`. Idle partitions never advance by the wall clock here,
+/// so every run ends in the same state.
+fn config(dir: &Path, broker: &Broker, file: &str, run: &str, commit_interval: &str) -> PathBuf {
     let path = dir.join(format!("{file}.toml"));
     std::fs::write(
         &path,
         format!(
             "[kafka]\nbootstrap_servers = \"{}\"\npartitions = 3\n\n\
              [topics]\nsessions = \"sessions-{run}\"\n\n\
-             [runtime]\nstate_dir = \"{}\"\ncommit_interval = \"100ms\"\ntick_interval = \"50ms\"\n\n\
+             [runtime]\nstate_dir = \"{}\"\ncommit_interval = \"{commit_interval}\"\ntick_interval = \"50ms\"\nidle_timeout = \"1h\"\n\n\
              [sessionizer]\nhttp_listen = \"127.0.0.1:{}\"\ngroup_id = \"sessionizer-{run}\"\ngap = \"30m\"\ngrace = \"0s\"\n",
             broker.bootstrap,
             dir.join(file).display(),
@@ -66,7 +70,7 @@ async fn setup(broker: &Broker) -> KafkaConfig {
     let kafka = broker.kafka();
     let topics = journey_core::config::TopicsConfig::default();
     let mut specs = journey_core::kafka::pipeline_topics(&topics, 3);
-    for name in ["clean", "crash", "wiped", "pair"] {
+    for name in ["clean", "crash", "wiped", "pair", "handover"] {
         specs.push(journey_core::kafka::TopicSpec {
             name: format!("sessions-{name}"),
             partitions: 3,
@@ -95,6 +99,41 @@ async fn sessions(kafka: &KafkaConfig, name: &str, at_least: usize) -> (BTreeSet
     }
 }
 
+/// The final state of run `name`, as its changelog holds it: waits until it
+/// equals `expected` (or, with none, until two reads agree).
+async fn settled_state(
+    kafka: &KafkaConfig,
+    name: &str,
+    expected: Option<&BTreeMap<Vec<u8>, Vec<u8>>>,
+) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let topic = format!("sessionizer-{name}-sessions-changelog");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = read_table(kafka, &topic).await.unwrap();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let table = read_table(kafka, &topic).await.unwrap();
+        let settled = match expected {
+            Some(expected) => &table == expected,
+            None => table == last,
+        };
+        if settled || Instant::now() > deadline {
+            return table;
+        }
+        last = table;
+    }
+}
+
+/// Keys only in `a`, only in `b`, and with different values.
+fn differences(a: &BTreeMap<Vec<u8>, Vec<u8>>, b: &BTreeMap<Vec<u8>, Vec<u8>>) -> [usize; 3] {
+    [
+        a.keys().filter(|k| !b.contains_key(*k)).count(),
+        b.keys().filter(|k| !a.contains_key(*k)).count(),
+        a.iter()
+            .filter(|(k, v)| b.get(*k).is_some_and(|w| w != *v))
+            .count(),
+    ]
+}
+
 async fn metric(port_config: &Path, name: &str) -> Option<f64> {
     let text = std::fs::read_to_string(port_config).ok()?;
     let addr = text
@@ -121,11 +160,15 @@ async fn crash_lost_state_and_takeover_lose_nothing_and_apply_nothing_twice() {
         .await
         .unwrap();
 
-    let clean_cfg = config(dir.path(), &broker, "clean", "clean");
-    let crash_cfg = config(dir.path(), &broker, "crash", "crash");
-    let wiped_cfg = config(dir.path(), &broker, "wiped", "wiped");
-    let pair_a = config(dir.path(), &broker, "pair-a", "pair");
-    let pair_b = config(dir.path(), &broker, "pair-b", "pair");
+    let clean_cfg = config(dir.path(), &broker, "clean", "clean", "100ms");
+    let crash_cfg = config(dir.path(), &broker, "crash", "crash", "100ms");
+    let wiped_cfg = config(dir.path(), &broker, "wiped", "wiped", "100ms");
+    let pair_a = config(dir.path(), &broker, "pair-a", "pair", "100ms");
+    let pair_b = config(dir.path(), &broker, "pair-b", "pair", "100ms");
+    // Commits rarely, so only the hand-over's own commit keeps the second
+    // member from re-processing, and re-sending, the first one's work.
+    let handover_a = config(dir.path(), &broker, "handover-a", "handover", "15s");
+    let handover_b = config(dir.path(), &broker, "handover-b", "handover", "15s");
 
     let clean = ServiceProcess::start("journey-sessionizer", &clean_cfg);
     let crash = ServiceProcess::start("journey-sessionizer", &crash_cfg);
@@ -153,17 +196,44 @@ async fn crash_lost_state_and_takeover_lose_nothing_and_apply_nothing_twice() {
     let crash = ServiceProcess::start("journey-sessionizer", &crash_cfg);
     let wiped = ServiceProcess::start("journey-sessionizer", &wiped_cfg);
 
+    // The hand-over pair starts on the whole input: the first member closes
+    // sessions, a second joins and takes some partitions, then the first leaves.
+    let leaving = ServiceProcess::start("journey-sessionizer", &handover_a);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let staying = ServiceProcess::start("journey-sessionizer", &handover_b);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    leaving.stop();
+
     let (clean_ids, clean_records) = sessions(&kafka, "clean", expected).await;
     assert_eq!(clean_ids.len(), expected, "clean run");
     assert_eq!(
         clean_records, expected,
         "a clean run emits each session once"
     );
-    for name in ["crash", "wiped", "pair"] {
-        let (ids, _) = sessions(&kafka, name, expected).await;
+    for name in ["crash", "wiped", "pair", "handover"] {
+        let (ids, records) = sessions(&kafka, name, expected).await;
         assert_eq!(
             ids, clean_ids,
             "{name}: the same distinct sessions as the clean run"
+        );
+        if name == "handover" {
+            assert_eq!(
+                records, expected,
+                "partitions handed over cleanly re-send nothing"
+            );
+        }
+    }
+    let clean_state = settled_state(&kafka, "clean", None).await;
+    assert!(
+        clean_state.len() > CUSTOMERS,
+        "the clean run ends with open sessions in state"
+    );
+    for name in ["crash", "wiped", "pair", "handover"] {
+        let state = settled_state(&kafka, name, Some(&clean_state)).await;
+        assert_eq!(
+            differences(&clean_state, &state),
+            [0, 0, 0],
+            "{name}: the same final state as the clean run (keys only in clean, only in {name}, different)"
         );
     }
     let restored = metric(&wiped_cfg, "journey_sessionizer_restored_records_total")
@@ -173,5 +243,5 @@ async fn crash_lost_state_and_takeover_lose_nothing_and_apply_nothing_twice() {
         restored > 0.0,
         "the wiped instance restored its state from the changelog"
     );
-    drop((clean, crash, wiped, b));
+    drop((clean, crash, wiped, b, staying));
 }

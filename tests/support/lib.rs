@@ -3,6 +3,7 @@
 //!
 //! The broker binary comes from `scripts/nisshi.sh install` (or `NISSHI_BIN`).
 
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -327,6 +328,14 @@ impl ServiceProcess {
         ServiceProcess { child }
     }
 
+    /// Asks the process to stop (SIGTERM) and waits until it has.
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+
     /// Kills the process at once, as a crash would: nothing is flushed or committed.
     pub fn kill(mut self) {
         let _ = self.child.kill();
@@ -354,4 +363,26 @@ pub async fn read_all<T: AvroRecord>(kafka: &KafkaConfig, topic: &str) -> anyhow
         idle = Duration::from_secs(1);
     }
     Ok(records)
+}
+
+/// The latest value of every key of a compacted topic such as a changelog,
+/// read from the beginning until no record arrives for a second; a tombstone
+/// removes its key.
+pub async fn read_table(
+    kafka: &KafkaConfig,
+    topic: &str,
+) -> anyhow::Result<BTreeMap<Vec<u8>, Vec<u8>>> {
+    let consumer = reader(kafka, topic)?;
+    let mut table = BTreeMap::new();
+    let mut idle = Duration::from_secs(10);
+    while let Ok(message) = tokio::time::timeout(idle, consumer.recv()).await {
+        let message = message?;
+        let key = message.key().unwrap_or_default().to_vec();
+        match message.payload() {
+            Some(value) => table.insert(key, value.to_vec()),
+            None => table.remove(&key),
+        };
+        idle = Duration::from_secs(1);
+    }
+    Ok(table)
 }

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::clock::PartitionClock;
-use super::rebalance::{AssignmentChange, LoopContext};
+use super::rebalance::{release, AssignmentChange, LoopContext};
 use super::restore::{restore_partition, RestoreProgress};
 use super::{now_millis, Context, InputRecord, Output, ProcessError, Processor};
 use crate::codec::Codec;
@@ -120,6 +120,7 @@ pub async fn run<P: Processor>(
     looper.work.readiness.set(true);
     let result = looper.run(&shutdown).await;
     looper.work.readiness.set(false);
+    looper.consumer.context().close();
     // After a failure the pending state may hold half of a record's changes:
     // leave it uncommitted, the restart re-processes from the last commit.
     result?;
@@ -217,7 +218,7 @@ impl<P: Processor> Loop<P> {
             }
             let changes = self.consumer.context().take_changes();
             if !changes.is_empty() {
-                self.work.apply(changes);
+                self.rebalance(changes).await?;
             }
             let now = Instant::now();
             if now < next_tick.min(next_commit)
@@ -238,6 +239,32 @@ impl<P: Processor> Loop<P> {
             }
             deadline.as_mut().reset(next_tick.min(next_commit).into());
         }
+    }
+
+    /// Applies assignment changes heard by the consumer context: revoked
+    /// partitions are committed (unless lost) before they are released, new
+    /// ones start restoring.
+    async fn rebalance(&mut self, changes: Vec<AssignmentChange>) -> anyhow::Result<()> {
+        for change in changes {
+            match change {
+                AssignmentChange::Revoked { partitions, lost } => {
+                    if !lost {
+                        self.commit().await?;
+                    }
+                    for (topic, partition) in &partitions {
+                        self.work.revoke(topic, *partition, lost);
+                    }
+                    release(&self.consumer, &partitions).context("releasing revoked partitions")?;
+                }
+                AssignmentChange::Assigned(partitions) => self.work.assign(partitions),
+            }
+        }
+        let work = &mut self.work;
+        work.metrics
+            .assigned_partitions
+            .set(work.owned.len() as i64);
+        work.readiness.set(work.restoring.is_empty());
+        Ok(())
     }
 
     /// Resumes a restored partition from the offsets its state reflects.
@@ -306,39 +333,26 @@ impl<P: Processor> Loop<P> {
 }
 
 impl<P: Processor> Work<P> {
-    /// Applies assignment changes heard by the consumer context.
-    fn apply(&mut self, changes: Vec<AssignmentChange>) {
-        for change in changes {
-            match change {
-                AssignmentChange::Revoked(partitions) => {
-                    for (topic, partition) in partitions {
-                        self.revoke(&topic, partition);
-                    }
-                }
-                AssignmentChange::Assigned(partitions) => {
-                    let mut added = BTreeSet::new();
-                    for (topic, partition) in partitions {
-                        let topics = self.owned.entry(partition).or_default();
-                        if !topics.contains(&topic) {
-                            topics.push(topic);
-                        }
-                        added.insert(partition);
-                    }
-                    for partition in added {
-                        self.start_restore(partition);
-                    }
-                }
+    /// Takes newly assigned partitions, restoring their state first.
+    fn assign(&mut self, partitions: Vec<(String, i32)>) {
+        let mut added = BTreeSet::new();
+        for (topic, partition) in partitions {
+            let topics = self.owned.entry(partition).or_default();
+            if !topics.contains(&topic) {
+                topics.push(topic);
             }
+            added.insert(partition);
         }
-        self.metrics
-            .assigned_partitions
-            .set(self.owned.len() as i64);
-        self.readiness.set(self.restoring.is_empty());
+        for partition in added {
+            self.start_restore(partition);
+        }
     }
 
-    /// Forgets a partition that moved away: its uncommitted changes are
-    /// dropped, the new owner re-processes them from the last commit.
-    fn revoke(&mut self, topic: &str, partition: i32) {
+    /// Forgets a partition that moved away. After a clean revocation its
+    /// state is committed and nothing is pending; after a lost one, the
+    /// uncommitted changes are dropped and the new owner re-processes them
+    /// from the last commit.
+    fn revoke(&mut self, topic: &str, partition: i32, lost: bool) {
         if let Some(topics) = self.owned.get_mut(&partition) {
             topics.retain(|t| t != topic);
             if !topics.is_empty() {
@@ -360,6 +374,7 @@ impl<P: Processor> Work<P> {
         tracing::info!(
             service = self.settings.service,
             partition,
+            lost,
             "partition revoked"
         );
     }

@@ -2,13 +2,21 @@
 //!
 //! Newly assigned partitions are paused inside the rebalance callback, before
 //! any record of theirs is fetched; the loop resumes each one once its state
-//! is restored. Revocations are queued for the loop, which drops the
-//! partition's uncommitted state.
+//! is restored.
+//!
+//! Revoked partitions are not given up inside the callback: the loop first
+//! commits their state, outputs and offsets, then releases them with
+//! [`release`], so the next owner starts exactly where this one stopped. A
+//! lost assignment (this member was thrown out of the group) is dropped
+//! without committing, since another member may already own it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use prometheus::IntGaugeVec;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::KafkaResult;
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Statistics, TopicPartitionList};
 use tokio::sync::Notify;
 
@@ -16,7 +24,12 @@ use tokio::sync::Notify;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum AssignmentChange {
     Assigned(Vec<(String, i32)>),
-    Revoked(Vec<(String, i32)>),
+    /// Still assigned in the consumer until the loop calls [`release`].
+    Revoked {
+        partitions: Vec<(String, i32)>,
+        /// Taken away without a clean hand-over: do not commit.
+        lost: bool,
+    },
 }
 
 /// The runtime's consumer context.
@@ -24,6 +37,9 @@ pub(crate) struct LoopContext {
     changes: Mutex<Vec<AssignmentChange>>,
     /// Wakes the loop when a change is queued: a paused partition yields no record to wake it.
     changed: Notify,
+    /// Set once the loop has stopped: revocations are then released at once,
+    /// since nobody is left to commit them and closing waits for the release.
+    closing: AtomicBool,
     lag: IntGaugeVec,
 }
 
@@ -32,8 +48,14 @@ impl LoopContext {
         LoopContext {
             changes: Mutex::new(Vec::new()),
             changed: Notify::new(),
+            closing: AtomicBool::new(false),
             lag,
         }
+    }
+
+    /// From now on the loop no longer handles revocations.
+    pub(crate) fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
     }
 
     /// Completes once a change is queued (immediately if one was queued meanwhile).
@@ -77,27 +99,71 @@ impl ClientContext for LoopContext {
 }
 
 impl ConsumerContext for LoopContext {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            let revoked = partitions(tpl);
-            for (topic, partition) in &revoked {
-                let _ = self
-                    .lag
-                    .remove_label_values(&[topic.as_str(), &partition.to_string()]);
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let assigned = match consumer.rebalance_protocol() {
+                    RebalanceProtocol::Cooperative => consumer.incremental_assign(tpl),
+                    _ => consumer.assign(tpl),
+                };
+                if let Err(e) = assigned {
+                    tracing::error!(error = %e, "cannot take the assigned partitions");
+                    return;
+                }
+                if tpl.count() == 0 {
+                    return;
+                }
+                if let Err(e) = consumer.pause(tpl) {
+                    tracing::error!(error = %e, "cannot pause newly assigned partitions");
+                }
+                self.push(AssignmentChange::Assigned(partitions(tpl)));
             }
-            self.push(AssignmentChange::Revoked(revoked));
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let revoked = partitions(tpl);
+                for (topic, partition) in &revoked {
+                    let _ = self
+                        .lag
+                        .remove_label_values(&[topic.as_str(), &partition.to_string()]);
+                }
+                if self.closing.load(Ordering::SeqCst) || revoked.is_empty() {
+                    if let Err(e) = release(consumer, &revoked) {
+                        tracing::error!(error = %e, "cannot release revoked partitions");
+                    }
+                    return;
+                }
+                self.push(AssignmentChange::Revoked {
+                    partitions: revoked,
+                    lost: consumer.assignment_lost(),
+                });
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance failed; dropping the assignment");
+                if let Err(e) = consumer.unassign() {
+                    tracing::error!(error = %e, "cannot drop the assignment");
+                }
+            }
         }
     }
+}
 
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            if tpl.count() == 0 {
-                return;
+/// Gives revoked partitions back to the group, once their state is committed.
+pub(crate) fn release<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    revoked: &[(String, i32)],
+) -> KafkaResult<()> {
+    match consumer.rebalance_protocol() {
+        RebalanceProtocol::Cooperative => {
+            let mut tpl = TopicPartitionList::new();
+            for (topic, partition) in revoked {
+                tpl.add_partition(topic, *partition);
             }
-            if let Err(e) = consumer.pause(tpl) {
-                tracing::error!(error = %e, "cannot pause newly assigned partitions");
-            }
-            self.push(AssignmentChange::Assigned(partitions(tpl)));
+            consumer.incremental_unassign(&tpl)
         }
+        _ => consumer.unassign(),
     }
 }
