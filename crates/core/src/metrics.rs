@@ -116,8 +116,11 @@ impl RuntimeMetrics {
             process_latency: register(
                 registry,
                 Histogram::with_opts(
-                    HistogramOpts::new("process_latency_seconds", "Time to process one record.")
-                        .buckets(buckets.clone()),
+                    HistogramOpts::new(
+                        "process_latency_seconds",
+                        "Time to process one record (one record in 16 is timed).",
+                    )
+                    .buckets(buckets.clone()),
                 )
                 .expect("valid metric"),
             ),

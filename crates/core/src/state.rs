@@ -267,17 +267,30 @@ impl StateStore {
     }
 
     fn get_decoded<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StateError> {
-        self.raw_get(key)?.map(|v| decode(key, &v)).transpose()
+        match self.overlay.get(key) {
+            Some(pending) => pending.as_deref().map(|v| decode(key, v)).transpose(),
+            None => self
+                .db
+                .get_pinned(key)?
+                .map(|v| decode(key, &v))
+                .transpose(),
+        }
     }
 
     fn put_encoded<T: Serialize>(&mut self, key: Vec<u8>, value: &T) {
         self.overlay.insert(key, Some(encode(value)));
     }
 
-    fn raw_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        match self.overlay.get(key) {
-            Some(pending) => Ok(pending.clone()),
-            None => Ok(self.db.get(key)?),
+    /// Like [`Self::put_encoded`], but re-uses the pending entry's key and
+    /// buffer when there is one: the common case of a hot key costs no allocation.
+    fn put_in_place<T: Serialize>(&mut self, key: &[u8], value: &T) {
+        match self.overlay.get_mut(key) {
+            Some(slot) => {
+                let mut buffer = slot.take().unwrap_or_default();
+                buffer.clear();
+                *slot = Some(encode_into(value, buffer));
+            }
+            None => self.put_encoded(key.to_vec(), value),
         }
     }
 
@@ -365,15 +378,36 @@ impl PartitionState<'_> {
         [&self.prefix[..], key].concat()
     }
 
+    /// Calls `f` with the full key, built on the stack when it is short.
+    fn with_key<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
+        let len = self.prefix.len() + key.len();
+        if len <= STACK_KEY {
+            let mut full = [0u8; STACK_KEY];
+            full[..self.prefix.len()].copy_from_slice(&self.prefix);
+            full[self.prefix.len()..len].copy_from_slice(key);
+            f(&full[..len])
+        } else {
+            f(&self.key(key))
+        }
+    }
+
     /// The value under `key`, if any.
     pub fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StateError> {
-        self.store.get_decoded(&self.key(key))
+        self.with_key(key, |full| self.store.get_decoded(full))
     }
 
     /// Sets `key` to `value`.
     pub fn put<T: Serialize>(&mut self, key: &[u8], value: &T) {
-        let full = self.key(key);
-        self.store.put_encoded(full, value);
+        let len = self.prefix.len() + key.len();
+        if len <= STACK_KEY {
+            let mut full = [0u8; STACK_KEY];
+            full[..self.prefix.len()].copy_from_slice(&self.prefix);
+            full[self.prefix.len()..len].copy_from_slice(key);
+            self.store.put_in_place(&full[..len], value);
+        } else {
+            let full = self.key(key);
+            self.store.put_encoded(full, value);
+        }
     }
 
     /// Removes `key`.
@@ -382,6 +416,9 @@ impl PartitionState<'_> {
         self.store.overlay.insert(full, None);
     }
 }
+
+/// Longest full key (prefix included) built on the stack rather than the heap.
+const STACK_KEY: usize = 128;
 
 /// Namespace byte and partition, the start of every key; on the stack, as it is
 /// built for each state access.
@@ -422,8 +459,13 @@ fn time_from_bytes(bytes: &[u8]) -> i64 {
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    encode_into(value, Vec::new())
+}
+
+/// Appends `value` to `buffer`.
+fn encode_into<T: Serialize>(value: &T, buffer: Vec<u8>) -> Vec<u8> {
     // postcard only fails on types serde cannot describe (e.g. maps with unknown length), a bug.
-    postcard::to_stdvec(value).expect("state values are plain serde structs")
+    postcard::to_extend(value, buffer).expect("state values are plain serde structs")
 }
 
 fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StateError> {

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::clock::PartitionClock;
 use super::rebalance::{release, AssignmentChange, LoopContext};
 use super::restore::{restore_partition, RestoreProgress};
-use super::{now_millis, Context, InputRecord, Output, ProcessError, Processor};
+use super::{now_millis, Context, InputRecord, Output, ProcessError, Processor, LATENCY_SAMPLE};
 use crate::codec::Codec;
 use crate::config::{KafkaConfig, RuntimeConfig};
 use crate::contract::DeadLetter;
@@ -187,6 +187,8 @@ impl<P: Processor> Loop<P> {
                 _ = &mut deadline => {}
                 _ = self.consumer.context().changed() => {}
                 polled = self.consumer.recv() => {
+                    // The batch's arrival time stands for each record's, for idleness.
+                    let arrived = Instant::now();
                     let mut polled = Some(polled);
                     // Records already fetched are taken without another trip through
                     // `select!`, up to a batch, so waiting costs once per batch.
@@ -202,7 +204,7 @@ impl<P: Processor> Loop<P> {
                                     key: message.key(),
                                     payload: message.payload(),
                                 };
-                                self.work.handle(&record)?;
+                                self.work.handle(&record, arrived)?;
                             }
                             Err(e) => tracing::warn!(error = %e, "Kafka consumer error"),
                         }
@@ -430,8 +432,8 @@ impl<P: Processor> Work<P> {
         Ok(self.clocks.get_mut(&partition).expect("inserted above"))
     }
 
-    fn handle(&mut self, record: &InputRecord<'_>) -> anyhow::Result<()> {
-        let started = Instant::now();
+    fn handle(&mut self, record: &InputRecord<'_>, arrived: Instant) -> anyhow::Result<()> {
+        let started = (self.processed_since_commit % LATENCY_SAMPLE == 0).then(Instant::now);
         let (topic, partition) = (record.topic, record.partition);
         if self.restoring.contains(&partition) || !self.owned.contains_key(&partition) {
             // Fetched before the pause took effect: read it again after the restore.
@@ -448,8 +450,8 @@ impl<P: Processor> Work<P> {
             return Ok(());
         }
         let stream_time = {
-            let clock = self.clock(partition, started)?;
-            clock.observe(record.timestamp, started);
+            let clock = self.clock(partition, arrived)?;
+            clock.observe(record.timestamp, arrived);
             clock.stream_time
         };
         let mut ctx = Context::new(
@@ -505,9 +507,11 @@ impl<P: Processor> Work<P> {
         self.to_commit.insert((input, partition), next);
         self.processed_since_commit += 1;
         self.processed[input].inc();
-        self.metrics
-            .process_latency
-            .observe(started.elapsed().as_secs_f64());
+        if let Some(started) = started {
+            self.metrics
+                .process_latency
+                .observe(started.elapsed().as_secs_f64());
+        }
         Ok(())
     }
 

@@ -23,6 +23,11 @@ mod restore;
 
 pub use looper::{run, LoopSettings};
 
+/// One record in this many has its processing time measured
+/// (`process_latency_seconds`): reading the clock for every record would cost
+/// more than many processors do.
+pub const LATENCY_SAMPLE: usize = 16;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::codec::{AvroRecord, Codec, DecodeError, EncodeError};
