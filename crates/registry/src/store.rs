@@ -81,6 +81,9 @@ impl Store {
 /// Reads partition 0 of `topic` up to its high watermark into a catalog.
 fn load(kafka: &KafkaConfig, topic: &str) -> anyhow::Result<Catalog> {
     let consumer: BaseConsumer = client_config(kafka)
+        // librdkafka will not assign partitions without a group; it never joins
+        // nor commits: the topic is always read from the beginning.
+        .set("group.id", format!("journey-registry-{topic}"))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
         .create()
