@@ -1,11 +1,15 @@
 //! The embedded registry against a local nisshi broker: registration, ids,
 //! compatibility, error codes, restart from the `_schemas` topic, and the client.
 
-mod support;
+#[path = "support/http.rs"]
+mod http;
+#[path = "support/running.rs"]
+mod running;
 
+use http::{call, schema_body, SR_JSON};
 use journey_registry::{RegistryClient, RegistryError};
 use journey_tests::Broker;
-use support::{call, schema_body, Running, SR_JSON};
+use running::Running;
 
 const V1: &str =
     r#"{"type":"record","name":"Order","namespace":"t","fields":[{"name":"id","type":"string"}]}"#;
