@@ -49,6 +49,5 @@ mod store;
 pub mod wire;
 
 pub use client::{RegistryClient, RegistryError};
-pub use compatibility::CompatibilityLevel;
 pub use config::RegistryConfig;
 pub use server::{serve, Registry};

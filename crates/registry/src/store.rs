@@ -26,6 +26,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Store {
     producer: FutureProducer,
     topic: String,
+    kafka: KafkaConfig,
+    /// A write failed: it may still have landed, so the catalog may be behind the topic.
+    in_doubt: bool,
 }
 
 impl Store {
@@ -41,10 +44,7 @@ impl Store {
         )
         .await
         .with_context(|| format!("creating the schemas topic {topic}"))?;
-        let catalog = {
-            let (kafka, topic) = (kafka.clone(), topic.to_string());
-            tokio::task::spawn_blocking(move || load(&kafka, &topic)).await??
-        };
+        let catalog = load_in_background(kafka, topic).await?;
         let producer = client_config(kafka)
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -56,13 +56,30 @@ impl Store {
             Store {
                 producer,
                 topic: topic.to_string(),
+                kafka: kafka.clone(),
+                in_doubt: false,
             },
             catalog,
         ))
     }
 
+    /// After a failed write, the catalog as the topic has it now; `None` when
+    /// every write so far succeeded. Call before deciding a write: a write
+    /// that timed out may have landed, and its id or version must not be
+    /// handed out again.
+    pub async fn resync(&mut self) -> Result<Option<Catalog>, ApiError> {
+        if !self.in_doubt {
+            return Ok(None);
+        }
+        let catalog = load_in_background(&self.kafka, &self.topic)
+            .await
+            .map_err(|e| ApiError::Store(format!("re-reading {}: {e:#}", self.topic)))?;
+        self.in_doubt = false;
+        Ok(Some(catalog))
+    }
+
     /// Appends `record`, returning once every in-sync replica has it.
-    pub async fn append(&self, record: &StoreRecord) -> Result<(), ApiError> {
+    pub async fn append(&mut self, record: &StoreRecord) -> Result<(), ApiError> {
         let (key, value) = record.encode();
         let mut message = FutureRecord::<Vec<u8>, Vec<u8>>::to(&self.topic)
             .key(&key)
@@ -70,12 +87,17 @@ impl Store {
         if let Some(value) = &value {
             message = message.payload(value);
         }
-        self.producer
-            .send(message, WRITE_TIMEOUT)
-            .await
-            .map(|_| ())
-            .map_err(|(e, _)| ApiError::Store(format!("writing to {}: {e}", self.topic)))
+        let sent = self.producer.send(message, WRITE_TIMEOUT).await;
+        sent.map(|_| ()).map_err(|(e, _)| {
+            self.in_doubt = true;
+            ApiError::Store(format!("writing to {}: {e}", self.topic))
+        })
     }
+}
+
+async fn load_in_background(kafka: &KafkaConfig, topic: &str) -> anyhow::Result<Catalog> {
+    let (kafka, topic) = (kafka.clone(), topic.to_string());
+    tokio::task::spawn_blocking(move || load(&kafka, &topic)).await?
 }
 
 /// Reads partition 0 of `topic` up to its high watermark into a catalog.

@@ -420,3 +420,24 @@ async fn the_schemas_topic_is_created_compacted_with_one_partition() {
         .unwrap();
     assert_eq!(metadata, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_broker_reads_are_served_and_writes_fail_as_unavailable() {
+    let broker = Broker::start();
+    let registry = Running::start(&broker.kafka(), "_schemas-outage").await;
+    let client = RegistryClient::with_timeouts(
+        &registry.url,
+        std::time::Duration::from_secs(2),
+        std::time::Duration::from_secs(60),
+    )
+    .unwrap();
+    let id = client.register("s", V1).unwrap();
+    drop(broker);
+
+    let fresh = RegistryClient::new(&registry.url).unwrap();
+    assert!(fresh.schema_by_id(id).is_ok(), "reads come from memory");
+    let error = client.register("s", V2).unwrap_err();
+    assert!(matches!(error, RegistryError::Unavailable(_)), "{error}");
+    assert!(error.to_string().contains("HTTP 500"), "{error}");
+    registry.stop().await;
+}

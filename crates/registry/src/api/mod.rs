@@ -46,8 +46,17 @@ impl Shared {
         self.catalog.write().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Takes the writer, first catching up with the topic if a write failed.
+    async fn writer(&self) -> Result<tokio::sync::MutexGuard<'_, Store>, ApiError> {
+        let mut store = self.store.lock().await;
+        if let Some(catalog) = store.resync().await? {
+            *self.write() = catalog;
+        }
+        Ok(store)
+    }
+
     /// Appends `record` to the topic, then applies it.
-    async fn append(&self, store: &Store, record: StoreRecord) -> Result<(), ApiError> {
+    async fn append(&self, store: &mut Store, record: StoreRecord) -> Result<(), ApiError> {
         store.append(&record).await?;
         self.write().apply(record);
         Ok(())
@@ -237,14 +246,16 @@ async fn register(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let schema = parse_request(&body)?;
-    let store = shared.store.lock().await;
+    let mut store = shared.writer().await?;
     let decision = shared.read().register(&subject, &schema)?;
     let id = match decision {
         Registration::Existing(id) => id,
         Registration::New(entry) => {
             let id = entry.id;
             tracing::info!(subject, id, version = entry.version, "registering a schema");
-            shared.append(&store, StoreRecord::Schema(entry)).await?;
+            shared
+                .append(&mut store, StoreRecord::Schema(entry))
+                .await?;
             id
         }
     };
@@ -331,9 +342,9 @@ async fn set_level(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let level = parse_level(body)?;
-    let store = shared.store.lock().await;
+    let mut store = shared.writer().await?;
     shared
-        .append(&store, StoreRecord::Config { subject, level })
+        .append(&mut store, StoreRecord::Config { subject, level })
         .await?;
     ok(&serde_json::json!({ "compatibility": level }))
 }
