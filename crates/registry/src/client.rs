@@ -1,0 +1,309 @@
+//! A blocking client of a Confluent-compatible registry (this one or Confluent's),
+//! with schemas cached by id forever: ids never change meaning.
+//!
+//! Blocking on purpose: decoding calls [`RegistryClient::schema_by_id`] from
+//! synchronous processing code, and only on a cache miss. On a tokio
+//! multi-thread runtime the call moves the worker's other tasks elsewhere
+//! while it waits (`block_in_place`); on a current-thread runtime, call it
+//! from `spawn_blocking`. Plain `http://` only: no TLS stack is built in.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use apache_avro::Schema;
+use serde::de::DeserializeOwned;
+use tokio::runtime::{Handle, RuntimeFlavor};
+
+use crate::wire::{
+    ErrorBody, RegisteredId, SchemaRequest, SchemaText, SubjectVersion, CONTENT_TYPE,
+};
+
+/// What went wrong talking to the registry, split by what the caller should do.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The registry answered that the subject, version or schema id does not
+    /// exist: a record naming it cannot be decoded (dead-letter it).
+    #[error("not in the schema registry: {message} (error code {code})")]
+    NotFound { code: u32, message: String },
+    /// The registry refused the request, e.g. an incompatible (409) or invalid
+    /// (422) schema: retrying the same request will not help.
+    #[error(
+        "the schema registry refused the request: {message} (HTTP {status}, error code {code})"
+    )]
+    Rejected {
+        status: u16,
+        code: u32,
+        message: String,
+    },
+    /// The registry could not be reached or did not answer properly
+    /// (connection refused, timeout, 5xx, not a registry's answer): retry with backoff.
+    #[error("the schema registry is unavailable: {0}")]
+    Unavailable(String),
+    /// The registry served a schema that is not valid Avro (dead-letter records using it).
+    #[error("schema {id} from the registry is not usable Avro: {reason}")]
+    InvalidSchema { id: u32, reason: String },
+    /// The client was given a URL it cannot use.
+    #[error("invalid schema registry URL {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+}
+
+impl RegistryError {
+    /// Whether the same call may succeed later: only when the registry was unavailable.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, RegistryError::Unavailable(_))
+    }
+}
+
+/// How long connecting may take before the registry counts as unavailable.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a whole call may take before the registry counts as unavailable.
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A client of one registry, safe to share between threads.
+pub struct RegistryClient {
+    base: String,
+    agent: ureq::Agent,
+    schemas: RwLock<HashMap<u32, Arc<Schema>>>,
+}
+
+impl RegistryClient {
+    /// A client of the registry at `url`, e.g. `http://127.0.0.1:8081`, with
+    /// a 2 s connect timeout and a 10 s timeout per call.
+    pub fn new(url: &str) -> Result<RegistryClient, RegistryError> {
+        RegistryClient::with_timeouts(url, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT)
+    }
+
+    /// A client with its own connect timeout and timeout per call.
+    pub fn with_timeouts(
+        url: &str,
+        connect: Duration,
+        request: Duration,
+    ) -> Result<RegistryClient, RegistryError> {
+        let invalid = |reason: &str| RegistryError::InvalidUrl {
+            url: url.to_string(),
+            reason: reason.to_string(),
+        };
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| invalid("only http:// URLs are supported"))?;
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(invalid("no host"));
+        }
+        if rest.contains(['@', '?', '#']) {
+            return Err(invalid("user info, query and fragment are not supported"));
+        }
+        let agent = ureq::Agent::config_builder()
+            .timeout_connect(Some(connect))
+            .timeout_global(Some(request))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Ok(RegistryClient {
+            base: url.trim_end_matches('/').to_string(),
+            agent,
+            schemas: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// The writer schema with global id `id`, fetched once and cached for good.
+    pub fn schema_by_id(&self, id: u32) -> Result<Arc<Schema>, RegistryError> {
+        let cached = self
+            .schemas
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .cloned();
+        if let Some(schema) = cached {
+            return Ok(schema);
+        }
+        let text: SchemaText = self.get(&format!("/schemas/ids/{id}"))?;
+        if let Some(kind) = text.schema_type.filter(|k| !k.eq_ignore_ascii_case("AVRO")) {
+            return Err(RegistryError::InvalidSchema {
+                id,
+                reason: format!("a {kind} schema, not Avro"),
+            });
+        }
+        let schema = Schema::parse_str(&text.schema).map_err(|e| RegistryError::InvalidSchema {
+            id,
+            reason: e.to_string(),
+        })?;
+        let mut schemas = self.schemas.write().unwrap_or_else(PoisonError::into_inner);
+        Ok(schemas
+            .entry(id)
+            .or_insert_with(|| Arc::new(schema))
+            .clone())
+    }
+
+    /// Registers an Avro schema under `subject` (or finds it there) and returns its id.
+    pub fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
+        let body = SchemaRequest {
+            schema: schema.to_string(),
+            schema_type: None,
+            references: Vec::new(),
+        };
+        let body = serde_json::to_string(&body)
+            .map_err(|e| RegistryError::Unavailable(format!("encoding the request: {e}")))?;
+        let path = format!("/subjects/{}/versions", encode_segment(subject));
+        let registered: RegisteredId = self.post(&path, body)?;
+        Ok(registered.id)
+    }
+
+    /// The latest version registered under `subject`.
+    pub fn latest(&self, subject: &str) -> Result<SubjectVersion, RegistryError> {
+        self.get(&format!(
+            "/subjects/{}/versions/latest",
+            encode_segment(subject)
+        ))
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, RegistryError> {
+        let url = format!("{}{path}", self.base);
+        self.call(path, || {
+            self.agent.get(&url).header("Accept", CONTENT_TYPE).call()
+        })
+    }
+
+    fn post<T: DeserializeOwned>(&self, path: &str, body: String) -> Result<T, RegistryError> {
+        let url = format!("{}{path}", self.base);
+        self.call(path, || {
+            self.agent
+                .post(&url)
+                .header("Accept", CONTENT_TYPE)
+                .header("Content-Type", CONTENT_TYPE)
+                .send(body.as_str())
+        })
+    }
+
+    fn call<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        send: impl FnOnce() -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<T, RegistryError> {
+        let unavailable = |e: ureq::Error| RegistryError::Unavailable(format!("{path}: {e}"));
+        let (status, body) = blocking(|| {
+            let mut response = send().map_err(unavailable)?;
+            let body = response.body_mut().read_to_string().map_err(unavailable)?;
+            Ok((response.status().as_u16(), body))
+        })?;
+        if (200..300).contains(&status) {
+            return serde_json::from_str(&body).map_err(|e| {
+                RegistryError::Unavailable(format!("{path}: not a schema registry answer: {e}"))
+            });
+        }
+        Err(classify(status, &body, path))
+    }
+}
+
+/// The error for a non-2xx answer. Only a registry's own "not found" body is
+/// [`RegistryError::NotFound`]: a bare 404 (a proxy, a wrong base path) must
+/// not make the caller dead-letter good records.
+fn classify(status: u16, body: &str, path: &str) -> RegistryError {
+    let error: Option<ErrorBody> = serde_json::from_str(body).ok();
+    match (status, error) {
+        (404, Some(e)) if (40400..40500).contains(&e.error_code) => RegistryError::NotFound {
+            code: e.error_code,
+            message: e.message,
+        },
+        (400..=499, Some(e)) if !matches!(status, 404 | 408 | 429) => RegistryError::Rejected {
+            status,
+            code: e.error_code,
+            message: e.message,
+        },
+        (_, Some(e)) => RegistryError::Unavailable(format!("{path}: HTTP {status}: {}", e.message)),
+        (_, None) => RegistryError::Unavailable(format!(
+            "{path}: HTTP {status} without a schema registry error body"
+        )),
+    }
+}
+
+/// Runs blocking I/O, letting a multi-thread runtime move its other tasks off this worker.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+/// Percent-encodes a subject for use as one URL path segment.
+fn encode_segment(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_registry_not_found_body_means_not_found() {
+        let not_found = r#"{"error_code":40403,"message":"Schema not found"}"#;
+        assert!(matches!(
+            classify(404, not_found, "/x"),
+            RegistryError::NotFound { code: 40403, .. }
+        ));
+        for (status, body) in [
+            (404, "<html>no such page</html>"),
+            (404, r#"{"error_code":50001,"message":"odd"}"#),
+            (500, r#"{"error_code":50001,"message":"store down"}"#),
+            (503, ""),
+            (429, r#"{"error_code":429,"message":"slow down"}"#),
+        ] {
+            let error = classify(status, body, "/x");
+            assert!(error.is_retryable(), "{status} {body}: {error}");
+        }
+    }
+
+    #[test]
+    fn refused_requests_are_not_retryable() {
+        let body = r#"{"error_code":409,"message":"incompatible"}"#;
+        let error = classify(409, body, "/x");
+        assert!(matches!(
+            error,
+            RegistryError::Rejected {
+                status: 409,
+                code: 409,
+                ..
+            }
+        ));
+        assert!(!error.is_retryable());
+    }
+
+    #[test]
+    fn urls_other_than_plain_http_are_refused() {
+        for url in [
+            "https://r:8081",
+            "r:8081",
+            "http://",
+            "http://u:p@r:8081",
+            "http:///x",
+        ] {
+            assert!(
+                matches!(
+                    RegistryClient::new(url),
+                    Err(RegistryError::InvalidUrl { .. })
+                ),
+                "{url}"
+            );
+        }
+        assert!(RegistryClient::new("http://127.0.0.1:8081/").is_ok());
+    }
+
+    #[test]
+    fn subjects_are_encoded_as_one_path_segment() {
+        assert_eq!(
+            encode_segment("journey.events.raw-value"),
+            "journey.events.raw-value"
+        );
+        assert_eq!(encode_segment("a/b c"), "a%2Fb%20c");
+    }
+}
