@@ -154,6 +154,7 @@ async fn runtime(broker: &Broker, stateful: bool) -> f64 {
         },
         group_id: format!("bench-{name}"),
         inputs: vec![TOPIC.into()],
+        internal_inputs: Vec::new(),
         dead_letter_topic: "bench-dead-letters".into(),
         changelog_topic: format!("bench-{name}-counts-changelog"),
     };

@@ -158,6 +158,18 @@ pub async fn collect<T: AvroRecord>(
     timeout: Duration,
     settle: Duration,
 ) -> anyhow::Result<Vec<T>> {
+    let keyed = collect_keyed(kafka, topic, expected, timeout, settle).await?;
+    Ok(keyed.into_iter().map(|(_, record)| record).collect())
+}
+
+/// Like [`collect`], with each record's key (as UTF-8).
+pub async fn collect_keyed<T: AvroRecord>(
+    kafka: &KafkaConfig,
+    topic: &str,
+    expected: usize,
+    timeout: Duration,
+    settle: Duration,
+) -> anyhow::Result<Vec<(String, T)>> {
     let consumer = reader(kafka, topic)?;
     let codec = Codec::builtin();
     let mut records = Vec::new();
@@ -173,12 +185,12 @@ pub async fn collect<T: AvroRecord>(
             Err(_) => break,
             Ok(message) => {
                 let message = message?;
+                let key = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
                 let payload = message.payload().unwrap_or_default();
-                records.push(
-                    codec
-                        .decode::<T>(payload)
-                        .with_context(|| format!("decoding a record of {topic}"))?,
-                );
+                let record = codec
+                    .decode::<T>(payload)
+                    .with_context(|| format!("decoding a record of {topic}"))?;
+                records.push((key, record));
                 if records.len() >= expected && settle_until.is_none() {
                     settle_until = Some(Instant::now() + settle);
                 }

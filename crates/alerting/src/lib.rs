@@ -49,6 +49,7 @@ pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> anyhow::R
         group_id,
         store: "alerts",
         inputs: vec![common.topics.events.clone(), common.topics.sessions.clone()],
+        internal_inputs: Vec::new(),
         registry,
         routes: Default::default(),
     };

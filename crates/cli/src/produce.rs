@@ -55,7 +55,10 @@ pub async fn produce(
             }
             sent += 1;
             let event = journeys.next_event(now_millis());
-            let key = event.customer_key().unwrap_or_default().to_string();
+            // Keyed by visitor, so ingest need not re-route it to stitch identities.
+            let key = journey_ingest::visitor_key(&event)
+                .unwrap_or_default()
+                .to_string();
             let payload = if options.malformed_every > 0 && sent % options.malformed_every == 0 {
                 format!("{{\"not\":\"avro\",\"seq\":{sent}}}").into_bytes()
             } else {

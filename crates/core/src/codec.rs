@@ -12,7 +12,9 @@ use apache_avro::Schema;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::contract::{Alert, CustomerEvent, DeadLetter, ErrorKind, SessionSummary, StageChange};
+use crate::contract::{
+    Alert, CustomerEvent, DeadLetter, ErrorKind, IdentityMerge, SessionSummary, StageChange,
+};
 
 /// The magic byte that opens every Confluent-framed record.
 pub const MAGIC_BYTE: u8 = 0;
@@ -44,6 +46,7 @@ avro_record!(SessionSummary, "session_summary.avsc");
 avro_record!(StageChange, "stage_change.avsc");
 avro_record!(Alert, "alert.avsc");
 avro_record!(DeadLetter, "dead_letter.avsc");
+avro_record!(IdentityMerge, "identity_merge.avsc");
 
 /// Why bytes could not be decoded; maps onto a dead letter's error kind.
 #[derive(Debug, thiserror::Error)]
@@ -105,7 +108,7 @@ pub struct Codec {
 
 impl Codec {
     /// The contract's schemas with fixed ids: CustomerEvent 1, SessionSummary 2,
-    /// StageChange 3, Alert 4, DeadLetter 5.
+    /// StageChange 3, Alert 4, DeadLetter 5, IdentityMerge 6.
     pub fn builtin() -> Self {
         // A corrupt length prefix must not make the decoder allocate gigabytes.
         apache_avro::util::max_allocation_bytes(MAX_ALLOCATION_BYTES);
@@ -119,6 +122,7 @@ impl Codec {
         codec.add_contract::<StageChange>(3);
         codec.add_contract::<Alert>(4);
         codec.add_contract::<DeadLetter>(5);
+        codec.add_contract::<IdentityMerge>(6);
         codec
     }
 

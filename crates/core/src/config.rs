@@ -50,6 +50,8 @@ pub struct TopicsConfig {
     pub raw_events: String,
     /// Validated events keyed by resolved customer.
     pub events: String,
+    /// Anonymous visitors identified as customers, keyed by anonymous id.
+    pub identities: String,
     /// Closed session summaries.
     pub sessions: String,
     /// Journey stage transitions.
@@ -65,6 +67,7 @@ impl Default for TopicsConfig {
         TopicsConfig {
             raw_events: "journey.events.raw".into(),
             events: "journey.events".into(),
+            identities: "journey.identities".into(),
             sessions: "journey.sessions".into(),
             stage_changes: "journey.stage-changes".into(),
             alerts: "journey.alerts".into(),

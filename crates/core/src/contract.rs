@@ -154,6 +154,17 @@ impl CustomerEvent {
     }
 }
 
+/// An anonymous visitor identified as a customer (`schemas/identity_merge.avsc`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct IdentityMerge {
+    pub merge_id: String,
+    pub anonymous_id: String,
+    pub customer_id: String,
+    pub previous_customer_id: Option<String>,
+    pub evidence_event_id: String,
+    pub merged_at: i64,
+}
+
 /// How far down the funnel a session got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

@@ -100,6 +100,7 @@ pub fn pipeline_topics(topics: &TopicsConfig, partitions: i32) -> Vec<TopicSpec>
     [
         &topics.raw_events,
         &topics.events,
+        &topics.identities,
         &topics.sessions,
         &topics.stage_changes,
         &topics.alerts,

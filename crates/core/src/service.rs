@@ -30,6 +30,8 @@ pub struct ServiceSpec<'a> {
     /// Name of the state store; its changelog is `<group_id>-<store>-changelog`.
     pub store: &'static str,
     pub inputs: Vec<String>,
+    /// Inputs the service writes itself (see [`LoopSettings::internal_inputs`]).
+    pub internal_inputs: Vec<String>,
     pub registry: Registry,
     /// Routes served beside `/metrics`, `/healthz` and `/readyz`.
     pub routes: Router,
@@ -66,6 +68,7 @@ pub async fn run<P: Processor>(
         changelog_topic: format!("{}-{}-changelog", spec.group_id, spec.store),
         group_id: spec.group_id,
         inputs: spec.inputs,
+        internal_inputs: spec.internal_inputs,
         dead_letter_topic: spec.common.topics.dead_letters.clone(),
     };
     let result = runtime::run(

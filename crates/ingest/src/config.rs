@@ -20,6 +20,10 @@ pub struct IngestConfig {
     pub min_occurred_at: i64,
     /// Records larger than this many bytes are dead-lettered as too large.
     pub max_record_bytes: usize,
+    /// A second copy of an event id within this time of the first is a
+    /// duplicate: counted, not forwarded.
+    #[serde(with = "humantime_serde")]
+    pub dedup_window: Duration,
 }
 
 impl Default for IngestConfig {
@@ -31,6 +35,7 @@ impl Default for IngestConfig {
             // 2000-01-01T00:00:00Z
             min_occurred_at: 946_684_800_000,
             max_record_bytes: 1024 * 1024,
+            dedup_window: Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -1,10 +1,13 @@
 //! Ingest: the pipeline's front door.
 //!
 //! Reads producers' Confluent-framed Avro events, checks them against the
-//! contract and its semantic rules, and republishes valid events keyed by
-//! customer (the anonymous id while the customer is unknown), with
-//! `received_at` set. Every record that fails goes to the dead-letter topic
-//! with the reason; nothing is dropped silently.
+//! contract and its semantic rules, drops repeats of an event id within the
+//! dedup window, stitches anonymous visitors to customers, and republishes
+//! valid events keyed by customer (the anonymous id while the customer is
+//! unknown), with `received_at` set. When a visitor is identified, an
+//! identity-merge record tells downstream services to fold the anonymous
+//! history into the customer. Every record that fails goes to the
+//! dead-letter topic with the reason; nothing is dropped silently.
 //!
 //! ```no_run
 //! # async fn f(source: journey_core::config::ConfigSource) -> anyhow::Result<()> {
@@ -13,11 +16,13 @@
 //! ```
 
 mod config;
+mod identity;
 mod processor;
 mod validate;
 
 pub use config::IngestConfig;
-pub use processor::Ingest;
+pub use identity::{is_placeholder, visitor_key};
+pub use processor::{Ingest, IngestTopics};
 pub use validate::{validate, Limits};
 
 use journey_core::config::ConfigSource;
@@ -32,14 +37,20 @@ pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> anyhow::R
     let common = source.common()?;
     let config: IngestConfig = source.section(NAME)?;
     let registry = journey_core::metrics::registry(NAME);
-    let processor = Ingest::new(&config, common.topics.events.clone(), &registry);
+    let topics = IngestTopics {
+        events: common.topics.events.clone(),
+        identities: common.topics.identities.clone(),
+        repartition: format!("{}-visitor-repartition", config.group_id),
+    };
+    let processor = Ingest::new(&config, topics.clone(), &registry);
     let spec = ServiceSpec {
         name: NAME,
         common: &common,
         http_listen: config.http_listen,
         group_id: config.group_id.clone(),
         store: "state",
-        inputs: vec![common.topics.raw_events.clone()],
+        inputs: vec![common.topics.raw_events.clone(), topics.repartition.clone()],
+        internal_inputs: vec![topics.repartition],
         registry,
         routes: Default::default(),
     };

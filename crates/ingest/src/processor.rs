@@ -1,36 +1,130 @@
-//! The ingest processor: decode, validate, key by customer, republish.
+//! The ingest processor: decode, validate, route by visitor, deduplicate,
+//! stitch identities, republish keyed by customer.
 
 use journey_core::contract::{CustomerEvent, ErrorKind};
 use journey_core::runtime::{now_millis, Context, InputRecord, ProcessError, Processor, Rejection};
+use journey_core::state::Clock;
 use prometheus::{IntCounter, Registry};
 
 use crate::config::IngestConfig;
+use crate::identity::{drop_placeholders, stitch, visitor_key};
 use crate::validate::{validate, Limits};
+
+/// The topics ingest reads and writes.
+#[derive(Debug, Clone)]
+pub struct IngestTopics {
+    /// Validated events keyed by resolved customer.
+    pub events: String,
+    /// Identity merges keyed by anonymous id.
+    pub identities: String,
+    /// Ingest's own input for valid events that arrived under another key
+    /// than their visitor's (see [`crate::identity::visitor_key`]).
+    pub repartition: String,
+}
 
 /// Validates raw events and republishes them keyed by customer.
 pub struct Ingest {
     limits: Limits,
     max_record_bytes: usize,
-    output_topic: String,
+    dedup_window_ms: i64,
+    topics: IngestTopics,
+    metrics: IngestMetrics,
+}
+
+/// Ingest's own counters, beside the runtime's (dead letters per kind among them).
+struct IngestMetrics {
     valid: IntCounter,
+    duplicates: IntCounter,
+    merges: IntCounter,
+    rerouted: IntCounter,
+}
+
+impl IngestMetrics {
+    fn new(registry: &Registry) -> Self {
+        let counter = |name: &str, help: &str| {
+            journey_core::metrics::register(
+                registry,
+                IntCounter::new(name, help).expect("ingest metric"),
+            )
+        };
+        IngestMetrics {
+            valid: counter(
+                "events_valid_total",
+                "Events that passed validation and were republished.",
+            ),
+            duplicates: counter(
+                "events_duplicate_total",
+                "Events dropped as a repeat of an event id seen within the dedup window.",
+            ),
+            merges: counter(
+                "identity_merges_total",
+                "Anonymous visitors linked to a customer (identity merge records sent).",
+            ),
+            rerouted: counter(
+                "events_rerouted_total",
+                "Valid events re-keyed by visitor through the repartition topic.",
+            ),
+        }
+    }
 }
 
 impl Ingest {
-    /// An ingest processor writing valid events to `output_topic`.
-    pub fn new(config: &IngestConfig, output_topic: String, registry: &Registry) -> Self {
+    /// An ingest processor writing to `topics`.
+    pub fn new(config: &IngestConfig, topics: IngestTopics, registry: &Registry) -> Self {
         Ingest {
             limits: Limits::from(config),
             max_record_bytes: config.max_record_bytes,
-            output_topic,
-            valid: journey_core::metrics::register(
-                registry,
-                IntCounter::new(
-                    "events_valid_total",
-                    "Events that passed validation and were republished.",
-                )
-                .expect("valid metric"),
-            ),
+            dedup_window_ms: config.dedup_window.as_millis() as i64,
+            topics,
+            metrics: IngestMetrics::new(registry),
         }
+    }
+
+    /// Republishes `event` unless its id was seen within the dedup window.
+    fn publish(
+        &mut self,
+        mut event: CustomerEvent,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), ProcessError> {
+        let seen = dedup_key(&event.event_id);
+        if ctx.state().get::<i64>(&seen)?.is_some() {
+            self.metrics.duplicates.inc();
+            return Ok(());
+        }
+        let now = now_millis();
+        ctx.state().put(&seen, &now);
+        ctx.set_timer(
+            Clock::Wall,
+            now + self.dedup_window_ms,
+            event.event_id.as_bytes(),
+        );
+
+        let link = event.anonymous_id.as_deref().map(link_key);
+        let linked: Option<String> = match &link {
+            Some(link) => ctx.state().get(link)?,
+            None => None,
+        };
+        let stitched = stitch(&mut event, linked.as_deref())
+            .ok_or_else(|| Rejection::semantic("customer_id", "event has no customer key"))?;
+        if let (Some(merge), Some(link)) = (&stitched.merge, &link) {
+            ctx.state().put(link, &merge.customer_id);
+            ctx.emit(
+                &self.topics.identities,
+                &merge.anonymous_id,
+                merge,
+                merge.merged_at,
+            )?;
+            self.metrics.merges.inc();
+        }
+        event.received_at = Some(now);
+        ctx.emit(
+            &self.topics.events,
+            &stitched.key,
+            &event,
+            event.occurred_at,
+        )?;
+        self.metrics.valid.inc();
+        Ok(())
     }
 }
 
@@ -54,15 +148,50 @@ impl Processor for Ingest {
             .into());
         }
         let mut event: CustomerEvent = ctx.codec().decode(payload)?;
-        let now = now_millis();
-        validate(&event, now, &self.limits)?;
-        event.received_at = Some(now);
-        let key = event
-            .customer_key()
-            .expect("validated events have a customer key")
-            .to_string();
-        ctx.emit(&self.output_topic, &key, &event, event.occurred_at)?;
-        self.valid.inc();
+        drop_placeholders(&mut event);
+        if record.topic == self.topics.repartition {
+            // Validated on its first pass, under its original position.
+            return self.publish(event, ctx);
+        }
+        validate(&event, now_millis(), &self.limits)?;
+        let visitor = visitor_key(&event).expect("validated events have a visitor key");
+        if record.key != Some(visitor.as_bytes()) {
+            // Links are learnt and looked up per visitor: every event of a
+            // visitor must be handled by the partition that owns its key.
+            ctx.emit_raw(
+                &self.topics.repartition,
+                visitor.as_bytes(),
+                payload,
+                record.timestamp,
+            );
+            self.metrics.rerouted.inc();
+            return Ok(());
+        }
+        self.publish(event, ctx)
+    }
+
+    fn on_timer(
+        &mut self,
+        _clock: Clock,
+        _at: i64,
+        event_id: &[u8],
+        ctx: &mut Context<'_>,
+    ) -> Result<(), ProcessError> {
+        ctx.state().delete(&dedup_key_bytes(event_id));
         Ok(())
     }
+}
+
+/// State key remembering an event id until its dedup window ends.
+fn dedup_key(event_id: &str) -> Vec<u8> {
+    dedup_key_bytes(event_id.as_bytes())
+}
+
+fn dedup_key_bytes(event_id: &[u8]) -> Vec<u8> {
+    [b"d/".as_slice(), event_id].concat()
+}
+
+/// State key of the customer an anonymous id is linked to.
+fn link_key(anonymous_id: &str) -> Vec<u8> {
+    [b"l/".as_slice(), anonymous_id.as_bytes()].concat()
 }

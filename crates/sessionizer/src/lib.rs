@@ -51,6 +51,7 @@ pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> anyhow::R
         group_id: config.group_id.clone(),
         store: "sessions",
         inputs: vec![common.topics.events.clone()],
+        internal_inputs: Vec::new(),
         registry,
         routes: Default::default(),
     };

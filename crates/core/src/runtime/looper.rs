@@ -39,6 +39,9 @@ pub struct LoopSettings {
     pub group_id: String,
     /// Co-partitioned input topics.
     pub inputs: Vec<String>,
+    /// Those inputs the service writes itself (repartition topics): created
+    /// if missing, with as many partitions as the other inputs.
+    pub internal_inputs: Vec<String>,
     pub dead_letter_topic: String,
     /// Compacted topic holding every change of the state.
     pub changelog_topic: String,
@@ -54,16 +57,28 @@ pub async fn run<P: Processor>(
     readiness: Readiness,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let partitions = crate::kafka::input_partitions(&settings.kafka, &settings.inputs).await?;
-    crate::kafka::ensure_topics(
-        &settings.kafka,
-        &[TopicSpec {
-            name: settings.changelog_topic.clone(),
-            partitions,
-            compacted: true,
-        }],
-    )
-    .await?;
+    let external: Vec<String> = settings
+        .inputs
+        .iter()
+        .filter(|topic| !settings.internal_inputs.contains(topic))
+        .cloned()
+        .collect();
+    let partitions = crate::kafka::input_partitions(&settings.kafka, &external).await?;
+    let mut topics = vec![TopicSpec {
+        name: settings.changelog_topic.clone(),
+        partitions,
+        compacted: true,
+    }];
+    topics.extend(settings.internal_inputs.iter().map(|name| TopicSpec {
+        name: name.clone(),
+        partitions,
+        compacted: false,
+    }));
+    crate::kafka::ensure_topics(&settings.kafka, &topics).await?;
+    if !settings.internal_inputs.is_empty() {
+        // An internal topic left over with another partition count breaks co-partitioning.
+        crate::kafka::input_partitions(&settings.kafka, &settings.inputs).await?;
+    }
     // Several inputs must be assigned partition by partition alike (co-partitioned),
     // which the range assignor guarantees and cooperative-sticky does not.
     let strategy = if settings.inputs.len() == 1 {

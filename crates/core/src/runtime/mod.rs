@@ -190,6 +190,16 @@ impl<'a> Context<'a> {
         self.store.cancel_timer(self.partition, clock, at, key);
     }
 
+    /// Queues `payload` as it is for `topic` under `key` (forwarding a record unchanged).
+    pub fn emit_raw(&mut self, topic: &str, key: &[u8], payload: &[u8], timestamp: i64) {
+        self.outputs.push(Output {
+            topic: topic.to_string(),
+            key: key.to_vec(),
+            payload: payload.to_vec(),
+            timestamp,
+        });
+    }
+
     /// Queues `record`, Avro-encoded, for `topic` under `key` with event time `timestamp`.
     pub fn emit<T: AvroRecord>(
         &mut self,
