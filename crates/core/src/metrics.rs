@@ -32,6 +32,9 @@ pub struct RuntimeMetrics {
     pub records_processed: IntCounterVec,
     /// Input records sent to the dead-letter topic, by error kind.
     pub dead_letters: IntCounterVec,
+    /// Records whose processing hit a transient failure and will be retried
+    /// after a backoff, by error kind.
+    pub retries: IntCounterVec,
     /// Output records produced, by output topic.
     pub records_produced: IntCounterVec,
     /// Time to process one input record.
@@ -100,6 +103,17 @@ impl RuntimeMetrics {
                     Opts::new(
                         "dead_letters_total",
                         "Input records sent to the dead-letter topic.",
+                    ),
+                    &["kind"],
+                )
+                .expect("valid metric"),
+            ),
+            retries: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "retries_total",
+                        "Records held back by a transient failure (the schema registry is down), retried after a backoff.",
                     ),
                     &["kind"],
                 )

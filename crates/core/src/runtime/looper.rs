@@ -20,7 +20,7 @@ use super::restore::{restore_partition, RestoreProgress};
 use super::{now_millis, Context, InputRecord, Output, ProcessError, Processor, LATENCY_SAMPLE};
 use crate::codec::Codec;
 use crate::config::{KafkaConfig, RuntimeConfig};
-use crate::contract::DeadLetter;
+use crate::contract::{DeadLetter, ErrorKind};
 use crate::http::Readiness;
 use crate::kafka::TopicSpec;
 use crate::metrics::RuntimeMetrics;
@@ -28,6 +28,9 @@ use crate::state::{Clock, StateStore};
 
 /// Records handled per wake-up of the loop before timers and commits are checked.
 const DRAIN_BATCH: usize = 512;
+
+/// First and longest wait before a record that met a transient failure is retried.
+const RETRY_BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(30));
 
 /// Where and how a service's loop runs.
 #[derive(Debug, Clone)]
@@ -130,6 +133,8 @@ pub async fn run<P: Processor>(
             in_flight: Vec::new(),
             changelog_ends: HashMap::new(),
             processed_since_commit: 0,
+            held: HashMap::new(),
+            newly_held: Vec::new(),
         },
     };
     looper.work.readiness.set(true);
@@ -178,6 +183,21 @@ struct Work<P> {
     /// Next changelog offset per partition, from acknowledged changelog records.
     changelog_ends: HashMap<i32, i64>,
     processed_since_commit: usize,
+    /// Partitions held back by a transient failure, by (topic, partition).
+    held: HashMap<(String, i32), Held>,
+    /// Partitions held since the loop last paused them.
+    newly_held: Vec<(String, i32)>,
+}
+
+/// A partition waiting out a transient failure.
+struct Held {
+    /// The record to re-read.
+    offset: i64,
+    until: Instant,
+    /// Failed attempts in a row, for the backoff.
+    attempts: u32,
+    /// Waiting (paused); `false` once resumed, until a record succeeds.
+    waiting: bool,
 }
 
 /// A produced record awaiting the broker's acknowledgement.
@@ -237,6 +257,9 @@ impl<P: Processor> Loop<P> {
             if !changes.is_empty() {
                 self.rebalance(changes).await?;
             }
+            if !self.work.held.is_empty() {
+                self.retry_held()?;
+            }
             let now = Instant::now();
             if now < next_tick.min(next_commit)
                 && self.work.processed_since_commit < self.work.settings.runtime.max_batch
@@ -281,6 +304,40 @@ impl<P: Processor> Loop<P> {
             .assigned_partitions
             .set(work.owned.len() as i64);
         work.readiness.set(work.restoring.is_empty());
+        Ok(())
+    }
+
+    /// Pauses partitions newly held back by a transient failure, and re-reads
+    /// those whose wait is over from the record that failed.
+    fn retry_held(&mut self) -> anyhow::Result<()> {
+        let work = &mut self.work;
+        for (topic, partition) in std::mem::take(&mut work.newly_held) {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&topic, partition);
+            self.consumer
+                .pause(&tpl)
+                .context("pausing a partition held back")?;
+        }
+        let now = Instant::now();
+        for ((topic, partition), held) in &mut work.held {
+            if !held.waiting || now < held.until {
+                continue;
+            }
+            held.waiting = false;
+            self.consumer
+                .seek(
+                    topic,
+                    *partition,
+                    Offset::Offset(held.offset),
+                    Duration::from_secs(10),
+                )
+                .with_context(|| format!("seeking {topic}/{partition} back for a retry"))?;
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(topic, *partition);
+            self.consumer
+                .resume(&tpl)
+                .context("resuming a partition held back")?;
+        }
         Ok(())
     }
 
@@ -384,6 +441,7 @@ impl<P: Processor> Work<P> {
         self.applied.retain(|(_, p), _| *p != partition);
         self.to_commit.retain(|(_, p), _| *p != partition);
         self.rewinds.retain(|(_, p), _| *p != partition);
+        self.held.retain(|(_, p), _| *p != partition);
         let _ = self
             .metrics
             .restore_remaining
@@ -394,6 +452,39 @@ impl<P: Processor> Work<P> {
             lost,
             "partition revoked"
         );
+    }
+
+    /// Holds `topic`/`partition` back from `offset` for a growing backoff.
+    fn hold(&mut self, topic: &str, partition: i32, offset: i64, kind: ErrorKind, message: &str) {
+        let key = (topic.to_string(), partition);
+        let attempts = self.held.get(&key).map_or(0, |h| h.attempts) + 1;
+        let wait = RETRY_BACKOFF
+            .0
+            .saturating_mul(1 << (attempts - 1).min(16))
+            .min(RETRY_BACKOFF.1);
+        self.metrics
+            .retries
+            .with_label_values(&[kind.as_str()])
+            .inc();
+        tracing::warn!(
+            topic,
+            partition,
+            offset,
+            kind = kind.as_str(),
+            reason = message,
+            retry_in_ms = wait.as_millis() as u64,
+            "transient failure; holding the partition back"
+        );
+        self.held.insert(
+            key.clone(),
+            Held {
+                offset,
+                until: Instant::now() + wait,
+                attempts,
+                waiting: true,
+            },
+        );
+        self.newly_held.push(key);
     }
 
     fn start_restore(&mut self, partition: i32) {
@@ -459,6 +550,17 @@ impl<P: Processor> Work<P> {
             *first = (*first).min(record.offset);
             return Ok(());
         }
+        if !self.held.is_empty() {
+            let key = (topic.to_string(), partition);
+            match self.held.get(&key) {
+                // Fetched before the pause took effect: re-read after the wait.
+                Some(held) if held.waiting => return Ok(()),
+                Some(_) => {
+                    self.held.remove(&key);
+                }
+                None => {}
+            }
+        }
         let input = self.input_index(topic)?;
         if record.offset < self.applied_offset(input, partition)? {
             self.metrics.records_skipped.inc();
@@ -509,6 +611,10 @@ impl<P: Processor> Work<P> {
                     payload: self.codec.encode(&dead)?,
                     timestamp: record.timestamp,
                 });
+            }
+            Err(ProcessError::Unavailable { kind, message }) => {
+                self.hold(topic, partition, record.offset, kind, &message);
+                return Ok(());
             }
             Err(ProcessError::Fatal(e)) => {
                 return Err(e.context(format!(
@@ -565,6 +671,9 @@ impl<P: Processor> Work<P> {
                                 "timer of partition {partition} rejected its own state: {}",
                                 r.message
                             )
+                        }
+                        Err(ProcessError::Unavailable { message, .. }) => {
+                            anyhow::bail!("timer of partition {partition} failed: {message}")
                         }
                         Err(ProcessError::Fatal(e)) => return Err(e),
                     }

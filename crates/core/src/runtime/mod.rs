@@ -76,12 +76,18 @@ impl From<DecodeError> for Rejection {
     }
 }
 
-/// A processor's failure: a bad record (dead-lettered, processing goes on)
-/// or a fatal error (the service stops and restarts from its last commit).
+/// A processor's failure: a bad record (dead-lettered, processing goes on),
+/// a transient failure (the partition waits and retries the record), or a
+/// fatal error (the service stops and restarts from its last commit).
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
     #[error("rejected: {}", .0.message)]
     Rejected(Rejection),
+    /// Something the record needs is unavailable for now (the schema
+    /// registry): its partition pauses with exponential backoff and then
+    /// re-reads from this record. The record must not have changed state.
+    #[error("unavailable ({}): {message}", .kind.as_str())]
+    Unavailable { kind: ErrorKind, message: String },
     #[error(transparent)]
     Fatal(#[from] anyhow::Error),
 }
