@@ -16,3 +16,9 @@ if ((${#missing[@]})); then
 fi
 
 "$ROOT/scripts/nisshi.sh" install
+
+# Python's confluent-kafka serializer, for the schema registry interop test.
+if ! python3 -c "import confluent_kafka, fastavro" >/dev/null 2>&1; then
+  log "installing Python test packages (tests/python/requirements.txt)"
+  python3 -m pip install --quiet --disable-pip-version-check -r "$ROOT/tests/python/requirements.txt"
+fi

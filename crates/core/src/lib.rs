@@ -27,6 +27,7 @@ pub mod ids;
 pub mod kafka;
 pub mod metrics;
 pub mod runtime;
+pub mod schema_registry;
 pub mod service;
 pub mod state;
 pub mod telemetry;

@@ -39,15 +39,13 @@
 
 mod api;
 mod catalog;
-mod client;
 mod compatibility;
 mod config;
 mod record;
 mod schema;
 mod server;
 mod store;
-pub mod wire;
 
-pub use client::{RegistryClient, RegistryError};
+pub use journey_core::schema_registry::{wire, RegistryClient, RegistryError};
 pub use config::RegistryConfig;
 pub use server::{serve, Registry};

@@ -15,7 +15,7 @@ use apache_avro::Schema;
 use serde::de::DeserializeOwned;
 use tokio::runtime::{Handle, RuntimeFlavor};
 
-use crate::wire::{
+use super::wire::{
     ErrorBody, RegisteredId, SchemaRequest, SchemaText, SubjectVersion, CONTENT_TYPE,
 };
 
