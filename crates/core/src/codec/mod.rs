@@ -1,29 +1,60 @@
 //! Avro in the Confluent wire format: a zero magic byte, the writer schema id
 //! as a 4-byte big-endian integer, then the Avro binary datum.
 //!
-//! Decoding resolves the writer schema (looked up by id) to the reader schema
-//! of the Rust type, so compatible older and newer producers keep working.
+//! Decoding looks the writer schema up by id, in a cache that fills itself
+//! from a [`SchemaSource`] (a schema registry) on a miss, and resolves it to
+//! the schema of the Rust type, so compatible older and newer producers keep
+//! working. Records decode straight into the contract's types with
+//! `serde_avro_fast` whenever that gives what Avro schema resolution gives:
+//! the same schema, fields added or removed with defaults, enum symbols
+//! added, numeric promotions (see `resolution`). Any other writer schema
+//! takes apache-avro's generic path (datum, `Value` tree, resolve, type).
+//! Encoding writes the contract schema with `serde_avro_fast`. apache-avro
+//! parses schemas and is the reference for resolution.
+//!
+//! ```
+//! use journey_core::codec::Codec;
+//! use journey_core::contract::CustomerEvent;
+//!
+//! let codec = Codec::builtin();
+//! let event = CustomerEvent { event_id: "e-1".into(), ..CustomerEvent::default() };
+//! let bytes = codec.encode(&event).unwrap();
+//! assert_eq!(codec.decode::<CustomerEvent>(&bytes).unwrap(), event);
+//! ```
 
-use std::collections::HashMap;
+mod fast;
+mod generic;
+mod readers;
+mod resolution;
+mod writers;
+
 use std::sync::Arc;
 
 use apache_avro::types::Value;
-use apache_avro::Schema;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::contract::{Alert, CustomerEvent, DeadLetter, ErrorKind, SessionSummary, StageChange};
+use readers::RECORDS;
+pub use writers::{SchemaFetchError, SchemaSource};
+use writers::{Writer, Writers};
 
 /// The magic byte that opens every Confluent-framed record.
 pub const MAGIC_BYTE: u8 = 0;
 /// Bytes before the Avro datum: magic byte and schema id.
 pub const HEADER_LEN: usize = 5;
 
-/// The largest single allocation the Avro decoder may make for one value.
+/// The largest single allocation the generic decoder may make for one value;
+/// the fast path never allocates more than the datum's own length for one.
 const MAX_ALLOCATION_BYTES: usize = 8 * 1024 * 1024;
 
+mod sealed {
+    /// Only the contract's records are [`super::AvroRecord`]s.
+    pub trait Sealed {}
+}
+
 /// A record type of the contract, with its schema in `schemas/`.
-pub trait AvroRecord: Serialize + DeserializeOwned {
+pub trait AvroRecord: Serialize + DeserializeOwned + sealed::Sealed {
     /// The record's subject-independent name, e.g. `CustomerEvent`.
     const NAME: &'static str;
     /// The schema text (`.avsc`).
@@ -32,9 +63,10 @@ pub trait AvroRecord: Serialize + DeserializeOwned {
 
 macro_rules! avro_record {
     ($ty:ty, $file:literal) => {
+        impl sealed::Sealed for $ty {}
         impl AvroRecord for $ty {
             const NAME: &'static str = stringify!($ty);
-            const SCHEMA: &'static str = include_str!(concat!("../../../schemas/", $file));
+            const SCHEMA: &'static str = include_str!(concat!("../../../../schemas/", $file));
         }
     };
 }
@@ -52,6 +84,13 @@ pub enum DecodeError {
     NotAvro(String),
     #[error("unknown schema id {0}")]
     UnknownSchema(u32),
+    /// The source gave a schema for the id that does not parse; dead-lettered
+    /// as an unknown schema, since no record with that id can be read.
+    #[error("schema id {id} is not a valid Avro schema: {message}")]
+    InvalidSchema { id: u32, message: String },
+    /// The schema source could not be asked; the record is fine and worth a retry.
+    #[error("schema registry unavailable: {0}")]
+    RegistryUnavailable(String),
     #[error("record does not match schema: {0}")]
     SchemaViolation(String),
 }
@@ -61,18 +100,25 @@ impl DecodeError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             DecodeError::NotAvro(_) => ErrorKind::NotAvro,
-            DecodeError::UnknownSchema(_) => ErrorKind::UnknownSchema,
+            DecodeError::UnknownSchema(_) | DecodeError::InvalidSchema { .. } => {
+                ErrorKind::UnknownSchema
+            }
+            DecodeError::RegistryUnavailable(_) => ErrorKind::RegistryUnavailable,
             DecodeError::SchemaViolation(_) => ErrorKind::SchemaViolation,
         }
     }
 }
 
-/// An encoding failure: a bug or a contract mismatch, never bad input.
+/// An encoding failure: a bug or a set-up mistake, never bad input.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot encode {record} as Avro: {source}")]
-pub struct EncodeError {
-    record: &'static str,
-    source: apache_avro::Error,
+pub enum EncodeError {
+    #[error("no schema id to write {0} with")]
+    NoWriterId(&'static str),
+    #[error("cannot encode {record} as Avro: {source}")]
+    Avro {
+        record: &'static str,
+        source: serde_avro_fast::ser::SerError,
+    },
 }
 
 /// Splits a Confluent-framed record into its schema id and Avro datum.
@@ -95,97 +141,75 @@ pub fn split_frame(bytes: &[u8]) -> Result<(u32, &[u8]), DecodeError> {
 
 /// Writer schemas by id, and the id each contract record is written with.
 ///
-/// The built-in catalog numbers the contract's schemas 1 to 5.
+/// Cheap to clone: clones share the schema cache.
 #[derive(Clone)]
 pub struct Codec {
-    by_id: HashMap<u32, Arc<Schema>>,
-    writer_ids: HashMap<&'static str, u32>,
-    readers: HashMap<&'static str, Arc<Schema>>,
+    writers: Arc<Writers>,
+    /// By contract record, in `readers` order.
+    writer_ids: [Option<u32>; RECORDS],
 }
 
 impl Codec {
-    /// The contract's schemas with fixed ids: CustomerEvent 1, SessionSummary 2,
-    /// StageChange 3, Alert 4, DeadLetter 5.
+    /// The contract's schemas with fixed ids, also written with them:
+    /// CustomerEvent 1, SessionSummary 2, StageChange 3, Alert 4, DeadLetter 5.
     pub fn builtin() -> Self {
-        // A corrupt length prefix must not make the decoder allocate gigabytes.
+        Codec::empty(None)
+            .with_writer_id::<CustomerEvent>(1)
+            .with_writer_id::<SessionSummary>(2)
+            .with_writer_id::<StageChange>(3)
+            .with_writer_id::<Alert>(4)
+            .with_writer_id::<DeadLetter>(5)
+    }
+
+    /// A codec that asks `source` for every writer schema it does not know;
+    /// it writes no record until told the ids with [`Codec::with_writer_id`].
+    pub fn with_source(source: Arc<dyn SchemaSource>) -> Self {
+        Codec::empty(Some(source))
+    }
+
+    fn empty(source: Option<Arc<dyn SchemaSource>>) -> Self {
+        // A corrupt length prefix must not make the generic decoder allocate gigabytes.
         apache_avro::util::max_allocation_bytes(MAX_ALLOCATION_BYTES);
-        let mut codec = Codec {
-            by_id: HashMap::new(),
-            writer_ids: HashMap::new(),
-            readers: HashMap::new(),
-        };
-        codec.add_contract::<CustomerEvent>(1);
-        codec.add_contract::<SessionSummary>(2);
-        codec.add_contract::<StageChange>(3);
-        codec.add_contract::<Alert>(4);
-        codec.add_contract::<DeadLetter>(5);
-        codec
+        Codec {
+            writers: Arc::new(Writers::new(source)),
+            writer_ids: [None; RECORDS],
+        }
     }
 
-    fn add_contract<T: AvroRecord>(&mut self, id: u32) {
-        // The schemas are compiled in and covered by tests: failing here is a build defect.
-        let schema = Arc::new(
-            Schema::parse_str(T::SCHEMA)
-                .unwrap_or_else(|e| panic!("schema of {} does not parse: {e}", T::NAME)),
-        );
-        self.by_id.insert(id, schema.clone());
-        self.writer_ids.insert(T::NAME, id);
-        self.readers.insert(T::NAME, schema);
-    }
-
-    /// The id `T` is written with.
-    fn writer_id<T: AvroRecord>(&self) -> u32 {
-        self.writer_ids[T::NAME]
+    /// Writes `T` with schema id `id` (its schema's id in the registry); the
+    /// id then decodes with `T`'s schema without asking the source.
+    pub fn with_writer_id<T: AvroRecord>(mut self, id: u32) -> Self {
+        self.writers.insert(id, Writer::contract::<T>());
+        self.writer_ids[readers::slot::<T>()] = Some(id);
+        self
     }
 
     /// Encodes `record` Confluent-framed with its contract schema.
     pub fn encode<T: AvroRecord>(&self, record: &T) -> Result<Vec<u8>, EncodeError> {
-        let id = self.writer_id::<T>();
-        let schema = &self.readers[T::NAME];
-        let fail = |source| EncodeError {
-            record: T::NAME,
-            source,
-        };
-        let value = apache_avro::to_value(record)
-            .and_then(|v| v.resolve(schema))
-            .map_err(fail)?;
-        let datum = apache_avro::to_avro_datum(schema, value).map_err(fail)?;
-        let mut out = Vec::with_capacity(HEADER_LEN + datum.len());
+        let id = self.writer_ids[readers::slot::<T>()].ok_or(EncodeError::NoWriterId(T::NAME))?;
+        let mut out = Vec::with_capacity(256);
         out.push(MAGIC_BYTE);
         out.extend_from_slice(&id.to_be_bytes());
-        out.extend_from_slice(&datum);
-        Ok(out)
+        fast::encode(&readers::of::<T>().fast, record, out).map_err(|source| EncodeError::Avro {
+            record: T::NAME,
+            source,
+        })
     }
 
     /// Decodes a Confluent-framed record into `T`, resolving the writer schema
     /// to `T`'s schema.
     pub fn decode<T: AvroRecord>(&self, bytes: &[u8]) -> Result<T, DecodeError> {
-        let (id, value) = self.decode_value(bytes)?;
-        let reader = &self.readers[T::NAME];
-        let writer = &self.by_id[&id];
-        let value = if Arc::ptr_eq(reader, writer) {
-            value
-        } else {
-            value
-                .resolve(reader)
-                .map_err(|e| DecodeError::SchemaViolation(e.to_string()))?
-        };
-        apache_avro::from_value(&value).map_err(|e| DecodeError::SchemaViolation(e.to_string()))
+        let (id, datum) = split_frame(bytes)?;
+        self.writers.with(id, |writer| writer.decode::<T>(datum))?
     }
 
     /// Decodes a Confluent-framed record with its writer schema into a generic
     /// Avro value, returning the schema id too.
     pub fn decode_value(&self, bytes: &[u8]) -> Result<(u32, Value), DecodeError> {
-        let (id, mut datum) = split_frame(bytes)?;
-        let writer = self.by_id.get(&id).ok_or(DecodeError::UnknownSchema(id))?;
-        let value = apache_avro::from_avro_datum(writer, &mut datum, None)
-            .map_err(|e| DecodeError::SchemaViolation(e.to_string()))?;
-        if !datum.is_empty() {
-            return Err(DecodeError::SchemaViolation(format!(
-                "{} bytes left after the record",
-                datum.len()
-            )));
-        }
+        let (id, datum) = split_frame(bytes)?;
+        let value = self
+            .writers
+            .with(id, |writer| generic::decode_value(&writer.avro, datum))??;
         Ok((id, value))
     }
 
@@ -197,154 +221,4 @@ impl Codec {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-
-    use proptest::prelude::*;
-
-    use super::*;
-    use crate::contract::*;
-
-    fn event() -> CustomerEvent {
-        CustomerEvent {
-            event_id: "e-1".into(),
-            event_type: EventType::Feedback,
-            occurred_at: 1_700_000_000_000,
-            customer_id: Some("c-1".into()),
-            channel: Channel::Survey,
-            feedback: Some(Feedback {
-                nps: Some(3),
-                comment: Some("slow delivery".into()),
-                ..Feedback::default()
-            }),
-            properties: BTreeMap::from([("k".into(), "v".into())]),
-            ..CustomerEvent::default()
-        }
-    }
-
-    #[test]
-    fn every_contract_record_round_trips() {
-        let codec = Codec::builtin();
-        let e = event();
-        assert_eq!(
-            codec
-                .decode::<CustomerEvent>(&codec.encode(&e).unwrap())
-                .unwrap(),
-            e
-        );
-
-        let change = StageChange {
-            change_id: "x".into(),
-            customer_id: "c".into(),
-            from_stage: None,
-            to_stage: Stage::Awareness,
-            rule: "first_touch".into(),
-            evidence_id: "e".into(),
-            changed_at: 5,
-        };
-        assert_eq!(
-            codec
-                .decode::<StageChange>(&codec.encode(&change).unwrap())
-                .unwrap(),
-            change
-        );
-
-        let summary = SessionSummary {
-            session_id: "s".into(),
-            customer_id: "c".into(),
-            channels: vec!["WEB".into()],
-            furthest_step: FunnelStep::Cart,
-            nps_scores: vec![4],
-            ..SessionSummary::default()
-        };
-        assert_eq!(
-            codec
-                .decode::<SessionSummary>(&codec.encode(&summary).unwrap())
-                .unwrap(),
-            summary
-        );
-
-        let alert = Alert {
-            alert_id: "a".into(),
-            rule: "detractor_feedback".into(),
-            severity: Severity::Critical,
-            customer_id: Some("c".into()),
-            context: BTreeMap::from([("stage".into(), "PURCHASE".into())]),
-            ..Alert::default()
-        };
-        assert_eq!(
-            codec
-                .decode::<Alert>(&codec.encode(&alert).unwrap())
-                .unwrap(),
-            alert
-        );
-
-        let dead = DeadLetter {
-            service: "ingest".into(),
-            source_topic: "raw".into(),
-            source_partition: 2,
-            source_offset: 9,
-            error_kind: ErrorKind::NotAvro,
-            message: "m".into(),
-            field_path: None,
-            original_key: None,
-            original_value: Some(vec![1, 2, 3]),
-            failed_at: 1,
-        };
-        assert_eq!(
-            codec
-                .decode::<DeadLetter>(&codec.encode(&dead).unwrap())
-                .unwrap(),
-            dead
-        );
-    }
-
-    #[test]
-    fn frame_errors_name_the_problem() {
-        let codec = Codec::builtin();
-        assert!(matches!(
-            codec.decode::<CustomerEvent>(b"{}"),
-            Err(DecodeError::NotAvro(_))
-        ));
-        assert!(matches!(
-            codec.decode::<CustomerEvent>(&[1, 0, 0, 0, 1, 2]),
-            Err(DecodeError::NotAvro(_))
-        ));
-        assert!(matches!(
-            codec.decode::<CustomerEvent>(&[0, 0, 0, 0, 99, 2]),
-            Err(DecodeError::UnknownSchema(99))
-        ));
-        let mut truncated = codec.encode(&event()).unwrap();
-        truncated.truncate(12);
-        assert!(matches!(
-            codec.decode::<CustomerEvent>(&truncated),
-            Err(DecodeError::SchemaViolation(_))
-        ));
-    }
-
-    #[test]
-    fn reading_a_session_as_an_event_is_a_schema_violation() {
-        let codec = Codec::builtin();
-        let bytes = codec.encode(&SessionSummary::default()).unwrap();
-        assert!(codec.decode::<CustomerEvent>(&bytes).is_err());
-    }
-
-    #[test]
-    fn decode_json_shows_symbols_and_fields() {
-        let codec = Codec::builtin();
-        let json = codec.decode_json(&codec.encode(&event()).unwrap()).unwrap();
-        assert_eq!(json["event_type"], "FEEDBACK");
-        assert_eq!(json["customer_id"], "c-1");
-    }
-
-    proptest! {
-        #[test]
-        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let codec = Codec::builtin();
-            let _ = codec.decode::<CustomerEvent>(&bytes);
-            let mut framed = vec![0, 0, 0, 0, 1];
-            framed.extend_from_slice(&bytes);
-            let _ = codec.decode::<CustomerEvent>(&framed);
-        }
-    }
-}
+mod tests;
