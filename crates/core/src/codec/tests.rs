@@ -240,6 +240,37 @@ fn frame_errors_name_the_problem() {
 }
 
 #[test]
+fn a_corrupt_length_prefix_is_a_schema_violation_on_both_paths() {
+    // An event id claiming 2^62 bytes, then a session claiming 2^62 channels.
+    let huge = [0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f];
+    let codec = Codec::builtin();
+    for (slot, bytes) in [
+        (0, &huge[..]),
+        (1, &[&[2, b's', 2, b'c', 0, 0, 0, 0][..], &huge].concat()),
+    ] {
+        let framed = framed(slot as u32 + 1, bytes);
+        let fast = match slot {
+            0 => codec.decode::<CustomerEvent>(&framed).err(),
+            _ => codec.decode::<SessionSummary>(&framed).err(),
+        };
+        let generic = generic::decode::<serde_json::Value>(
+            &readers::all()[slot].avro,
+            &readers::all()[slot].avro,
+            bytes,
+        )
+        .err();
+        assert!(
+            matches!(fast, Some(DecodeError::SchemaViolation(_))),
+            "{fast:?}"
+        );
+        assert!(
+            matches!(generic, Some(DecodeError::SchemaViolation(_))),
+            "{generic:?}"
+        );
+    }
+}
+
+#[test]
 fn reading_a_session_as_an_event_is_a_schema_violation() {
     let codec = Codec::builtin();
     let bytes = codec.encode(&SessionSummary::default()).unwrap();
