@@ -1,5 +1,9 @@
 //! The event contract as Rust types. Each type mirrors one schema in `schemas/`
 //! field for field; the Avro codec in [`crate::codec`] maps between them.
+//!
+//! Every field with a default in its schema is `#[serde(default)]` (`Option`
+//! fields default to `None` by themselves), so that records written with an
+//! older schema decode into these types as Avro schema resolution says.
 
 use std::collections::BTreeMap;
 
@@ -140,6 +144,7 @@ pub struct CustomerEvent {
     pub feedback: Option<Feedback>,
     pub support: Option<Support>,
     pub campaign: Option<Campaign>,
+    #[serde(default)]
     pub properties: BTreeMap<String, String>,
 }
 
@@ -186,20 +191,31 @@ pub struct SessionSummary {
     pub end: i64,
     pub duration_ms: i64,
     pub event_count: i32,
+    #[serde(default)]
     pub channels: Vec<String>,
     pub entry_channel: String,
     pub campaign_source: Option<String>,
+    #[serde(default)]
     pub page_views: i32,
+    #[serde(default)]
     pub products_viewed: Vec<String>,
+    #[serde(default)]
     pub cart_adds: i32,
+    #[serde(default)]
     pub cart_removes: i32,
+    #[serde(default)]
     pub checkout_started: bool,
+    #[serde(default)]
     pub order_ids: Vec<String>,
+    #[serde(default)]
     pub revenue: f64,
     pub currency: Option<String>,
+    #[serde(default)]
     pub nps_scores: Vec<i32>,
+    #[serde(default)]
     pub csat_scores: Vec<i32>,
     pub furthest_step: FunnelStep,
+    #[serde(default)]
     pub engaged: bool,
 }
 
@@ -296,6 +312,7 @@ pub struct Alert {
     pub action_plan: Option<String>,
     pub evidence_id: String,
     pub fired_at: i64,
+    #[serde(default)]
     pub context: BTreeMap<String, String>,
 }
 
@@ -335,9 +352,9 @@ pub struct DeadLetter {
     pub error_kind: ErrorKind,
     pub message: String,
     pub field_path: Option<String>,
-    #[serde(with = "apache_avro::serde_avro_bytes_opt")]
+    #[serde(default, with = "apache_avro::serde_avro_bytes_opt")]
     pub original_key: Option<Vec<u8>>,
-    #[serde(with = "apache_avro::serde_avro_bytes_opt")]
+    #[serde(default, with = "apache_avro::serde_avro_bytes_opt")]
     pub original_value: Option<Vec<u8>>,
     pub failed_at: i64,
 }

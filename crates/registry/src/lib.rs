@@ -46,6 +46,6 @@ mod schema;
 mod server;
 mod store;
 
-pub use journey_core::schema_registry::{wire, RegistryClient, RegistryError};
 pub use config::RegistryConfig;
+pub use journey_core::schema_registry::{wire, RegistryClient, RegistryError};
 pub use server::{serve, Registry};

@@ -99,8 +99,15 @@ impl From<Rejection> for ProcessError {
 }
 
 impl From<DecodeError> for ProcessError {
+    /// An unreachable registry is worth a retry; anything else is the record's fault.
     fn from(e: DecodeError) -> Self {
-        ProcessError::Rejected(e.into())
+        match e {
+            DecodeError::RegistryUnavailable(message) => ProcessError::Unavailable {
+                kind: ErrorKind::RegistryUnavailable,
+                message,
+            },
+            e => ProcessError::Rejected(e.into()),
+        }
     }
 }
 
