@@ -20,11 +20,11 @@ from confluent_kafka.serialization import StringSerializer
 SCHEMA = pathlib.Path(__file__).resolve().parents[2] / "schemas" / "customer_event.avsc"
 
 
-def event(i):
+def event(i, prefix="py"):
     """The i-th test event: page views on the web, every third one a purchase in the app."""
     purchase = i % 3 == 2
     return {
-        "event_id": f"py-{i}",
+        "event_id": f"{prefix}-{i}",
         "event_type": "PURCHASE" if purchase else "PAGE_VIEW",
         "occurred_at": 1_700_000_000_000 + i * 1_000,
         "customer_id": f"customer-{i % 4}",
@@ -43,6 +43,9 @@ def main():
     parser.add_argument("--registry", required=True)
     parser.add_argument("--topic", required=True)
     parser.add_argument("--count", type=int, default=10)
+    parser.add_argument("--schema", type=pathlib.Path, default=SCHEMA,
+                        help="writer schema (an older or newer version of the contract)")
+    parser.add_argument("--prefix", default="py", help="event ids are <prefix>-<i>")
     args = parser.parse_args()
 
     registry = SchemaRegistryClient({"url": args.registry})
@@ -50,7 +53,7 @@ def main():
         {
             "bootstrap.servers": args.bootstrap,
             "key.serializer": StringSerializer("utf_8"),
-            "value.serializer": AvroSerializer(registry, SCHEMA.read_text()),
+            "value.serializer": AvroSerializer(registry, args.schema.read_text()),
         }
     )
     failures = []
@@ -60,7 +63,7 @@ def main():
             failures.append(str(err))
 
     for i in range(args.count):
-        value = event(i)
+        value = event(i, args.prefix)
         producer.produce(args.topic, key=value["customer_id"], value=value, on_delivery=delivered)
         producer.poll(0)
     left = producer.flush(30)

@@ -170,8 +170,30 @@ pub async fn collect_keyed<T: AvroRecord>(
     timeout: Duration,
     settle: Duration,
 ) -> anyhow::Result<Vec<(String, T)>> {
-    let consumer = reader(kafka, topic)?;
     let codec = Codec::builtin();
+    collect_raw(kafka, topic, expected, timeout, settle)
+        .await?
+        .into_iter()
+        .map(|(key, payload)| {
+            let record = codec
+                .decode::<T>(&payload)
+                .with_context(|| format!("decoding a record of {topic}"))?;
+            Ok((String::from_utf8_lossy(&key).into_owned(), record))
+        })
+        .collect()
+}
+
+/// Reads `topic` from the beginning until `expected` records arrived, then
+/// for `settle` more to catch any extra one; fails after `timeout`. Returns
+/// keys and values as they are.
+pub async fn collect_raw(
+    kafka: &KafkaConfig,
+    topic: &str,
+    expected: usize,
+    timeout: Duration,
+    settle: Duration,
+) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let consumer = reader(kafka, topic)?;
     let mut records = Vec::new();
     let deadline = Instant::now() + timeout;
     let mut settle_until: Option<Instant> = None;
@@ -185,12 +207,10 @@ pub async fn collect_keyed<T: AvroRecord>(
             Err(_) => break,
             Ok(message) => {
                 let message = message?;
-                let key = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
-                let payload = message.payload().unwrap_or_default();
-                let record = codec
-                    .decode::<T>(payload)
-                    .with_context(|| format!("decoding a record of {topic}"))?;
-                records.push((key, record));
+                records.push((
+                    message.key().unwrap_or_default().to_vec(),
+                    message.payload().unwrap_or_default().to_vec(),
+                ));
                 if records.len() >= expected && settle_until.is_none() {
                     settle_until = Some(Instant::now() + settle);
                 }
@@ -397,4 +417,100 @@ pub async fn read_table(
         idle = Duration::from_secs(1);
     }
     Ok(table)
+}
+
+/// The embedded schema registry, serving on `listen` from `topic` until stopped.
+pub struct EmbeddedRegistry {
+    pub url: String,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl EmbeddedRegistry {
+    /// Starts the registry on `listen` (port 0 picks one), storing schemas in `topic`.
+    pub async fn start(kafka: &KafkaConfig, listen: SocketAddr, topic: &str) -> EmbeddedRegistry {
+        let config = journey_registry::RegistryConfig {
+            listen,
+            topic: topic.to_string(),
+            kafka: kafka.clone(),
+            ..Default::default()
+        };
+        let registry = journey_registry::Registry::start(&config)
+            .await
+            .expect("the embedded registry starts");
+        let url = format!("http://{}", registry.local_addr().expect("a bound address"));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(registry.run(stop.clone()));
+        EmbeddedRegistry { url, stop, task }
+    }
+
+    /// Stops serving and waits until the server is done.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.task
+            .await
+            .expect("registry task")
+            .expect("registry stops cleanly");
+    }
+}
+
+/// Ingest alone, in this process, against `broker`.
+pub struct IngestService {
+    pub http: SocketAddr,
+    pub stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _state: tempfile::TempDir,
+}
+
+impl IngestService {
+    /// Creates the pipeline topics and starts ingest in group `group`;
+    /// `kafka_extra` lines are added to the `[kafka]` section.
+    pub async fn start(broker: &Broker, group: &str, kafka_extra: &str) -> IngestService {
+        let state = tempfile::tempdir().expect("a state directory");
+        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let path = state.path().join("journey.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[kafka]\nbootstrap_servers = \"{}\"\npartitions = 3\n{kafka_extra}\n\n\
+                 [runtime]\nstate_dir = \"{}\"\ncommit_interval = \"200ms\"\n\n\
+                 [ingest]\nhttp_listen = \"{http}\"\ngroup_id = \"{group}\"\n",
+                broker.bootstrap,
+                state.path().display()
+            ),
+        )
+        .expect("writing the config");
+        let source = ConfigSource::load(Some(&path)).expect("a valid config");
+        let common = source.common().expect("common config");
+        let topics = journey_core::kafka::pipeline_topics(&common.topics, 3);
+        journey_core::kafka::ensure_topics(&broker.kafka(), &topics)
+            .await
+            .expect("creating topics");
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(journey_ingest::run(source, stop.clone()));
+        IngestService {
+            http,
+            stop,
+            task,
+            _state: state,
+        }
+    }
+
+    /// The value of the metric line starting with `prefix`, if exposed.
+    pub async fn metric(&self, prefix: &str) -> Option<f64> {
+        let (_, body) = http_get(self.http, "/metrics").await.ok()?;
+        body.lines()
+            .find(|line| line.starts_with(prefix))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|value| value.parse().ok())
+    }
+
+    /// Stops ingest and waits for its final commit.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        self.task
+            .await
+            .expect("ingest task")
+            .expect("ingest stops cleanly");
+    }
 }

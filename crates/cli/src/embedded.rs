@@ -1,12 +1,14 @@
 //! `journey run`: the whole pipeline in one process against a running broker:
-//! the four services, the synthetic producer, and a running account of what
-//! comes out.
+//! the embedded schema registry (when `registry.embedded`), the four
+//! services, the synthetic producer, and a running account of what comes out.
 
 use std::time::Duration;
 
 use journey_core::codec::Codec;
 use journey_core::config::{CommonConfig, ConfigSource};
 use journey_core::contract::{Alert, DeadLetter, SessionSummary, StageChange};
+use journey_core::schema_registry::pipeline_codec;
+use journey_registry::{Registry, RegistryConfig};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use tokio::task::JoinSet;
@@ -25,17 +27,29 @@ pub async fn run(
     journey_core::kafka::ensure_topics(&common.kafka, &specs).await?;
 
     let mut services = JoinSet::new();
+    let mut registry: RegistryConfig = source.section("registry")?;
+    if registry.embedded {
+        registry.kafka = common.kafka.clone();
+        let server = Registry::start(&registry).await?;
+        println!("registry     http://{}", server.local_addr()?);
+        services.spawn(server.run(stop.clone()));
+    }
     services.spawn(journey_ingest::run(source.clone(), stop.clone()));
     services.spawn(journey_sessionizer::run(source.clone(), stop.clone()));
     services.spawn(journey_classifier::run(source.clone(), stop.clone()));
     services.spawn(journey_alerting::run(source.clone(), stop.clone()));
     print_endpoints(&source)?;
 
+    let Some(codec) = pipeline_codec(&common.kafka, &common.topics, &stop).await? else {
+        return Ok(());
+    };
     let kafka = common.kafka.clone();
     let producer_stop = stop.clone();
-    let producer =
-        tokio::spawn(async move { produce(&kafka, &produce_options, producer_stop).await });
-    let watcher = tokio::spawn(watch(common, stop.clone()));
+    let producer_codec = codec.clone();
+    let producer = tokio::spawn(async move {
+        produce(&kafka, &producer_codec, &produce_options, producer_stop).await
+    });
+    let watcher = tokio::spawn(watch(common, codec, stop.clone()));
 
     let mut failure = None;
     while let Some(joined) = services.join_next().await {
@@ -84,7 +98,7 @@ struct Tally {
 }
 
 /// Follows the output topics: prints every alert and dead letter, and a tally every 5 s.
-async fn watch(common: CommonConfig, stop: CancellationToken) -> anyhow::Result<()> {
+async fn watch(common: CommonConfig, codec: Codec, stop: CancellationToken) -> anyhow::Result<()> {
     let topics = &common.topics;
     let consumer: StreamConsumer = journey_core::kafka::client_config(&common.kafka)
         .set(
@@ -100,7 +114,6 @@ async fn watch(common: CommonConfig, stop: CancellationToken) -> anyhow::Result<
         &topics.alerts,
         &topics.dead_letters,
     ])?;
-    let codec = Codec::builtin();
     let mut tally = Tally::default();
     let mut report = tokio::time::interval(Duration::from_secs(5));
     loop {

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use journey_core::config::ConfigSource;
+use journey_core::schema_registry::pipeline_codec;
 use journey_core::service::{shutdown_on_signals, CONFIG_ENV};
+use journey_registry::{Registry, RegistryConfig};
 
 use crate::produce::ProduceOptions;
 
@@ -56,6 +58,8 @@ enum Command {
     },
     /// Creates the pipeline's topics if they do not exist.
     Topics,
+    /// Runs the embedded Confluent-compatible schema registry alone (`[registry]` settings).
+    Registry,
 }
 
 #[derive(clap::Args)]
@@ -109,7 +113,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Command::Produce { synth, count } => {
                 let options = synth.options(common.topics.raw_events.clone(), count);
-                let sent = produce::produce(&common.kafka, &options, stop).await?;
+                let Some(codec) = pipeline_codec(&common.kafka, &common.topics, &stop).await?
+                else {
+                    return Ok(());
+                };
+                let sent = produce::produce(&common.kafka, &codec, &options, stop).await?;
                 println!("sent {sent} events to {}", options.topic);
                 Ok(())
             }
@@ -119,8 +127,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 max,
                 idle_secs,
             } => {
+                let Some(codec) = pipeline_codec(&common.kafka, &common.topics, &stop).await?
+                else {
+                    return Ok(());
+                };
                 tail::tail(
                     &common.kafka,
+                    &codec,
                     &topic,
                     from_beginning,
                     max,
@@ -137,6 +150,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("{} ({} partitions)", spec.name, spec.partitions);
                 }
                 Ok(())
+            }
+            Command::Registry => {
+                let mut config: RegistryConfig = source.section("registry")?;
+                config.kafka = common.kafka.clone();
+                let registry = Registry::start(&config).await?;
+                println!("schema registry on http://{}", registry.local_addr()?);
+                registry.run(stop).await
             }
         }
     })

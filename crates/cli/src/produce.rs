@@ -30,11 +30,11 @@ pub struct ProduceOptions {
 /// returns how many records were sent.
 pub async fn produce(
     kafka: &KafkaConfig,
+    codec: &Codec,
     options: &ProduceOptions,
     stop: CancellationToken,
 ) -> anyhow::Result<u64> {
     let producer: FutureProducer = journey_core::kafka::producer(kafka)?;
-    let codec = Codec::builtin();
     let mut journeys = Journeys::new(options.seed, options.concurrent);
     let tick = Duration::from_millis(100);
     let per_tick = (options.rate as f64 / 10.0).max(0.1);

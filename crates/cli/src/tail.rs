@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 /// records, or cancellation.
 pub async fn tail(
     kafka: &KafkaConfig,
+    codec: &Codec,
     topic: &str,
     from_beginning: bool,
     max: Option<u64>,
@@ -31,7 +32,6 @@ pub async fn tail(
     consumer
         .subscribe(&[topic])
         .with_context(|| format!("subscribing to {topic}"))?;
-    let codec = Codec::builtin();
     let mut printed = 0u64;
     let wait = idle.unwrap_or(Duration::from_secs(u64::MAX / 4));
     loop {

@@ -29,6 +29,12 @@ pub struct KafkaConfig {
     pub partitions: i32,
     /// Replication factor of topics the services create when missing.
     pub replication_factor: i32,
+    /// A Confluent-compatible schema registry, e.g. `http://schema-registry:8081`:
+    /// output schemas are registered under `<topic>-value` and input schemas
+    /// fetched by id. Unset: the contract's built-in ids (1-6), which only
+    /// Journey's own tools read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_registry_url: Option<String>,
 }
 
 impl Default for KafkaConfig {
@@ -38,6 +44,7 @@ impl Default for KafkaConfig {
             properties: BTreeMap::new(),
             partitions: 6,
             replication_factor: 1,
+            schema_registry_url: None,
         }
     }
 }
@@ -148,11 +155,12 @@ pub struct CommonConfig {
 }
 
 /// Top-level sections a config file may hold: the common ones and one per service.
-pub const SECTIONS: [&str; 8] = [
+pub const SECTIONS: [&str; 9] = [
     "kafka",
     "topics",
     "log",
     "runtime",
+    "registry",
     "ingest",
     "sessionizer",
     "classifier",

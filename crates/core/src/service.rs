@@ -9,11 +9,11 @@ use axum::Router;
 use prometheus::Registry;
 use tokio_util::sync::CancellationToken;
 
-use crate::codec::Codec;
 use crate::config::{CommonConfig, ConfigSource};
 use crate::http::{self, Readiness};
 use crate::metrics::RuntimeMetrics;
 use crate::runtime::{self, LoopSettings, Processor};
+use crate::schema_registry::pipeline_codec;
 use crate::state::StateStore;
 
 /// Environment variable naming the config file, when `--config` is not given.
@@ -71,16 +71,16 @@ pub async fn run<P: Processor>(
         internal_inputs: spec.internal_inputs,
         dead_letter_topic: spec.common.topics.dead_letters.clone(),
     };
-    let result = runtime::run(
-        settings,
-        processor,
-        Codec::builtin(),
-        store,
-        metrics,
-        readiness,
-        shutdown,
-    )
-    .await;
+    let result = match pipeline_codec(&spec.common.kafka, &spec.common.topics, &shutdown).await {
+        Ok(Some(codec)) => {
+            runtime::run(
+                settings, processor, codec, store, metrics, readiness, shutdown,
+            )
+            .await
+        }
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    };
     server_stop.cancel();
     let _ = server.await;
     match &result {

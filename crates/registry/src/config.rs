@@ -1,4 +1,5 @@
-//! Settings of the embedded registry.
+//! Settings of the embedded registry: the `[registry]` config section, plus
+//! the cluster from `[kafka]`.
 
 use std::net::SocketAddr;
 
@@ -13,7 +14,10 @@ pub struct RegistryConfig {
     pub listen: SocketAddr,
     /// Compacted single-partition topic holding schemas and compatibility levels.
     pub topic: String,
-    /// The cluster the topic lives on.
+    /// Whether `journey run` starts this registry beside the services.
+    pub embedded: bool,
+    /// The cluster the topic lives on (the `[kafka]` section).
+    #[serde(skip)]
     pub kafka: KafkaConfig,
 }
 
@@ -22,6 +26,7 @@ impl Default for RegistryConfig {
         RegistryConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8081)),
             topic: "_schemas".into(),
+            embedded: false,
             kafka: KafkaConfig::default(),
         }
     }

@@ -15,6 +15,8 @@ use apache_avro::Schema;
 use serde::de::DeserializeOwned;
 use tokio::runtime::{Handle, RuntimeFlavor};
 
+use crate::codec::{SchemaFetchError, SchemaSource};
+
 use super::wire::{
     ErrorBody, RegisteredId, SchemaRequest, SchemaText, SubjectVersion, CONTENT_TYPE,
 };
@@ -224,6 +226,24 @@ fn blocking<R>(f: impl FnOnce() -> R) -> R {
             tokio::task::block_in_place(f)
         }
         _ => f(),
+    }
+}
+
+impl SchemaSource for RegistryClient {
+    /// Fetches the schema text uncached: the codec caches what it parses.
+    fn schema_text(&self, id: u32) -> Result<String, SchemaFetchError> {
+        let text: SchemaText = self
+            .get(&format!("/schemas/ids/{id}"))
+            .map_err(|e| match e {
+                RegistryError::NotFound { .. } => SchemaFetchError::NotFound(id),
+                // Anything else may be a passing outage or a misconfiguration
+                // (wrong URL, credentials): hold records back, don't dead-letter them.
+                other => SchemaFetchError::Unavailable(other.to_string()),
+            })?;
+        match text.schema_type {
+            Some(kind) if !kind.eq_ignore_ascii_case("AVRO") => Err(SchemaFetchError::NotFound(id)),
+            _ => Ok(text.schema),
+        }
     }
 }
 

@@ -3,6 +3,8 @@
 //! JSON bodies.
 
 mod client;
+mod pipeline;
 pub mod wire;
 
 pub use client::{RegistryClient, RegistryError};
+pub use pipeline::pipeline_codec;

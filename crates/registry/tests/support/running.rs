@@ -19,6 +19,7 @@ impl Running {
             listen: "127.0.0.1:0".parse().expect("an address"),
             topic: topic.to_string(),
             kafka: kafka.clone(),
+            ..RegistryConfig::default()
         };
         let registry = Registry::start(&config).await.expect("registry starts");
         let url = format!("http://{}", registry.local_addr().expect("bound address"));

@@ -1,0 +1,265 @@
+//! Ingest with a schema registry (the embedded one) on a real broker:
+//! Confluent's Python serializer registers and produces with the current, an
+//! older and a newer version of the contract, and every event arrives on
+//! `journey.events` unchanged; a registry outage holds records back instead
+//! of dead-lettering them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use journey_core::codec::{split_frame, Codec, SchemaSource};
+use journey_core::contract::{Channel, CustomerEvent, EventType, Order, Page};
+use journey_core::schema_registry::RegistryClient;
+use journey_tests::{collect_raw, free_port, Broker, EmbeddedRegistry, IngestService};
+
+const PER_RUN: usize = 6;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs `tests/python/avro_producer.py` with `args`; panics with its stderr on failure.
+async fn python_producer(args: Vec<String>) {
+    let script = repo().join("tests/python/avro_producer.py");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .arg(&script)
+            .args(&args)
+            .output()
+            .expect("python3 runs (scripts/setup.sh installs tests/python/requirements.txt)")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "avro_producer.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The events `event(i, prefix)` of avro_producer.py makes, as read with the
+/// contract after a writer schema without `properties` (`with_properties` false).
+fn expected(prefix: &str, i: usize, with_properties: bool) -> CustomerEvent {
+    let purchase = i % 3 == 2;
+    CustomerEvent {
+        event_id: format!("{prefix}-{i}"),
+        event_type: if purchase {
+            EventType::Purchase
+        } else {
+            EventType::PageView
+        },
+        occurred_at: 1_700_000_000_000 + i as i64 * 1_000,
+        customer_id: Some(format!("customer-{}", i % 4)),
+        channel: if purchase { Channel::App } else { Channel::Web },
+        page: (!purchase).then(|| Page {
+            url: format!("https://shop.example/p/{i}"),
+            title: None,
+            referrer: None,
+        }),
+        order: purchase.then(|| Order {
+            order_id: format!("o-{i}"),
+            revenue: i as f64 * 10.5,
+            currency: "EUR".into(),
+            item_count: Some(i as i32),
+        }),
+        properties: if with_properties {
+            BTreeMap::from([("seq".to_string(), i.to_string())])
+        } else {
+            BTreeMap::new()
+        },
+        ..CustomerEvent::default()
+    }
+}
+
+fn registry_codec(url: &str) -> Codec {
+    let client: Arc<dyn SchemaSource> = Arc::new(RegistryClient::new(url).unwrap());
+    Codec::with_source(client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_events_of_old_current_and_new_schemas_pass_through_ingest() {
+    let broker = Broker::start();
+    let kafka = broker.kafka();
+    let registry =
+        EmbeddedRegistry::start(&kafka, ([127, 0, 0, 1], 0).into(), "_schemas-evolution").await;
+    let ingest = IngestService::start(
+        &broker,
+        "ingest-registry",
+        &format!("schema_registry_url = \"{}\"", registry.url),
+    )
+    .await;
+
+    let fixtures = repo().join("crates/core/tests/fixtures");
+    let runs = [
+        ("current", repo().join("schemas/customer_event.avsc"), true),
+        ("older", fixtures.join("customer_event_v0.avsc"), false),
+        ("newer", fixtures.join("customer_event_v2.avsc"), true),
+    ];
+    for (prefix, schema, _) in &runs {
+        python_producer(vec![
+            "--bootstrap".into(),
+            broker.bootstrap.clone(),
+            "--registry".into(),
+            registry.url.clone(),
+            "--topic".into(),
+            "journey.events.raw".into(),
+            "--count".into(),
+            PER_RUN.to_string(),
+            "--schema".into(),
+            schema.display().to_string(),
+            "--prefix".into(),
+            prefix.to_string(),
+        ])
+        .await;
+    }
+
+    let client = RegistryClient::new(&registry.url).unwrap();
+    let raw_versions = tokio::task::spawn_blocking({
+        let url = registry.url.clone();
+        move || {
+            RegistryClient::new(&url)
+                .unwrap()
+                .latest("journey.events.raw-value")
+                .unwrap()
+                .version
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(raw_versions, 3, "three versions registered by the producer");
+
+    let records = collect_raw(
+        &kafka,
+        "journey.events",
+        3 * PER_RUN,
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    let output_id = tokio::task::spawn_blocking(move || client.latest("journey.events-value"))
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let codec = registry_codec(&registry.url);
+    let mut events: Vec<CustomerEvent> = records
+        .iter()
+        .map(|(key, value)| {
+            let (id, _) = split_frame(value).unwrap();
+            assert_eq!(id, output_id, "written with the id of journey.events-value");
+            let event: CustomerEvent = codec.decode(value).unwrap();
+            assert_eq!(key, event.customer_id.as_deref().unwrap().as_bytes());
+            assert!(event.received_at.is_some());
+            CustomerEvent {
+                received_at: None,
+                ..event
+            }
+        })
+        .collect();
+    events.sort_by(|a, b| a.event_id.cmp(&b.event_id));
+    let mut wanted: Vec<CustomerEvent> = runs
+        .iter()
+        .flat_map(|(prefix, _, properties)| {
+            (0..PER_RUN).map(move |i| expected(prefix, i, *properties))
+        })
+        .collect();
+    wanted.sort_by(|a, b| a.event_id.cmp(&b.event_id));
+    assert_eq!(events, wanted);
+    assert_eq!(
+        ingest.metric("journey_ingest_dead_letters_total").await,
+        None
+    );
+
+    ingest.shutdown().await;
+    registry.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_outage_holds_records_back_instead_of_dead_lettering_them() {
+    let broker = Broker::start();
+    let kafka = broker.kafka();
+    let listen = ([127, 0, 0, 1], free_port()).into();
+    let registry = EmbeddedRegistry::start(&kafka, listen, "_schemas-outage").await;
+    let url = registry.url.clone();
+    let ingest = IngestService::start(
+        &broker,
+        "ingest-outage",
+        &format!("schema_registry_url = \"{url}\""),
+    )
+    .await;
+    // Ingest is up once it has registered its schemas and consumes.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ingest.metric("journey_ingest_assigned_partitions").await != Some(3.0) {
+        assert!(Instant::now() < deadline, "ingest did not start");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A producer registers the newer schema; ingest has not seen its id yet.
+    let newer =
+        std::fs::read_to_string(repo().join("crates/core/tests/fixtures/customer_event_v2.avsc"))
+            .unwrap();
+    let (writer, id) = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || {
+            let client = RegistryClient::new(&url).unwrap();
+            let id = client.register("journey.events.raw-value", &newer).unwrap();
+            (client.schema_by_id(id).unwrap(), id)
+        }
+    })
+    .await
+    .unwrap();
+    registry.stop().await;
+
+    let event = expected("outage", 1, true);
+    let value = apache_avro::to_value(&event)
+        .and_then(|v| v.resolve(&writer))
+        .unwrap();
+    let mut framed = vec![0];
+    framed.extend_from_slice(&id.to_be_bytes());
+    framed.extend_from_slice(&apache_avro::to_avro_datum(&writer, value).unwrap());
+    journey_tests::produce(
+        &kafka,
+        "journey.events.raw",
+        &[("customer-1".to_string(), framed, event.occurred_at)],
+    )
+    .await
+    .unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ingest
+        .metric("journey_ingest_retries_total{kind=\"REGISTRY_UNAVAILABLE\"}")
+        .await
+        .unwrap_or(0.0)
+        < 2.0
+    {
+        assert!(Instant::now() < deadline, "ingest never retried");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        ingest.metric("journey_ingest_dead_letters_total").await,
+        None
+    );
+
+    // The registry comes back on the same address, from the same topic.
+    let registry = EmbeddedRegistry::start(&kafka, listen, "_schemas-outage").await;
+    let records = collect_raw(
+        &kafka,
+        "journey.events",
+        1,
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap();
+    let decoded: CustomerEvent = registry_codec(&url).decode(&records[0].1).unwrap();
+    assert_eq!(decoded.event_id, "outage-1");
+    assert_eq!(
+        ingest.metric("journey_ingest_dead_letters_total").await,
+        None
+    );
+    ingest.shutdown().await;
+    registry.stop().await;
+}
