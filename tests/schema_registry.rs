@@ -4,75 +4,18 @@
 //! `journey.events` unchanged; a registry outage holds records back instead
 //! of dead-lettering them.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use journey_core::codec::{split_frame, Codec, SchemaSource};
-use journey_core::contract::{Channel, CustomerEvent, EventType, Order, Page};
+use journey_core::contract::CustomerEvent;
 use journey_core::schema_registry::RegistryClient;
-use journey_tests::{collect_raw, free_port, Broker, EmbeddedRegistry, IngestService};
+use journey_tests::{
+    collect_raw, free_port, python_event, repo_root, run_python, Broker, EmbeddedRegistry,
+    IngestService,
+};
 
 const PER_RUN: usize = 6;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Runs `tests/python/avro_producer.py` with `args`; panics with its stderr on failure.
-async fn python_producer(args: Vec<String>) {
-    let script = repo().join("tests/python/avro_producer.py");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(&script)
-            .args(&args)
-            .output()
-            .expect("python3 runs (scripts/setup.sh installs tests/python/requirements.txt)")
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "avro_producer.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The events `event(i, prefix)` of avro_producer.py makes, as read with the
-/// contract after a writer schema without `properties` (`with_properties` false).
-fn expected(prefix: &str, i: usize, with_properties: bool) -> CustomerEvent {
-    let purchase = i % 3 == 2;
-    CustomerEvent {
-        event_id: format!("{prefix}-{i}"),
-        event_type: if purchase {
-            EventType::Purchase
-        } else {
-            EventType::PageView
-        },
-        occurred_at: 1_700_000_000_000 + i as i64 * 1_000,
-        customer_id: Some(format!("customer-{}", i % 4)),
-        channel: if purchase { Channel::App } else { Channel::Web },
-        page: (!purchase).then(|| Page {
-            url: format!("https://shop.example/p/{i}"),
-            title: None,
-            referrer: None,
-        }),
-        order: purchase.then(|| Order {
-            order_id: format!("o-{i}"),
-            revenue: i as f64 * 10.5,
-            currency: "EUR".into(),
-            item_count: Some(i as i32),
-        }),
-        properties: if with_properties {
-            BTreeMap::from([("seq".to_string(), i.to_string())])
-        } else {
-            BTreeMap::new()
-        },
-        ..CustomerEvent::default()
-    }
-}
 
 fn registry_codec(url: &str) -> Codec {
     let client: Arc<dyn SchemaSource> = Arc::new(RegistryClient::new(url).unwrap());
@@ -92,27 +35,34 @@ async fn python_events_of_old_current_and_new_schemas_pass_through_ingest() {
     )
     .await;
 
-    let fixtures = repo().join("crates/core/tests/fixtures");
+    let fixtures = repo_root().join("crates/core/tests/fixtures");
     let runs = [
-        ("current", repo().join("schemas/customer_event.avsc"), true),
+        (
+            "current",
+            repo_root().join("schemas/customer_event.avsc"),
+            true,
+        ),
         ("older", fixtures.join("customer_event_v0.avsc"), false),
         ("newer", fixtures.join("customer_event_v2.avsc"), true),
     ];
     for (prefix, schema, _) in &runs {
-        python_producer(vec![
-            "--bootstrap".into(),
-            broker.bootstrap.clone(),
-            "--registry".into(),
-            registry.url.clone(),
-            "--topic".into(),
-            "journey.events.raw".into(),
-            "--count".into(),
-            PER_RUN.to_string(),
-            "--schema".into(),
-            schema.display().to_string(),
-            "--prefix".into(),
-            prefix.to_string(),
-        ])
+        run_python(
+            "avro_producer.py",
+            vec![
+                "--bootstrap".into(),
+                broker.bootstrap.clone(),
+                "--registry".into(),
+                registry.url.clone(),
+                "--topic".into(),
+                "journey.events.raw".into(),
+                "--count".into(),
+                PER_RUN.to_string(),
+                "--schema".into(),
+                schema.display().to_string(),
+                "--prefix".into(),
+                prefix.to_string(),
+            ],
+        )
         .await;
     }
 
@@ -164,7 +114,7 @@ async fn python_events_of_old_current_and_new_schemas_pass_through_ingest() {
     let mut wanted: Vec<CustomerEvent> = runs
         .iter()
         .flat_map(|(prefix, _, properties)| {
-            (0..PER_RUN).map(move |i| expected(prefix, i, *properties))
+            (0..PER_RUN).map(move |i| python_event(prefix, i, *properties))
         })
         .collect();
     wanted.sort_by(|a, b| a.event_id.cmp(&b.event_id));
@@ -198,9 +148,10 @@ async fn a_registry_outage_holds_records_back_instead_of_dead_lettering_them() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // A producer registers the newer schema; ingest has not seen its id yet.
-    let newer =
-        std::fs::read_to_string(repo().join("crates/core/tests/fixtures/customer_event_v2.avsc"))
-            .unwrap();
+    let newer = std::fs::read_to_string(
+        repo_root().join("crates/core/tests/fixtures/customer_event_v2.avsc"),
+    )
+    .unwrap();
     let (writer, id) = tokio::task::spawn_blocking({
         let url = url.clone();
         move || {
@@ -213,7 +164,7 @@ async fn a_registry_outage_holds_records_back_instead_of_dead_lettering_them() {
     .unwrap();
     registry.stop().await;
 
-    let event = expected("outage", 1, true);
+    let event = python_event("outage", 1, true);
     let value = apache_avro::to_value(&event)
         .and_then(|v| v.resolve(&writer))
         .unwrap();

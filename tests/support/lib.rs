@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use journey_core::codec::{AvroRecord, Codec};
 use journey_core::config::{ConfigSource, KafkaConfig};
+use journey_core::contract::{Channel, CustomerEvent, EventType, Order, Page};
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -512,5 +513,68 @@ impl IngestService {
             .await
             .expect("ingest task")
             .expect("ingest stops cleanly");
+    }
+}
+
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs a script of `tests/python` with `args` and returns its standard
+/// output; panics with its standard error if it fails. The scripts need
+/// `tests/python/requirements.txt` (`scripts/setup.sh` installs it).
+pub async fn run_python(script: &str, args: Vec<String>) -> String {
+    let script = repo_root().join("tests/python").join(script);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .arg(&script)
+            .args(&args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", script.display()))
+    })
+    .await
+    .expect("python task");
+    assert!(
+        out.status.success(),
+        "python failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+/// The event `event(i, prefix)` of `tests/python/avro_producer.py`, as the
+/// contract reads it; `with_properties` false for writer schemas without
+/// `properties`.
+pub fn python_event(prefix: &str, i: usize, with_properties: bool) -> CustomerEvent {
+    let purchase = i % 3 == 2;
+    CustomerEvent {
+        event_id: format!("{prefix}-{i}"),
+        event_type: if purchase {
+            EventType::Purchase
+        } else {
+            EventType::PageView
+        },
+        occurred_at: 1_700_000_000_000 + i as i64 * 1_000,
+        customer_id: Some(format!("customer-{}", i % 4)),
+        channel: if purchase { Channel::App } else { Channel::Web },
+        page: (!purchase).then(|| Page {
+            url: format!("https://shop.example/p/{i}"),
+            title: None,
+            referrer: None,
+        }),
+        order: purchase.then(|| Order {
+            order_id: format!("o-{i}"),
+            revenue: i as f64 * 10.5,
+            currency: "EUR".into(),
+            item_count: Some(i as i32),
+        }),
+        properties: if with_properties {
+            BTreeMap::from([("seq".to_string(), i.to_string())])
+        } else {
+            BTreeMap::new()
+        },
+        ..CustomerEvent::default()
     }
 }

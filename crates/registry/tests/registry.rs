@@ -3,13 +3,10 @@
 
 #[path = "support/http.rs"]
 mod http;
-#[path = "support/running.rs"]
-mod running;
 
 use http::{call, schema_body, SR_JSON};
 use journey_registry::{RegistryClient, RegistryError};
-use journey_tests::Broker;
-use running::Running;
+use journey_tests::{Broker, EmbeddedRegistry};
 
 const V1: &str =
     r#"{"type":"record","name":"Order","namespace":"t","fields":[{"name":"id","type":"string"}]}"#;
@@ -19,7 +16,12 @@ const REQUIRED_FIELD: &str = r#"{"type":"record","name":"Order","namespace":"t",
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registered_schema_is_served_by_id_and_keeps_its_id() {
     let broker = Broker::start();
-    let registry = Running::start(&broker.kafka(), "_schemas-served").await;
+    let registry = EmbeddedRegistry::start(
+        &broker.kafka(),
+        ([127, 0, 0, 1], 0).into(),
+        "_schemas-served",
+    )
+    .await;
     let client = RegistryClient::new(&registry.url).unwrap();
 
     let id = client.register("orders-value", V1).unwrap();
@@ -113,7 +115,12 @@ async fn a_registered_schema_is_served_by_id_and_keeps_its_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_incompatible_version_is_refused_until_the_level_allows_it() {
     let broker = Broker::start();
-    let registry = Running::start(&broker.kafka(), "_schemas-compat").await;
+    let registry = EmbeddedRegistry::start(
+        &broker.kafka(),
+        ([127, 0, 0, 1], 0).into(),
+        "_schemas-compat",
+    )
+    .await;
     let client = RegistryClient::new(&registry.url).unwrap();
     client.register("orders-value", V1).unwrap();
 
@@ -197,7 +204,12 @@ async fn an_incompatible_version_is_refused_until_the_level_allows_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_answer_with_confluent_error_codes() {
     let broker = Broker::start();
-    let registry = Running::start(&broker.kafka(), "_schemas-errors").await;
+    let registry = EmbeddedRegistry::start(
+        &broker.kafka(),
+        ([127, 0, 0, 1], 0).into(),
+        "_schemas-errors",
+    )
+    .await;
     let url = &registry.url;
     let post = |path: &str, content_type: &'static str, body: String| {
         call("POST", format!("{url}{path}"), Some((content_type, body)))
@@ -304,7 +316,7 @@ async fn a_restarted_registry_serves_the_same_ids_and_versions() {
     let broker = Broker::start();
     let kafka = broker.kafka();
     let topic = "_schemas-restart";
-    let first = Running::start(&kafka, topic).await;
+    let first = EmbeddedRegistry::start(&kafka, ([127, 0, 0, 1], 0).into(), topic).await;
     let client = RegistryClient::new(&first.url).unwrap();
     let a1 = client.register("a-value", V1).unwrap();
     let a2 = client.register("a-value", V2).unwrap();
@@ -324,7 +336,7 @@ async fn a_restarted_registry_serves_the_same_ids_and_versions() {
     .json();
     first.stop().await;
 
-    let second = Running::start(&kafka, topic).await;
+    let second = EmbeddedRegistry::start(&kafka, ([127, 0, 0, 1], 0).into(), topic).await;
     let client = RegistryClient::new(&second.url).unwrap();
     assert_eq!((a1, a2, b1), (1, 2, 2));
     assert_eq!(
@@ -363,7 +375,12 @@ async fn a_restarted_registry_serves_the_same_ids_and_versions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_tells_an_unknown_id_from_an_unreachable_registry() {
     let broker = Broker::start();
-    let registry = Running::start(&broker.kafka(), "_schemas-client").await;
+    let registry = EmbeddedRegistry::start(
+        &broker.kafka(),
+        ([127, 0, 0, 1], 0).into(),
+        "_schemas-client",
+    )
+    .await;
     let client = RegistryClient::new(&registry.url).unwrap();
     let missing = client.schema_by_id(4242).unwrap_err();
     assert!(
@@ -400,7 +417,8 @@ async fn the_schemas_topic_is_created_compacted_with_one_partition() {
 
     let broker = Broker::start();
     let kafka = broker.kafka();
-    let registry = Running::start(&kafka, "_schemas-layout").await;
+    let registry =
+        EmbeddedRegistry::start(&kafka, ([127, 0, 0, 1], 0).into(), "_schemas-layout").await;
     registry.stop().await;
 
     let admin: AdminClient<DefaultClientContext> =
@@ -424,7 +442,12 @@ async fn the_schemas_topic_is_created_compacted_with_one_partition() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_broker_reads_are_served_and_writes_fail_as_unavailable() {
     let broker = Broker::start();
-    let registry = Running::start(&broker.kafka(), "_schemas-outage").await;
+    let registry = EmbeddedRegistry::start(
+        &broker.kafka(),
+        ([127, 0, 0, 1], 0).into(),
+        "_schemas-outage",
+    )
+    .await;
     let client = RegistryClient::with_timeouts(
         &registry.url,
         std::time::Duration::from_secs(2),

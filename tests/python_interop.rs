@@ -4,112 +4,21 @@
 //! assigned and decode to the events it meant. Then `avro_consumer.py` reads
 //! them back with `AvroDeserializer`, fetching the schema by id.
 //!
-//! Needs python3; installs `tests/python/requirements.txt` with pip if the
-//! packages are missing.
+//! Needs python3 with `tests/python/requirements.txt` (`scripts/setup.sh`).
 
-#[path = "support/running.rs"]
-mod running;
-
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use apache_avro::Schema;
 use journey_core::codec::{split_frame, AvroRecord};
-use journey_core::contract::{Channel, CustomerEvent, EventType, Order, Page};
+use journey_core::contract::CustomerEvent;
 use journey_core::kafka::{ensure_topics, TopicSpec};
 use journey_registry::RegistryClient;
-use journey_tests::Broker;
+use journey_tests::{python_event, run_python, Broker, EmbeddedRegistry};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use running::Running;
 
 const COUNT: usize = 12;
-
-fn python_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python")
-}
-
-fn python_client_importable() -> bool {
-    Command::new("python3")
-        .args([
-            "-c",
-            "import fastavro; from confluent_kafka.schema_registry.avro import AvroSerializer",
-        ])
-        .output()
-        .is_ok_and(|out| out.status.success())
-}
-
-/// Makes sure confluent-kafka's Avro serializer can be imported, installing the pinned packages if not.
-fn ensure_python_client() {
-    if python_client_importable() {
-        return;
-    }
-    let requirements = python_dir().join("requirements.txt");
-    let install = Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", "-r"])
-        .arg(&requirements)
-        .output()
-        .expect("python3 is needed for the Python interop test");
-    assert!(
-        install.status.success() && python_client_importable(),
-        "installing {}: {}",
-        requirements.display(),
-        String::from_utf8_lossy(&install.stderr)
-    );
-}
-
-/// Runs a script of `tests/python` and returns its standard output.
-async fn run_python(script: &str, args: Vec<String>) -> String {
-    let script = python_dir().join(script);
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(&script)
-            .args(&args)
-            .output()
-            .unwrap_or_else(|e| panic!("running {}: {e}", script.display()))
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "python failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8 output")
-}
-
-/// The events `event(i)` of avro_producer.py makes.
-fn expected_event(i: usize) -> CustomerEvent {
-    let purchase = i % 3 == 2;
-    CustomerEvent {
-        event_id: format!("py-{i}"),
-        event_type: if purchase {
-            EventType::Purchase
-        } else {
-            EventType::PageView
-        },
-        occurred_at: 1_700_000_000_000 + i as i64 * 1_000,
-        customer_id: Some(format!("customer-{}", i % 4)),
-        channel: if purchase { Channel::App } else { Channel::Web },
-        page: (!purchase).then(|| Page {
-            url: format!("https://shop.example/p/{i}"),
-            title: None,
-            referrer: None,
-        }),
-        order: purchase.then(|| Order {
-            order_id: format!("o-{i}"),
-            revenue: i as f64 * 10.5,
-            currency: "EUR".into(),
-            item_count: Some(i as i32),
-        }),
-        properties: BTreeMap::from([("seq".to_string(), i.to_string())]),
-        ..CustomerEvent::default()
-    }
-}
 
 /// The raw values of partition 0 of `topic`, from the beginning.
 async fn read_values(broker: &Broker, topic: &str, count: usize) -> Vec<Vec<u8>> {
@@ -136,10 +45,10 @@ async fn read_values(broker: &Broker, topic: &str, count: usize) -> Vec<Vec<u8>>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_avro_serializer_and_deserializer_work_against_the_embedded_registry() {
-    ensure_python_client();
     let broker = Broker::start();
     let kafka = broker.kafka();
-    let registry = Running::start(&kafka, "_schemas-python").await;
+    let registry =
+        EmbeddedRegistry::start(&kafka, ([127, 0, 0, 1], 0).into(), "_schemas-python").await;
     let topic = "python-customer-events";
     ensure_topics(
         &kafka,
@@ -184,7 +93,7 @@ async fn python_avro_serializer_and_deserializer_work_against_the_embedded_regis
         let resolved = decoded.resolve(&contract).unwrap();
         events.push(apache_avro::from_value::<CustomerEvent>(&resolved).unwrap());
     }
-    let expected: Vec<CustomerEvent> = (0..COUNT).map(expected_event).collect();
+    let expected: Vec<CustomerEvent> = (0..COUNT).map(|i| python_event("py", i, true)).collect();
     assert_eq!(events, expected);
 
     let lines = run_python("avro_consumer.py", common).await;
