@@ -131,6 +131,11 @@ impl StateStore {
         options.set_block_based_table_factory(&table);
         options.set_write_buffer_manager(&memory.write_buffers);
         options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        // Most reads of a streaming state miss (a new customer, a new event id
+        // to deduplicate): a memtable bloom filter answers those without
+        // searching the memtable.
+        options.set_memtable_prefix_bloom_ratio(0.1);
+        options.set_memtable_whole_key_filtering(true);
         let db = DB::open(&options, dir)?;
         Ok(StateStore {
             db: Arc::new(db),
