@@ -1,0 +1,230 @@
+//! Ingest throughput on one core, in-process: the real processor over a real
+//! state store, beside apache-avro's generic decode of the same records in the
+//! same run (the baseline), and the codec's decode and encode alone.
+//!
+//! Run: `cargo bench -p journey-ingest --bench ingest_throughput`
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use journey_core::codec::{AvroRecord, Codec, HEADER_LEN};
+use journey_core::contract::{
+    Campaign, Channel, CustomerEvent, Device, EventType, Feedback, Order, Page, Product, Support,
+};
+use journey_core::runtime::{now_millis, Context, InputRecord, Processor};
+use journey_core::state::StateStore;
+use journey_ingest::{Ingest, IngestConfig};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+const EVENTS: usize = 200_000;
+const COMMIT_EVERY: usize = 10_000;
+const ROUNDS: usize = 3;
+const STATE_MEMORY: usize = 64 << 20;
+const INPUT_TOPIC: &str = "journey.events.raw";
+
+/// Varied, valid events: a mix of touchpoints, known and anonymous visitors,
+/// details by event type, campaigns and free-form properties.
+fn events(now: i64) -> Vec<CustomerEvent> {
+    let mut rng = SmallRng::seed_from_u64(7);
+    let channels = [Channel::Web, Channel::App, Channel::Store, Channel::Email];
+    let word =
+        |rng: &mut SmallRng, prefix: &str, n: u32| format!("{prefix}-{}", rng.gen_range(0..n));
+    (0..EVENTS)
+        .map(|i| {
+            let known = rng.gen_bool(0.6);
+            let mut event = CustomerEvent {
+                event_id: format!("evt-{i:08}-{:x}", rng.gen::<u32>()),
+                occurred_at: now - rng.gen_range(0..3_600_000),
+                customer_id: known.then(|| word(&mut rng, "cust", 50_000)),
+                anonymous_id: Some(word(&mut rng, "anon", 200_000)),
+                channel: channels[rng.gen_range(0..channels.len())],
+                device: Some(Device {
+                    device_type: Some(
+                        if rng.gen_bool(0.5) {
+                            "mobile"
+                        } else {
+                            "desktop"
+                        }
+                        .into(),
+                    ),
+                    os: rng.gen_bool(0.5).then(|| "android 14".into()),
+                    user_agent: rng
+                        .gen_bool(0.3)
+                        .then(|| "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0".into()),
+                }),
+                campaign: rng.gen_bool(0.2).then(|| Campaign {
+                    source: word(&mut rng, "source", 8),
+                    medium: Some("cpc".into()),
+                    name: Some("autumn-sale".into()),
+                }),
+                properties: (0..rng.gen_range(0..4))
+                    .map(|k| (format!("prop{k}"), word(&mut rng, "value", 1_000)))
+                    .collect(),
+                ..CustomerEvent::default()
+            };
+            let product = |rng: &mut SmallRng| Product {
+                product_id: word(rng, "sku", 5_000),
+                name: Some("Trail running shoes".into()),
+                category: Some("outdoor".into()),
+                price: Some(f64::from(rng.gen_range(100..20_000)) / 100.0),
+                quantity: Some(rng.gen_range(1..4)),
+            };
+            event.event_type = match rng.gen_range(0..100) {
+                0..=44 => {
+                    event.page = Some(Page {
+                        url: word(&mut rng, "/catalog/item", 5_000),
+                        title: Some("Catalog".into()),
+                        referrer: rng.gen_bool(0.4).then(|| "https://www.google.com/".into()),
+                    });
+                    EventType::PageView
+                }
+                45..=69 => {
+                    event.product = Some(product(&mut rng));
+                    EventType::ProductView
+                }
+                70..=81 => {
+                    event.product = Some(product(&mut rng));
+                    EventType::AddToCart
+                }
+                82..=87 => EventType::CheckoutStarted,
+                88..=93 => {
+                    event.order = Some(Order {
+                        order_id: format!("ord-{i}"),
+                        revenue: f64::from(rng.gen_range(500..50_000)) / 100.0,
+                        currency: "EUR".into(),
+                        item_count: Some(rng.gen_range(1..6)),
+                    });
+                    EventType::Purchase
+                }
+                94..=96 => {
+                    event.channel = Channel::Survey;
+                    event.feedback = Some(Feedback {
+                        nps: Some(rng.gen_range(0..=10)),
+                        csat: rng.gen_bool(0.5).then(|| rng.gen_range(1..=5)),
+                        comment: rng
+                            .gen_bool(0.3)
+                            .then(|| "Delivery was two days late".into()),
+                        survey_id: Some("post-purchase".into()),
+                    });
+                    EventType::Feedback
+                }
+                _ => {
+                    event.channel = Channel::CallCenter;
+                    event.support = Some(Support {
+                        case_id: format!("case-{i}"),
+                        reason: Some("where is my order".into()),
+                    });
+                    EventType::SupportContact
+                }
+            };
+            event
+        })
+        .collect()
+}
+
+/// Events per second: the median of [`ROUNDS`] rounds, each timing itself.
+fn rate(mut round: impl FnMut() -> Duration) -> f64 {
+    let mut rates: Vec<f64> = (0..ROUNDS)
+        .map(|_| EVENTS as f64 / round().as_secs_f64())
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    rates[ROUNDS / 2]
+}
+
+/// How long `work` takes.
+fn timed(work: impl FnOnce()) -> Duration {
+    let started = Instant::now();
+    work();
+    started.elapsed()
+}
+
+/// One round of the ingest processor over all `framed` records, with a fresh
+/// state store (so that a deduplicating ingest sees no repeats).
+fn ingest_round(codec: &Codec, framed: &[Vec<u8>], now: i64) -> Duration {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut store = StateStore::open(dir.path(), STATE_MEMORY).expect("state store");
+    let registry = prometheus::Registry::new();
+    let mut ingest = Ingest::new(&IngestConfig::default(), "journey.events".into(), &registry);
+    let mut outputs = Vec::with_capacity(COMMIT_EVERY);
+    timed(|| {
+        for (offset, record) in (0i64..).zip(framed) {
+            let input = InputRecord {
+                topic: INPUT_TOPIC,
+                partition: 0,
+                offset,
+                timestamp: now,
+                key: None,
+                payload: Some(record),
+            };
+            let mut ctx = Context::new(&mut store, codec, &mut outputs, 0, now);
+            ingest
+                .process(&input, &mut ctx)
+                .expect("generated events are valid");
+            // As the runtime does per batch: hand the outputs over, commit state with offsets.
+            if (offset + 1) % COMMIT_EVERY as i64 == 0 {
+                black_box(&outputs);
+                outputs.clear();
+                store.set_input_offset(INPUT_TOPIC, 0, offset + 1);
+                store.commit().expect("commit");
+            }
+        }
+    })
+}
+
+fn main() {
+    let now = now_millis();
+    let codec = Codec::builtin();
+    let events = events(now);
+    let framed: Vec<Vec<u8>> = events
+        .iter()
+        .map(|e| codec.encode(e).expect("generated events encode"))
+        .collect();
+    let bytes: usize = framed.iter().map(Vec::len).sum();
+    let writer = apache_avro::Schema::parse_str(CustomerEvent::SCHEMA).expect("contract schema");
+
+    let baseline = rate(|| {
+        timed(|| {
+            for record in &framed {
+                let mut datum = &record[HEADER_LEN..];
+                black_box(
+                    apache_avro::from_avro_datum(&writer, &mut datum, None).expect("decodes"),
+                );
+            }
+        })
+    });
+    let decode = rate(|| {
+        timed(|| {
+            for record in &framed {
+                black_box(codec.decode::<CustomerEvent>(record).expect("decodes"));
+            }
+        })
+    });
+    let encode = rate(|| {
+        timed(|| {
+            for event in &events {
+                black_box(codec.encode(event).expect("encodes"));
+            }
+        })
+    });
+    let ingest = rate(|| ingest_round(&codec, &framed, now));
+
+    println!(
+        "ingest throughput: {EVENTS} varied CustomerEvents ({} bytes on average), one thread, median of {ROUNDS} rounds",
+        bytes / EVENTS
+    );
+    println!("{:<58} {:>12} {:>12}", "", "events/s", "vs baseline");
+    let row = |name: &str, rate: f64| {
+        println!("{name:<58} {rate:>12.0} {:>11.2}x", rate / baseline);
+    };
+    row(
+        "(a) baseline: apache-avro from_avro_datum (decode only)",
+        baseline,
+    );
+    row(
+        "(b) ingest: decode + validate + re-encode, state store",
+        ingest,
+    );
+    row("(c) codec decode alone", decode);
+    row("(d) codec encode alone", encode);
+}
