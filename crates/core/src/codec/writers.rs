@@ -28,9 +28,18 @@ pub enum SchemaFetchError {
 /// One writer schema.
 pub(super) struct Writer {
     pub avro: Schema,
-    /// By contract record: the schema the fast path decodes this writer's
-    /// records into it with, if it decodes them as schema resolution would.
-    fast_for: [Option<serde_avro_fast::Schema>; RECORDS],
+    /// By contract record: how this writer's records decode into it.
+    plans: [Plan; RECORDS],
+}
+
+/// How records of a writer schema decode into one contract type.
+enum Plan {
+    /// The writer is the contract schema, byte for byte the same layout.
+    Contract,
+    /// The fast path, with this (possibly adjusted) copy of the writer schema.
+    Fast(serde_avro_fast::Schema),
+    /// apache-avro's generic path.
+    Generic,
 }
 
 impl Writer {
@@ -42,18 +51,28 @@ impl Writer {
 
     fn parse(text: &str) -> Result<Writer, String> {
         let avro = Schema::parse_str(text).map_err(|e| e.to_string())?;
-        let fast_for = readers::all()
-            .each_ref()
-            .map(|reader| resolution::fast_schema(text, &avro, &reader.avro));
-        Ok(Writer { avro, fast_for })
+        let canonical = avro.canonical_form();
+        let plans = readers::all().each_ref().map(|reader| {
+            // Parsing Canonical Form keeps every attribute that shapes the bytes.
+            if canonical == reader.avro.canonical_form() {
+                return Plan::Contract;
+            }
+            match resolution::fast_schema(text, &avro, &reader.avro) {
+                Some(fast) => Plan::Fast(fast),
+                None => Plan::Generic,
+            }
+        });
+        Ok(Writer { avro, plans })
     }
 
     /// A datum written with this schema, as a `T`.
     pub(super) fn decode<T: AvroRecord>(&self, datum: &[u8]) -> Result<T, DecodeError> {
         let slot = readers::slot::<T>();
-        match &self.fast_for[slot] {
-            Some(fast) => fast::decode(fast, datum),
-            None => generic::decode(&self.avro, &readers::all()[slot].avro, datum),
+        let reader = &readers::all()[slot];
+        match &self.plans[slot] {
+            Plan::Contract => T::read_datum(datum, &reader.fast),
+            Plan::Fast(fast) => fast::decode(fast, datum),
+            Plan::Generic => generic::decode(&self.avro, &reader.avro, datum),
         }
     }
 }
