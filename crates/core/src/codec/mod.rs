@@ -127,6 +127,7 @@ impl sealed::Sealed for SessionSummary {}
 impl sealed::Sealed for StageChange {}
 impl sealed::Sealed for Alert {}
 impl sealed::Sealed for DeadLetter {}
+impl sealed::Sealed for IdentityMerge {}
 
 /// Why bytes could not be decoded; maps onto a dead letter's error kind.
 #[derive(Debug, thiserror::Error)]
