@@ -13,7 +13,7 @@ use journey_core::codec::Codec;
 use journey_core::config::KafkaConfig;
 use journey_core::contract::{Channel, CustomerEvent, EventType, SessionSummary};
 use journey_core::runtime::now_millis;
-use journey_tests::{free_port, http_get, produce, read_table, Broker, ServiceProcess};
+use journey_tests::{free_port, produce, read_table, Broker, ServiceProcess};
 
 const MINUTE: i64 = 60_000;
 const CUSTOMERS: usize = 60;
@@ -134,17 +134,14 @@ fn differences(a: &BTreeMap<Vec<u8>, Vec<u8>>, b: &BTreeMap<Vec<u8>, Vec<u8>>) -
     ]
 }
 
-async fn metric(port_config: &Path, name: &str) -> Option<f64> {
-    let text = std::fs::read_to_string(port_config).ok()?;
+/// A metric of the service configured in `config`.
+async fn metric(config: &Path, name: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(config).ok()?;
     let addr = text
         .lines()
         .find_map(|l| l.strip_prefix("http_listen = \""))?
         .trim_end_matches('"');
-    let (_, body) = http_get(addr.parse().ok()?, "/metrics").await.ok()?;
-    body.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+    journey_tests::metric(addr.parse().ok()?, name).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -327,6 +327,16 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, Stri
     Ok((status, body))
 }
 
+/// The value of the first metric line starting with `prefix` that the
+/// service at `addr` exposes, if any.
+pub async fn metric(addr: SocketAddr, prefix: &str) -> Option<f64> {
+    let (_, body) = http_get(addr, "/metrics").await.ok()?;
+    body.lines()
+        .find(|line| line.starts_with(prefix))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
 /// A service binary built next to the test executable (`cargo build --bins` puts it there).
 pub fn service_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -499,11 +509,7 @@ impl IngestService {
 
     /// The value of the metric line starting with `prefix`, if exposed.
     pub async fn metric(&self, prefix: &str) -> Option<f64> {
-        let (_, body) = http_get(self.http, "/metrics").await.ok()?;
-        body.lines()
-            .find(|line| line.starts_with(prefix))
-            .and_then(|line| line.rsplit(' ').next())
-            .and_then(|value| value.parse().ok())
+        metric(self.http, prefix).await
     }
 
     /// Stops ingest and waits for its final commit.

@@ -80,18 +80,18 @@ impl Ingest {
         }
     }
 
-    /// Republishes `event` unless its id was seen within the dedup window.
+    /// Republishes `event`, received at `now`, unless its id was seen within the dedup window.
     fn publish(
         &mut self,
         mut event: CustomerEvent,
+        now: i64,
         ctx: &mut Context<'_>,
     ) -> Result<(), ProcessError> {
-        let seen = dedup_key(&event.event_id);
+        let seen = dedup_key(event.event_id.as_bytes());
         if ctx.state().get::<i64>(&seen)?.is_some() {
             self.metrics.duplicates.inc();
             return Ok(());
         }
-        let now = now_millis();
         ctx.state().put(&seen, &now);
         ctx.set_timer(
             Clock::Wall,
@@ -149,11 +149,12 @@ impl Processor for Ingest {
         }
         let mut event: CustomerEvent = ctx.codec().decode(payload)?;
         drop_placeholders(&mut event);
+        let now = now_millis();
         if record.topic == self.topics.repartition {
             // Validated on its first pass, under its original position.
-            return self.publish(event, ctx);
+            return self.publish(event, now, ctx);
         }
-        validate(&event, now_millis(), &self.limits)?;
+        validate(&event, now, &self.limits)?;
         let visitor = visitor_key(&event).expect("validated events have a visitor key");
         if record.key != Some(visitor.as_bytes()) {
             // Links are learnt and looked up per visitor: every event of a
@@ -167,7 +168,7 @@ impl Processor for Ingest {
             self.metrics.rerouted.inc();
             return Ok(());
         }
-        self.publish(event, ctx)
+        self.publish(event, now, ctx)
     }
 
     fn on_timer(
@@ -177,17 +178,13 @@ impl Processor for Ingest {
         event_id: &[u8],
         ctx: &mut Context<'_>,
     ) -> Result<(), ProcessError> {
-        ctx.state().delete(&dedup_key_bytes(event_id));
+        ctx.state().delete(&dedup_key(event_id));
         Ok(())
     }
 }
 
 /// State key remembering an event id until its dedup window ends.
-fn dedup_key(event_id: &str) -> Vec<u8> {
-    dedup_key_bytes(event_id.as_bytes())
-}
-
-fn dedup_key_bytes(event_id: &[u8]) -> Vec<u8> {
+fn dedup_key(event_id: &[u8]) -> Vec<u8> {
     [b"d/".as_slice(), event_id].concat()
 }
 
