@@ -3,7 +3,8 @@
 source "$(dirname "$0")/common.sh"
 
 # librocksdb-sys generates bindings with libclang; rdkafka-sys builds librdkafka with make.
-packages=(libclang-dev build-essential pkg-config)
+# docker-compose validates docker-compose.yml in the tests (no Docker engine needed).
+packages=(libclang-dev build-essential pkg-config docker-compose)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

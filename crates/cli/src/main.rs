@@ -1,10 +1,12 @@
 //! `journey`: run the embedded pipeline, produce synthetic journeys, tail topics.
 
 mod embedded;
+mod live;
 mod produce;
 mod synth;
 mod tail;
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -14,6 +16,7 @@ use journey_core::schema_registry::pipeline_codec;
 use journey_core::service::{shutdown_on_signals, CONFIG_ENV};
 use journey_registry::{Registry, RegistryConfig};
 
+use crate::embedded::Display;
 use crate::produce::ProduceOptions;
 
 /// Journey: a real-time customer-journey pipeline on Apache Kafka.
@@ -33,6 +36,10 @@ enum Command {
     Run {
         #[command(flatten)]
         synth: SynthArgs,
+        /// Print plain lines instead of the live view (the default when
+        /// standard output is not a terminal).
+        #[arg(long)]
+        plain: bool,
     },
     /// Produces synthetic customer journeys to the raw events topic.
     Produce {
@@ -102,14 +109,26 @@ fn main() {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let source = ConfigSource::load(cli.config.as_deref())?;
     let common = source.common()?;
-    journey_core::telemetry::init(&common.log)?;
+    let display = match cli.command {
+        Command::Run { plain: false, .. } if std::io::stdout().is_terminal() => Display::Live,
+        _ => Display::Lines,
+    };
+    if display == Display::Live {
+        // Log lines would tear the live view: they go to a file instead.
+        std::fs::create_dir_all(&common.runtime.state_dir)?;
+        let log = common.runtime.state_dir.join("journey-run.log");
+        journey_core::telemetry::init_to_file(&common.log, &log)?;
+        println!("logs         {}", log.display());
+    } else {
+        journey_core::telemetry::init(&common.log)?;
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let stop = shutdown_on_signals();
         match cli.command {
-            Command::Run { synth } => {
+            Command::Run { synth, .. } => {
                 let options = synth.options(common.topics.raw_events.clone(), None);
-                embedded::run(source, options, stop).await
+                embedded::run(source, options, display, stop).await
             }
             Command::Produce { synth, count } => {
                 let options = synth.options(common.topics.raw_events.clone(), count);

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::providers::{Env, Format, Serialized, Toml};
+use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use figment::Provider;
 use serde::de::DeserializeOwned;
@@ -177,6 +177,15 @@ pub struct ConfigSource {
 impl ConfigSource {
     /// Reads the TOML file at `path` (if given) and the environment.
     pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        Self::with_env(path, std::env::vars())
+    }
+
+    /// Reads the TOML file at `path` (if given) and `vars` as if they were the
+    /// environment: how deployment checks see what a container would read.
+    pub fn with_env(
+        path: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
         let mut layers = Figment::new();
         if let Some(path) = path {
             if !path.exists() {
@@ -184,12 +193,9 @@ impl ConfigSource {
             }
             layers = layers.merge(Toml::file(path));
         }
-        // Only `JOURNEY_<SECTION>__<FIELD>` variables configure; `JOURNEY_CONFIG` and the like do not.
-        layers = layers.merge(
-            Env::prefixed(ENV_PREFIX)
-                .filter(|key| key.as_str().contains("__"))
-                .split("__"),
-        );
+        for (path, value) in env_settings(vars) {
+            layers = layers.merge(Serialized::default(&path, value));
+        }
         let source = ConfigSource { layers };
         source.check_sections()?;
         Ok(source)
@@ -229,6 +235,20 @@ impl ConfigSource {
             .extract()
             .map_err(|e| anyhow::anyhow!(describe(e, name)))
     }
+}
+
+/// The settings `vars` make: `JOURNEY_<SECTION>__<FIELD>` as the dotted path
+/// `section.field`, its value parsed as figment's own `Env` provider parses
+/// it. Only variables with a `__` configure: `JOURNEY_CONFIG` and the like do not.
+fn env_settings(
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> impl Iterator<Item = (String, figment::value::Value)> {
+    vars.into_iter().filter_map(|(key, value)| {
+        let key = key.strip_prefix(ENV_PREFIX)?;
+        let value = value.parse().expect("parsing a value is infallible");
+        key.contains("__")
+            .then(|| (key.to_ascii_lowercase().replace("__", "."), value))
+    })
 }
 
 fn describe(error: figment::Error, section: &str) -> String {
@@ -314,6 +334,40 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("sessionizer.gap"), "{err}");
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn environment_variables_set_fields_by_section() {
+        let vars = env(&[
+            ("JOURNEY_KAFKA__BOOTSTRAP_SERVERS", "kafka:9092"),
+            ("JOURNEY_KAFKA__PARTITIONS", "12"),
+            ("JOURNEY_CONFIG", "ignored.toml"),
+            ("PATH", "/usr/bin"),
+        ]);
+        let c = ConfigSource::with_env(None, vars)
+            .unwrap()
+            .common()
+            .unwrap();
+        assert_eq!(c.kafka.bootstrap_servers, "kafka:9092");
+        assert_eq!(c.kafka.partitions, 12);
+    }
+
+    #[test]
+    fn an_unknown_environment_variable_is_refused_by_name() {
+        let vars = env(&[("JOURNEY_RUNTIME__STATE_DIRECTORY", "/var/lib/journey")]);
+        let err = ConfigSource::with_env(None, vars)
+            .unwrap()
+            .common()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("state_directory"), "{err}");
     }
 
     #[test]
