@@ -114,8 +114,11 @@ async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
     }
 }
 
-/// Stage changes per customer, in order: (from, to, rule).
-fn per_customer(changes: &[StageChange]) -> BTreeMap<String, Vec<(Option<Stage>, Stage, String)>> {
+/// A stage change as compared here: from, to, rule.
+type Move<R> = (Option<Stage>, Stage, R);
+
+/// Stage changes per customer, in order.
+fn per_customer(changes: &[StageChange]) -> BTreeMap<String, Vec<Move<String>>> {
     let mut by: BTreeMap<String, Vec<_>> = BTreeMap::new();
     for c in changes {
         by.entry(c.customer_id.clone()).or_default().push((
@@ -127,9 +130,7 @@ fn per_customer(changes: &[StageChange]) -> BTreeMap<String, Vec<(Option<Stage>,
     by
 }
 
-fn expected(
-    rows: &[(&str, &[(Option<Stage>, Stage, &str)])],
-) -> BTreeMap<String, Vec<(Option<Stage>, Stage, String)>> {
+fn expected(rows: &[(&str, &[Move<&str>])]) -> BTreeMap<String, Vec<Move<String>>> {
     rows.iter()
         .map(|(customer, moves)| {
             (

@@ -76,10 +76,13 @@ pub struct Claim {
     pub partitions: Vec<i32>,
 }
 
-/// Every instance's latest claim, with the time it was published.
+/// Partitions an instance claims, and when it published the claim.
+type Claimed = (Vec<i32>, i64);
+
+/// Every instance's latest claim, by URL.
 #[derive(Clone, Default)]
 pub struct Directory {
-    claims: Arc<RwLock<HashMap<String, (Vec<i32>, i64)>>>,
+    claims: Arc<RwLock<HashMap<String, Claimed>>>,
 }
 
 impl Directory {

@@ -556,7 +556,14 @@ mod tests {
         use Stage as S;
         let rules = defaults();
         let t = 100 * DAY;
-        let cases: Vec<(Option<Stage>, u32, CustomerEvent, Option<(Stage, &str)>)> = vec![
+        // (stage, orders, event, expected stage and rule)
+        type Case = (
+            Option<Stage>,
+            u32,
+            CustomerEvent,
+            Option<(Stage, &'static str)>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 None,
                 0,
