@@ -1,6 +1,7 @@
 //! The `[classifier]` config section.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -8,10 +9,17 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClassifierConfig {
-    /// Address of the HTTP endpoints.
+    /// Address of the HTTP endpoints, the query API among them.
     pub http_listen: SocketAddr,
     /// Kafka consumer group.
     pub group_id: String,
+    /// Stage rules (TOML); unset: the built-in defaults (`deploy/stage_rules.toml`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules_file: Option<PathBuf>,
+    /// Base URL other instances redirect queries to, e.g. `http://classifier-0:9103`;
+    /// unset: `http://<http_listen>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertised_url: Option<String>,
 }
 
 impl Default for ClassifierConfig {
@@ -19,6 +27,23 @@ impl Default for ClassifierConfig {
         ClassifierConfig {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 9103)),
             group_id: "journey-classifier".into(),
+            rules_file: None,
+            advertised_url: None,
+        }
+    }
+}
+
+impl ClassifierConfig {
+    /// The URL this instance advertises, checked.
+    pub fn advertised_url(&self) -> anyhow::Result<String> {
+        match &self.advertised_url {
+            None => Ok(format!("http://{}", self.http_listen)),
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                Ok(url.trim_end_matches('/').to_string())
+            }
+            Some(url) => anyhow::bail!(
+                "invalid configuration: field `classifier.advertised_url`: `{url}` is not an http(s) URL"
+            ),
         }
     }
 }

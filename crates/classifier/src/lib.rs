@@ -1,28 +1,47 @@
-//! Journey-stage classifier: where each customer stands in the journey.
+//! Journey-stage classifier and the live customer profile.
 //!
-//! Reads validated events keyed by customer, keeps a profile per customer in
-//! state (first and last seen, channels, orders, revenue, last scores, stage),
-//! and emits a stage change whenever a rule moves the customer to another
-//! stage: awareness, consideration, purchase, post-purchase.
+//! Reads validated events and closed sessions keyed by customer, and identity
+//! merges keyed by anonymous id. Keeps a profile per customer in state (first
+//! and last seen, channels, sessions, orders, lifetime value, last NPS and
+//! CSAT, stage and since when), moves customers between journey stages by
+//! configurable rules ([`Rules`], defaults in `deploy/stage_rules.toml`),
+//! wall-clock timers included (churn risk), and emits a stage change per
+//! transition. Serves `GET /customers/{id}` with the profile, stage and RFM
+//! scores, redirecting to the owning instance when several run.
 //!
 //! ```
-//! use journey_classifier::next_stage;
-//! use journey_core::contract::{CustomerEvent, EventType, Stage};
+//! use journey_classifier::{Profile, Rules, Signal};
+//! use journey_core::contract::{Channel, CustomerEvent, EventType, Stage};
 //!
+//! let rules = Rules::parse(journey_classifier::DEFAULT_RULES).unwrap();
 //! let view = CustomerEvent { event_type: EventType::ProductView, ..CustomerEvent::default() };
-//! assert_eq!(next_stage(Some(Stage::Awareness), &view).unwrap().to, Stage::Consideration);
+//! let mut profile = Profile::new(0, Channel::Web);
+//! profile.observe(&view, &rules.feedback, rules.order_history);
+//! let rule = rules.evaluate(&profile, Signal::Event(&view), 0).unwrap();
+//! assert_eq!((rule.to, rule.name.as_str()), (Stage::Consideration, "consideration_signal"));
 //! ```
 
 mod config;
+mod instances;
+mod metrics;
 mod processor;
 mod profile;
-mod stage;
+mod query;
+mod rfm;
+mod rules;
+mod stats;
 
 pub use config::ClassifierConfig;
-pub use processor::Classifier;
+pub use instances::{Claim, Directory, LocalPartitions};
+pub use processor::{Classifier, ClassifierTopics, MERGE_RULE};
 pub use profile::Profile;
-pub use stage::{next_stage, Transition};
+pub use query::{router, CustomerView, Query};
+pub use rfm::{Rfm, RfmThresholds};
+pub use rules::{Rule, Rules, RulesError, Signal, Trigger, DEFAULT_RULES};
 
+use std::sync::Arc;
+
+use anyhow::Context as _;
 use journey_core::config::ConfigSource;
 use journey_core::service::{self, ServiceSpec};
 use tokio_util::sync::CancellationToken;
@@ -34,18 +53,74 @@ pub const NAME: &str = "classifier";
 pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> anyhow::Result<()> {
     let common = source.common()?;
     let config: ClassifierConfig = source.section(NAME)?;
+    let rules = Arc::new(Rules::load(config.rules_file.as_deref())?);
+    let url = config.advertised_url()?;
     let registry = journey_core::metrics::registry(NAME);
-    let processor = Classifier::new(common.topics.stage_changes.clone(), &registry);
+    let t = &common.topics;
+    let topics = ClassifierTopics {
+        events: t.events.clone(),
+        sessions: t.sessions.clone(),
+        identities: t.identities.clone(),
+        repartition: format!("{}-merge-repartition", config.group_id),
+        stage_changes: t.stage_changes.clone(),
+    };
+    let external = [t.events.clone(), t.sessions.clone(), t.identities.clone()];
+    let partitions = journey_core::kafka::input_partitions(&common.kafka, &external).await?;
+    let instances = instances::topic_spec(&config.group_id);
+    journey_core::kafka::ensure_topics(&common.kafka, std::slice::from_ref(&instances))
+        .await
+        .context("creating the instances topic")?;
+
+    let local = LocalPartitions::default();
+    let directory = Directory::default();
+    let background = shutdown.child_token();
+    let publisher = tokio::spawn(instances::publish(
+        common.kafka.clone(),
+        instances.name.clone(),
+        url,
+        local.clone(),
+        background.clone(),
+    ));
+    let follower = tokio::spawn(instances::follow(
+        common.kafka.clone(),
+        instances.name,
+        directory.clone(),
+        background.clone(),
+    ));
+    let routes = router(Query {
+        local: local.clone(),
+        directory,
+        partitions,
+        rules: Arc::clone(&rules),
+    });
+    let processor = Classifier::new(rules, topics.clone(), local, &registry);
     let spec = ServiceSpec {
         name: NAME,
         common: &common,
         http_listen: config.http_listen,
         group_id: config.group_id.clone(),
         store: "profiles",
-        inputs: vec![common.topics.events.clone()],
-        internal_inputs: Vec::new(),
+        inputs: vec![
+            topics.events,
+            topics.sessions,
+            topics.identities,
+            topics.repartition.clone(),
+        ],
+        internal_inputs: vec![topics.repartition],
         registry,
-        routes: Default::default(),
+        routes,
     };
-    service::run(spec, processor, shutdown).await
+    let result = service::run(spec, processor, shutdown).await;
+    background.cancel();
+    for (task, name) in [
+        (publisher, "instance claim publisher"),
+        (follower, "instance directory"),
+    ] {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = format!("{e:#}"), "{name} failed"),
+            Err(e) => tracing::warn!(error = %e, "{name} panicked"),
+        }
+    }
+    result
 }

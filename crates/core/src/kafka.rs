@@ -34,6 +34,45 @@ pub fn producer(kafka: &KafkaConfig) -> anyhow::Result<FutureProducer> {
         .context("creating Kafka producer")
 }
 
+/// The partition the producer (`murmur2_random`, as Java clients) puts a
+/// non-empty `key` in: murmur2 of the key, sign bit cleared, modulo the
+/// partition count. Lets a service find which partition, and so which
+/// instance, holds a key's state.
+pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
+    ((murmur2(key) & 0x7fff_ffff) % partitions.max(1) as u32) as i32
+}
+
+/// Kafka's murmur2 (`org.apache.kafka.common.utils.Utils.murmur2`).
+fn murmur2(data: &[u8]) -> u32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let mut h = SEED ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for chunk in &mut chunks {
+        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M) ^ k;
+    }
+    let rest = chunks.remainder();
+    if rest.len() >= 3 {
+        h ^= u32::from(rest[2]) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= u32::from(rest[1]) << 8;
+    }
+    if !rest.is_empty() {
+        h ^= u32::from(rest[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
+}
+
 /// Settings of a consumer in `group_id` that never commits on its own: the
 /// runtime commits after outputs are delivered and state is written.
 pub fn consumer_config(kafka: &KafkaConfig, group_id: &str) -> ClientConfig {
@@ -144,4 +183,42 @@ pub async fn ensure_topics(kafka: &KafkaConfig, specs: &[TopicSpec]) -> anyhow::
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_the_java_client() {
+        // Vectors of Kafka's UtilsTest.testMurmur2.
+        let cases: [(&[u8], i32); 6] = [
+            (b"21", -973_932_308),
+            (b"foobar", -790_332_482),
+            (b"a-little-bit-long-string", -985_981_536),
+            (b"a-little-bit-longer-string", -1_486_304_829),
+            (
+                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58_897_971,
+            ),
+            (b"abc", 479_470_107),
+        ];
+        for (key, expected) in cases {
+            assert_eq!(
+                murmur2(key) as i32,
+                expected,
+                "{}",
+                String::from_utf8_lossy(key)
+            );
+        }
+    }
+
+    #[test]
+    fn partitions_stay_in_range() {
+        for key in ["a", "customer-42", "21"] {
+            let p = partition_for(key.as_bytes(), 6);
+            assert!((0..6).contains(&p), "{key}: {p}");
+        }
+        assert_eq!(partition_for(b"21", 1), 0);
+    }
 }

@@ -262,6 +262,13 @@ impl StateStore {
         }
     }
 
+    /// A handle reading committed user state, for other threads.
+    pub fn reader(&self) -> StateReader {
+        StateReader {
+            db: Arc::clone(&self.db),
+        }
+    }
+
     /// The estimated number of keys in RocksDB (committed state only).
     pub fn estimated_keys(&self) -> u64 {
         self.db
@@ -369,6 +376,28 @@ impl Restorer {
         }
         self.db.write(batch)?;
         Ok(())
+    }
+}
+
+/// Reads committed user state from any thread (interactive queries): what the
+/// last commit wrote, not the changes pending since.
+#[derive(Clone)]
+pub struct StateReader {
+    db: Arc<DB>,
+}
+
+impl StateReader {
+    /// The committed value under `key` of `partition`, if any.
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        partition: i32,
+        key: &[u8],
+    ) -> Result<Option<T>, StateError> {
+        let full = scoped(USER, partition, key);
+        self.db
+            .get_pinned(&full)?
+            .map(|v| decode(&full, &v))
+            .transpose()
     }
 }
 
@@ -559,6 +588,17 @@ mod tests {
             store.due_timers(0, Clock::Wall, i64::MAX).unwrap(),
             vec![(1, b"w".to_vec())]
         );
+    }
+
+    #[test]
+    fn a_reader_sees_committed_state_only() {
+        let (_dir, mut store) = open();
+        let reader = store.reader();
+        store.partition(1).put(b"k", &1u8);
+        assert_eq!(reader.get::<u8>(1, b"k").unwrap(), None);
+        store.commit().unwrap();
+        assert_eq!(reader.get::<u8>(1, b"k").unwrap(), Some(1));
+        assert_eq!(reader.get::<u8>(0, b"k").unwrap(), None);
     }
 
     #[test]

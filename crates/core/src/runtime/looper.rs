@@ -377,6 +377,7 @@ impl<P: Processor> Loop<P> {
         self.consumer
             .resume(&resume)
             .context("resuming a restored partition")?;
+        work.assigned(partition)?;
         work.readiness.set(work.restoring.is_empty());
         tracing::info!(
             service = work.settings.service,
@@ -434,7 +435,9 @@ impl<P: Processor> Work<P> {
             }
         }
         self.owned.remove(&partition);
-        self.restoring.remove(&partition);
+        if !self.restoring.remove(&partition) {
+            self.processor.on_revoked(partition);
+        }
         self.store.discard(partition);
         self.clocks.remove(&partition);
         self.stream_times_written.remove(&partition);
@@ -485,6 +488,21 @@ impl<P: Processor> Work<P> {
             },
         );
         self.newly_held.push(key);
+    }
+
+    /// Tells the processor that a restored `partition` is its own.
+    fn assigned(&mut self, partition: i32) -> anyhow::Result<()> {
+        let stream_time = self.clock(partition, Instant::now())?.stream_time;
+        let mut ctx = Context::new(
+            &mut self.store,
+            &self.codec,
+            &mut self.outputs,
+            partition,
+            stream_time,
+        );
+        self.processor
+            .on_assigned(partition, &mut ctx)
+            .map_err(|e| anyhow::anyhow!(e).context(format!("assigning partition {partition}")))
     }
 
     fn start_restore(&mut self, partition: i32) {

@@ -32,7 +32,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::codec::{AvroRecord, Codec, DecodeError, EncodeError};
 use crate::contract::{CustomerEvent, ErrorKind};
-use crate::state::{Clock, PartitionState, StateError, StateStore};
+use crate::state::{Clock, PartitionState, StateError, StateReader, StateStore};
 
 /// One input record as the processor sees it.
 #[derive(Debug, Clone, Copy)]
@@ -164,6 +164,12 @@ impl<'a> Context<'a> {
         self.store.partition(self.partition)
     }
 
+    /// A handle reading the committed state from other threads (interactive
+    /// queries), while this context goes on writing.
+    pub fn state_reader(&self) -> StateReader {
+        self.store.reader()
+    }
+
     /// The current partition.
     pub fn partition(&self) -> i32 {
         self.partition
@@ -251,6 +257,15 @@ pub trait Processor: Send + 'static {
     ) -> Result<(), ProcessError> {
         Ok(())
     }
+
+    /// Called once `partition` is assigned and its state restored, before its
+    /// first record: a place to load per-partition figures kept in state.
+    fn on_assigned(&mut self, _partition: i32, _ctx: &mut Context<'_>) -> Result<(), ProcessError> {
+        Ok(())
+    }
+
+    /// Called when `partition` is revoked or lost; its state is no longer reachable.
+    fn on_revoked(&mut self, _partition: i32) {}
 }
 
 /// Milliseconds since the Unix epoch, now.

@@ -1,0 +1,453 @@
+//! The processor over a real state store, driven as the runtime drives it,
+//! with the wall clock under the test's control.
+
+use journey_core::codec::Codec;
+use journey_core::contract::{
+    Channel, CustomerEvent, EventType, IdentityMerge, Order, SessionSummary, Stage, StageChange,
+};
+use journey_core::runtime::{Context, InputRecord, Output, Processor};
+use journey_core::state::{Clock, StateStore};
+use prometheus::Registry;
+
+use super::*;
+
+const DAY: i64 = 24 * 3600 * 1000;
+const T0: i64 = 1_700_000_000_000;
+
+fn topics() -> ClassifierTopics {
+    ClassifierTopics {
+        events: "events".into(),
+        sessions: "sessions".into(),
+        identities: "identities".into(),
+        repartition: "merge-repartition".into(),
+        stage_changes: "stage-changes".into(),
+    }
+}
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    store: StateStore,
+    codec: Codec,
+    classifier: Classifier,
+    registry: Registry,
+    offset: i64,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path(), 32 << 20).unwrap();
+        let (classifier, registry) = classifier();
+        Harness {
+            _dir: dir,
+            store,
+            codec: Codec::builtin(),
+            classifier,
+            registry,
+            offset: 0,
+        }
+    }
+
+    fn feed(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        key: &str,
+        payload: &[u8],
+        timestamp: i64,
+    ) -> Vec<Output> {
+        self.offset += 1;
+        let record = InputRecord {
+            topic,
+            partition,
+            offset: self.offset,
+            timestamp,
+            key: Some(key.as_bytes()),
+            payload: Some(payload),
+        };
+        let mut outputs = Vec::new();
+        let mut ctx = Context::new(
+            &mut self.store,
+            &self.codec,
+            &mut outputs,
+            partition,
+            timestamp,
+        );
+        self.classifier.process(&record, &mut ctx).unwrap();
+        outputs
+    }
+
+    fn changes(&self, outputs: &[Output]) -> Vec<StageChange> {
+        outputs
+            .iter()
+            .filter(|o| o.topic == "stage-changes")
+            .map(|o| self.codec.decode(&o.payload).unwrap())
+            .collect()
+    }
+
+    fn event(&mut self, partition: i32, event: &CustomerEvent) -> Vec<StageChange> {
+        let payload = self.codec.encode(event).unwrap();
+        let key = event.customer_key().unwrap().to_string();
+        let outputs = self.feed("events", partition, &key, &payload, event.occurred_at);
+        self.changes(&outputs)
+    }
+
+    /// Fires the wall-clock timers due at `now`, as the runtime's tick does.
+    fn tick(&mut self, partition: i32, now: i64) -> Vec<StageChange> {
+        let mut outputs = Vec::new();
+        for (at, key) in self.store.due_timers(partition, Clock::Wall, now).unwrap() {
+            self.store.cancel_timer(partition, Clock::Wall, at, &key);
+            let mut ctx = Context::new(&mut self.store, &self.codec, &mut outputs, partition, now);
+            self.classifier
+                .on_timer(Clock::Wall, at, &key, &mut ctx)
+                .unwrap();
+        }
+        self.changes(&outputs)
+    }
+
+    fn profile(&mut self, partition: i32, id: &str) -> Option<Profile> {
+        self.store.partition(partition).get(id.as_bytes()).unwrap()
+    }
+
+    fn gauge(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        gauge(&self.registry, name, labels)
+    }
+}
+
+fn classifier() -> (Classifier, Registry) {
+    let registry = Registry::new();
+    let rules = Arc::new(Rules::parse(crate::DEFAULT_RULES).unwrap());
+    let classifier = Classifier::new(rules, topics(), LocalPartitions::default(), &registry);
+    (classifier, registry)
+}
+
+/// The value of metric `name` with `labels` in `registry`'s text exposition (0 when absent).
+fn gauge(registry: &Registry, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let mut text = Vec::new();
+    use prometheus::Encoder as _;
+    prometheus::TextEncoder::new()
+        .encode(&registry.gather(), &mut text)
+        .unwrap();
+    String::from_utf8(text)
+        .unwrap()
+        .lines()
+        .filter(|line| {
+            line.starts_with(&format!("{name}{{")) || line.starts_with(&format!("{name} "))
+        })
+        .find(|line| {
+            labels
+                .iter()
+                .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .map(|value| value.parse().unwrap())
+        .unwrap_or(0.0)
+}
+
+fn event(id: &str, customer: &str, event_type: EventType, at: i64) -> CustomerEvent {
+    let mut event = CustomerEvent {
+        event_id: id.into(),
+        event_type,
+        occurred_at: at,
+        customer_id: Some(customer.into()),
+        channel: Channel::Web,
+        ..CustomerEvent::default()
+    };
+    if event_type == EventType::Purchase {
+        event.order = Some(Order {
+            order_id: format!("o-{id}"),
+            revenue: 40.0,
+            currency: "EUR".into(),
+            item_count: Some(1),
+        });
+    }
+    event
+}
+
+fn anonymous(id: &str, anon: &str, event_type: EventType, at: i64) -> CustomerEvent {
+    let mut e = event(id, anon, event_type, at);
+    e.customer_id = None;
+    e.anonymous_id = Some(anon.into());
+    e
+}
+
+fn moves(changes: &[StageChange]) -> Vec<(Option<Stage>, Stage, &str, &str)> {
+    changes
+        .iter()
+        .map(|c| {
+            (
+                c.from_stage,
+                c.to_stage,
+                c.rule.as_str(),
+                c.evidence_id.as_str(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_stage_change_per_transition_and_none_when_the_stage_stays() {
+    let mut h = Harness::new();
+    let first = h.event(0, &event("e1", "alice", EventType::AdClick, T0));
+    assert_eq!(
+        moves(&first),
+        vec![(None, Stage::Awareness, "first_touch", "e1")]
+    );
+    assert_eq!(first[0].customer_id, "alice");
+    assert_eq!(first[0].changed_at, T0);
+    assert!(h
+        .event(0, &event("e2", "alice", EventType::PageView, T0 + 1))
+        .is_empty());
+    let second = h.event(0, &event("e3", "alice", EventType::ProductView, T0 + 2));
+    assert_eq!(
+        moves(&second),
+        vec![(
+            Some(Stage::Awareness),
+            Stage::Consideration,
+            "consideration_signal",
+            "e3"
+        )]
+    );
+
+    // The same input gives the same ids, whoever processes it.
+    let mut again = Harness::new();
+    let replayed = again.event(0, &event("e1", "alice", EventType::AdClick, T0));
+    assert_eq!(replayed[0].change_id, first[0].change_id);
+    assert_ne!(first[0].change_id, second[0].change_id);
+    assert_eq!(
+        h.gauge(
+            "stage_transitions_total",
+            &[("from", "NONE"), ("to", "AWARENESS")]
+        ),
+        1.0
+    );
+}
+
+#[test]
+fn the_profile_keeps_facts_of_every_event_and_session() {
+    let mut h = Harness::new();
+    h.event(0, &event("e1", "bob", EventType::PageView, T0));
+    let mut email = event("e2", "bob", EventType::EmailClick, T0 + 10);
+    email.channel = Channel::Email;
+    h.event(0, &email);
+    h.event(0, &event("e3", "bob", EventType::Purchase, T0 + 20));
+    let session = SessionSummary {
+        session_id: "s1".into(),
+        customer_id: "bob".into(),
+        start: T0 + 30,
+        end: T0 + 90,
+        entry_channel: "WEB".into(),
+        ..SessionSummary::default()
+    };
+    let payload = h.codec.encode(&session).unwrap();
+    let outputs = h.feed("sessions", 0, "bob", &payload, T0 + 90);
+    assert_eq!(
+        moves(&h.changes(&outputs)),
+        vec![(
+            Some(Stage::Purchase),
+            Stage::PostPurchase,
+            "repeat_visit",
+            "s1"
+        )]
+    );
+    let p = h.profile(0, "bob").unwrap();
+    assert_eq!((p.first_seen, p.last_seen), (T0, T0 + 90));
+    assert_eq!(p.channel_names(), vec!["WEB", "EMAIL"]);
+    assert_eq!((p.sessions, p.orders, p.revenue), (1, 1, 40.0));
+    assert_eq!(
+        (p.stage, p.stage_since),
+        (Some(Stage::PostPurchase), T0 + 90)
+    );
+}
+
+#[test]
+fn a_silent_buyer_becomes_a_churn_risk_on_the_wall_clock_and_returns_as_win_back() {
+    let mut h = Harness::new();
+    h.event(0, &event("p1", "carol", EventType::Purchase, T0));
+    // Activity within the silence pushes the deadline on.
+    h.event(0, &event("v1", "carol", EventType::PageView, T0 + 30 * DAY));
+    assert!(h.tick(0, T0 + 60 * DAY).is_empty());
+    assert!(h.tick(0, T0 + 90 * DAY - 1).is_empty());
+    let churn = h.tick(0, T0 + 90 * DAY);
+    let evidence = format!("buyer_silent@{}", T0 + 90 * DAY);
+    assert_eq!(
+        moves(&churn),
+        vec![(
+            Some(Stage::Purchase),
+            Stage::ChurnRisk,
+            "buyer_silent",
+            evidence.as_str()
+        )]
+    );
+    assert_eq!(churn[0].changed_at, T0 + 90 * DAY);
+    // Nothing more is due for a churn risk, however long the silence lasts.
+    assert!(h.tick(0, T0 + 900 * DAY).is_empty());
+    assert_eq!(h.profile(0, "carol").unwrap().timer_at, None);
+    let back = h.event(
+        0,
+        &event("v2", "carol", EventType::PageView, T0 + 100 * DAY),
+    );
+    assert_eq!(
+        moves(&back),
+        vec![(Some(Stage::ChurnRisk), Stage::WinBack, "win_back", "v2")]
+    );
+    assert_eq!(h.gauge("customers", &[("stage", "WIN_BACK")]), 1.0);
+    assert_eq!(h.gauge("customers", &[("stage", "CHURN_RISK")]), 0.0);
+}
+
+#[test]
+fn identity_merge_folds_the_visitor_into_the_customer_once() {
+    let mut h = Harness::new();
+    let (anon_partition, customer_partition) = (1, 2);
+    h.event(
+        anon_partition,
+        &anonymous("a1", "anon-9", EventType::PageView, T0),
+    );
+    h.event(
+        anon_partition,
+        &anonymous("a2", "anon-9", EventType::AddToCart, T0 + 5),
+    );
+    h.event(
+        customer_partition,
+        &event("c1", "dave", EventType::Login, T0 + 10),
+    );
+
+    let merge = IdentityMerge {
+        merge_id: "m1".into(),
+        anonymous_id: "anon-9".into(),
+        customer_id: "dave".into(),
+        previous_customer_id: None,
+        evidence_event_id: "c1".into(),
+        merged_at: T0 + 10,
+    };
+    let payload = h.codec.encode(&merge).unwrap();
+    let forwarded = h.feed("identities", anon_partition, "anon-9", &payload, T0 + 10);
+    assert_eq!(forwarded.len(), 1);
+    assert_eq!(
+        (forwarded[0].topic.as_str(), forwarded[0].key.as_slice()),
+        ("merge-repartition", &b"dave"[..])
+    );
+    assert_eq!(h.profile(anon_partition, "anon-9"), None);
+    // Replayed on the visitor's side: nothing is left to forward.
+    assert!(h
+        .feed("identities", anon_partition, "anon-9", &payload, T0 + 10)
+        .is_empty());
+
+    let out = h.feed(
+        "merge-repartition",
+        customer_partition,
+        "dave",
+        &forwarded[0].payload,
+        T0 + 10,
+    );
+    assert_eq!(
+        moves(&h.changes(&out)),
+        vec![(
+            Some(Stage::Awareness),
+            Stage::Consideration,
+            MERGE_RULE,
+            "m1"
+        )]
+    );
+    let dave = h.profile(customer_partition, "dave").unwrap();
+    assert_eq!(dave.first_seen, T0);
+    assert_eq!(dave.merged, vec!["anon-9".to_string()]);
+    // A repeat of the forwarded profile (the visitor's side re-sent it after a crash) is not counted twice.
+    let out = h.feed(
+        "merge-repartition",
+        customer_partition,
+        "dave",
+        &forwarded[0].payload,
+        T0 + 10,
+    );
+    assert!(out.is_empty());
+    assert_eq!(h.profile(customer_partition, "dave").unwrap(), dave);
+    assert_eq!(h.gauge("customers", &[("stage", "CONSIDERATION")]), 1.0);
+    assert_eq!(h.gauge("customers", &[("stage", "AWARENESS")]), 0.0);
+}
+
+#[test]
+fn a_merged_visitor_carries_its_timer_to_the_customer() {
+    let mut h = Harness::new();
+    h.event(1, &anonymous("a1", "anon-1", EventType::Purchase, T0));
+    let merge = IdentityMerge {
+        merge_id: "m1".into(),
+        anonymous_id: "anon-1".into(),
+        customer_id: "erin".into(),
+        previous_customer_id: None,
+        evidence_event_id: "x".into(),
+        merged_at: T0 + 1,
+    };
+    let payload = h.codec.encode(&merge).unwrap();
+    let forwarded = h.feed("identities", 1, "anon-1", &payload, T0 + 1);
+    // The visitor's timer went with its profile.
+    assert!(h.tick(1, T0 + 1_000 * DAY).is_empty());
+    let out = h.feed(
+        "merge-repartition",
+        2,
+        "erin",
+        &forwarded[0].payload,
+        T0 + 1,
+    );
+    assert_eq!(
+        moves(&h.changes(&out)),
+        vec![(None, Stage::Purchase, MERGE_RULE, "m1")]
+    );
+    let churn = h.tick(2, T0 + 60 * DAY);
+    assert_eq!(churn.len(), 1);
+    assert_eq!(
+        (churn[0].customer_id.as_str(), churn[0].to_stage),
+        ("erin", Stage::ChurnRisk)
+    );
+}
+
+#[test]
+fn the_stage_gauge_and_funnel_follow_the_partitions_owned() {
+    let mut h = Harness::new();
+    h.event(0, &event("e1", "a", EventType::PageView, T0));
+    h.event(0, &event("e2", "a", EventType::ProductView, T0 + 1));
+    h.event(1, &event("e3", "b", EventType::PageView, T0));
+    h.event(1, &event("e4", "c", EventType::PageView, T0));
+    h.store.commit().unwrap();
+    let web_ratio = |registry: &Registry| {
+        gauge(
+            registry,
+            "funnel_conversion_ratio",
+            &[
+                ("channel", "WEB"),
+                ("from", "AWARENESS"),
+                ("to", "CONSIDERATION"),
+            ],
+        )
+    };
+    assert_eq!(h.gauge("customers", &[("stage", "AWARENESS")]), 2.0);
+    assert_eq!(
+        h.gauge(
+            "funnel_customers",
+            &[("channel", "WEB"), ("step", "AWARENESS")]
+        ),
+        3.0
+    );
+    assert!((web_ratio(&h.registry) - 1.0 / 3.0).abs() < 1e-9);
+
+    h.classifier.on_revoked(1);
+    assert_eq!(h.gauge("customers", &[("stage", "AWARENESS")]), 0.0);
+    assert_eq!(web_ratio(&h.registry), 1.0);
+
+    // A new instance (a restart) finds the counts in state as partitions come.
+    let (mut fresh, registry) = classifier();
+    for partition in [0, 1] {
+        let mut outputs = Vec::new();
+        let mut ctx = Context::new(&mut h.store, &h.codec, &mut outputs, partition, T0);
+        fresh.on_assigned(partition, &mut ctx).unwrap();
+    }
+    assert_eq!(
+        gauge(&registry, "customers", &[("stage", "AWARENESS")]),
+        2.0
+    );
+    assert_eq!(
+        gauge(&registry, "customers", &[("stage", "CONSIDERATION")]),
+        1.0
+    );
+    assert!((web_ratio(&registry) - 1.0 / 3.0).abs() < 1e-9);
+}
