@@ -442,6 +442,7 @@ impl<P: Processor> Work<P> {
         self.to_commit.retain(|(_, p), _| *p != partition);
         self.rewinds.retain(|(_, p), _| *p != partition);
         self.held.retain(|(_, p), _| *p != partition);
+        self.processor.on_revoked(partition);
         let _ = self
             .metrics
             .restore_remaining

@@ -251,6 +251,10 @@ pub trait Processor: Send + 'static {
     ) -> Result<(), ProcessError> {
         Ok(())
     }
+
+    /// Called once `partition` has moved to another instance (its state is
+    /// committed or, if lost, discarded): drop what is kept of it in memory.
+    fn on_revoked(&mut self, _partition: i32) {}
 }
 
 /// Milliseconds since the Unix epoch, now.
