@@ -11,6 +11,7 @@
 //! alerted. Aggregate rules have no cooldown: a firing alert suppresses
 //! further triggers until a window clears it.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
 use journey_core::contract::{Alert, AlertStatus};
@@ -179,10 +180,8 @@ impl Lifecycle {
     /// Loads the firing counts of the context's partition on first sight,
     /// so the gauge covers every partition this instance works on.
     pub fn observe_partition(&mut self, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
-        let partition = ctx.partition();
-        if !self.firing.contains_key(&partition) {
-            let counts: FiringCounts = ctx.state().get(FIRING_KEY)?.unwrap_or_default();
-            self.firing.insert(partition, counts);
+        if let Entry::Vacant(entry) = self.firing.entry(ctx.partition()) {
+            entry.insert(ctx.state().get(FIRING_KEY)?.unwrap_or_default());
             self.update_gauges();
         }
         Ok(())
