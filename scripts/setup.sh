@@ -16,6 +16,16 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# promtool and amtool check deploy/ (tests/observability.rs); tests/alerting.rs
+# runs a real prometheus. Debian starts both as services where systemd runs.
+if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null; then
+  log "installing Debian packages: prometheus prometheus-alertmanager"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    prometheus prometheus-alertmanager >/dev/null
+fi
+
 "$ROOT/scripts/nisshi.sh" install
 
 # Python's confluent-kafka serializer, for the schema registry interop test.

@@ -1,9 +1,11 @@
 //! The `[alerting]` config section.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+
+use crate::webhook::WebhookConfig;
 
 /// Settings of the alerting service.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -13,15 +15,14 @@ pub struct AlertingConfig {
     pub http_listen: SocketAddr,
     /// Kafka consumer group.
     pub group_id: String,
-    /// At most one alert per customer and rule within this time (event time).
-    #[serde(with = "humantime_serde")]
-    pub cooldown: Duration,
-    /// NPS at or below this is a detractor.
-    pub detractor_max_nps: i32,
-    /// CSAT at or below this is a detractor.
-    pub detractor_max_csat: i32,
-    /// What the front line should do about a detractor.
-    pub detractor_action_plan: String,
+    /// A rule file read over the built-in rules (`deploy/alert_rules.toml`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules_file: Option<PathBuf>,
+    /// This service's address as people reach it: webhook payloads' `externalURL`.
+    pub external_url: String,
+    /// Receivers notified of every alert in Alertmanager's webhook format.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 impl Default for AlertingConfig {
@@ -29,13 +30,9 @@ impl Default for AlertingConfig {
         AlertingConfig {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 9104)),
             group_id: "journey-alerting".into(),
-            cooldown: Duration::from_secs(24 * 3600),
-            detractor_max_nps: 6,
-            detractor_max_csat: 2,
-            detractor_action_plan:
-                "Call the customer back within 24 hours, acknowledge the issue, \
-                                    and log the root cause."
-                    .into(),
+            rules_file: None,
+            external_url: "http://127.0.0.1:9104".into(),
+            webhooks: Vec::new(),
         }
     }
 }

@@ -1,54 +1,105 @@
-//! Alerting: tells people when to act.
+//! Alerting: tells the people who can act, at once, with a plan.
 //!
-//! Evaluates rules over validated events and closed sessions (detractor
-//! feedback, cart abandonment), suppresses repeats per customer and rule
-//! within a cooldown, and emits alerts to the alerts topic, counted in
-//! Prometheus by rule and severity.
+//! Reads validated events, closed sessions, stage changes and dead letters;
+//! evaluates the rules of the rule file (`deploy/alert_rules.toml` built in):
+//! cart abandonment, detractor feedback, a valued customer entering churn
+//! risk, a channel's conversion drop, a complaint surge and the dead-letter
+//! rate. Alerts fire and resolve as records on the alerts topic with
+//! deterministic ids, are counted in Prometheus by rule, severity and status,
+//! and are optionally sent to webhooks in Alertmanager's format.
+//!
+//! Per-customer rules keep the customer's context (stage, lifetime value,
+//! last session) in this service's own state. Aggregate rules count per
+//! input partition: each instance judges only what it reads, without a
+//! repartition through one key (which would funnel all traffic through one
+//! partition); the alert names its partition, and the global view of the
+//! same signals is Prometheus's (`deploy/prometheus/rules.yml`).
 //!
 //! ```
-//! use journey_alerting::{cart_abandonment, CART_ABANDONMENT};
-//! use journey_core::contract::{FunnelStep, SessionSummary};
+//! use journey_alerting::rules::detractor::detractor_feedback;
+//! use journey_alerting::RuleSet;
+//! use journey_core::contract::{CustomerEvent, Feedback};
 //!
-//! let session = SessionSummary { cart_adds: 2, furthest_step: FunnelStep::Cart, ..SessionSummary::default() };
-//! assert_eq!(cart_abandonment(&session).unwrap().rule, CART_ABANDONMENT);
+//! let feedback = CustomerEvent {
+//!     event_id: "e1".into(),
+//!     feedback: Some(Feedback { nps: Some(3), ..Feedback::default() }),
+//!     ..CustomerEvent::default()
+//! };
+//! let rules = RuleSet::default();
+//! let draft = detractor_feedback(&feedback, "c1", &Default::default(), &rules.detractor_feedback);
+//! assert_eq!(draft.unwrap().summary, "Detractor feedback (NPS 3)");
 //! ```
 
 mod config;
+mod customer;
+mod lifecycle;
+mod metrics;
 mod processor;
-mod rules;
+pub mod rules;
+mod ruleset;
+pub mod webhook;
 
 pub use config::AlertingConfig;
+pub use customer::{CustomerContext, LastSession};
+pub use lifecycle::Lifecycle;
+pub use metrics::AlertMetrics;
 pub use processor::{Alerting, Topics};
-pub use rules::{
-    cart_abandonment, detractor_feedback, Draft, CART_ABANDONMENT, DETRACTOR_FEEDBACK,
+pub use ruleset::{
+    CartAbandonmentRule, ChurnRiskRule, DetractorRule, FunnelDropRule, RuleSet, RulesError,
+    ThresholdRule, DEFAULT_RULES,
 };
 
+use anyhow::Context as _;
 use journey_core::config::ConfigSource;
 use journey_core::service::{self, ServiceSpec};
+use prometheus::Registry;
 use tokio_util::sync::CancellationToken;
 
 /// Service name: config section, metric prefix and state directory.
 pub const NAME: &str = "alerting";
 
+/// The alerting processor for `config`, its metrics registered in `registry`.
+pub fn processor(
+    config: &AlertingConfig,
+    rules: RuleSet,
+    topics: Topics,
+    registry: &Registry,
+) -> anyhow::Result<Alerting> {
+    let metrics = AlertMetrics::new(registry);
+    let notifier = webhook::Notifier::start(&config.webhooks, &config.external_url, &metrics)
+        .context("starting the webhook delivery threads")?;
+    let lifecycle = Lifecycle::new(topics.alerts.clone(), metrics, notifier);
+    Ok(Alerting::new(rules, topics, lifecycle))
+}
+
 /// Runs alerting until `shutdown` is cancelled.
 pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> anyhow::Result<()> {
     let common = source.common()?;
     let config: AlertingConfig = source.section(NAME)?;
+    let rules = RuleSet::load(config.rules_file.as_deref())?;
     let registry = journey_core::metrics::registry(NAME);
+    let t = &common.topics;
     let topics = Topics {
-        events: common.topics.events.clone(),
-        sessions: common.topics.sessions.clone(),
-        alerts: common.topics.alerts.clone(),
+        events: t.events.clone(),
+        sessions: t.sessions.clone(),
+        stage_changes: t.stage_changes.clone(),
+        dead_letters: t.dead_letters.clone(),
+        alerts: t.alerts.clone(),
     };
-    let (http_listen, group_id) = (config.http_listen, config.group_id.clone());
-    let processor = Alerting::new(config, topics, &registry);
+    let inputs = vec![
+        topics.events.clone(),
+        topics.sessions.clone(),
+        topics.stage_changes.clone(),
+        topics.dead_letters.clone(),
+    ];
+    let processor = processor(&config, rules, topics, &registry)?;
     let spec = ServiceSpec {
         name: NAME,
         common: &common,
-        http_listen,
-        group_id,
+        http_listen: config.http_listen,
+        group_id: config.group_id.clone(),
         store: "alerts",
-        inputs: vec![common.topics.events.clone(), common.topics.sessions.clone()],
+        inputs,
         internal_inputs: Vec::new(),
         registry,
         routes: Default::default(),

@@ -1,83 +1,383 @@
-//! The alerting processor: rules over events and sessions, with per-customer
-//! suppression kept in state.
+//! The alerting processor: routes each input to the rules, keeps customer
+//! context and rule state per partition, and hands drafts to the lifecycle.
 
-use journey_core::contract::{Alert, AlertStatus, CustomerEvent, SessionSummary};
-use journey_core::ids;
+use journey_core::contract::{EventType, SessionSummary, StageChange};
 use journey_core::runtime::{Context, InputRecord, ProcessError, Processor};
-use prometheus::{IntCounterVec, Opts, Registry};
+use journey_core::state::Clock;
 
-use crate::config::AlertingConfig;
-use crate::rules::{cart_abandonment, detractor_feedback, Draft};
+use crate::customer::CustomerContext;
+use crate::lifecycle::{Lifecycle, EXPIRY_TIMER};
+use crate::rules::cart::{CartEvent, OpenCart};
+use crate::rules::detractor::{detractor_feedback, is_detractor};
+use crate::rules::funnel::{converted, drop_draft, FunnelWindows};
+use crate::rules::window::{threshold_draft, threshold_verdict, window_start, WindowCount};
+use crate::rules::{self, churn, Verdict};
+use crate::ruleset::{RuleSet, ThresholdRule};
 
-/// Evaluates the rules and emits alerts, at most one per customer, rule and cooldown.
-pub struct Alerting {
-    config: AlertingConfig,
-    events_topic: String,
-    sessions_topic: String,
-    alerts_topic: String,
-    fired: IntCounterVec,
-    suppressed: IntCounterVec,
-}
-
-/// The input topics and the output topic of alerting.
+/// The topics alerting reads and writes.
+#[derive(Debug, Clone)]
 pub struct Topics {
     pub events: String,
     pub sessions: String,
+    pub stage_changes: String,
+    pub dead_letters: String,
     pub alerts: String,
 }
 
+/// Prefix of cart timers and state, followed by the customer key.
+const CART: &[u8] = b"cart/";
+/// Prefix of window timers and state, followed by `<rule>/<scope>`.
+const WINDOW: &[u8] = b"window/";
+
+fn customer_key(customer: &str) -> Vec<u8> {
+    [b"customer/", customer.as_bytes()].concat()
+}
+
+fn cart_key(customer: &str) -> Vec<u8> {
+    [CART, customer.as_bytes()].concat()
+}
+
+fn window_key(rule: &str, scope: &str) -> Vec<u8> {
+    [WINDOW, rule.as_bytes(), b"/", scope.as_bytes()].concat()
+}
+
+fn millis(d: std::time::Duration) -> i64 {
+    d.as_millis() as i64
+}
+
+/// Evaluates the rules over events, sessions, stage changes and dead letters.
+pub struct Alerting {
+    rules: RuleSet,
+    topics: Topics,
+    lifecycle: Lifecycle,
+}
+
 impl Alerting {
-    /// An alerting processor over `topics`.
-    pub fn new(config: AlertingConfig, topics: Topics, registry: &Registry) -> Self {
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            journey_core::metrics::register(
-                registry,
-                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
-            )
-        };
+    /// A processor evaluating `rules` over `topics`, raising alerts through `lifecycle`.
+    pub fn new(rules: RuleSet, topics: Topics, lifecycle: Lifecycle) -> Self {
         Alerting {
-            config,
-            events_topic: topics.events,
-            sessions_topic: topics.sessions,
-            alerts_topic: topics.alerts,
-            fired: counter(
-                "alerts_total",
-                "Alerts emitted, by rule and severity.",
-                &["rule", "severity"],
-            ),
-            suppressed: counter(
-                "alerts_suppressed_total",
-                "Alerts not emitted because the customer had one within the cooldown.",
-                &["rule"],
-            ),
+            rules,
+            topics,
+            lifecycle,
         }
     }
 
-    fn fire(&self, draft: Draft, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
-        let key = [draft.rule.as_bytes(), b"/", draft.customer_id.as_bytes()].concat();
-        let last: Option<i64> = ctx.state().get(&key)?;
-        let cooldown = self.config.cooldown.as_millis() as i64;
-        if last.is_some_and(|at| draft.at >= at && draft.at - at < cooldown) {
-            self.suppressed.with_label_values(&[draft.rule]).inc();
+    fn on_event(
+        &mut self,
+        record: &InputRecord<'_>,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), ProcessError> {
+        let (event, customer) = ctx.customer_event(record)?;
+        let key = customer_key(&customer);
+        let mut known: CustomerContext = ctx.state().get(&key)?.unwrap_or_default();
+        if known.observe_event(&event) {
+            ctx.state().put(&key, &known);
+        }
+        let rules = &self.rules;
+        let mut complaint = event.event_type == EventType::SupportContact;
+        if let Some(feedback) = &event.feedback {
+            let detractor = is_detractor(feedback, &rules.detractor_feedback);
+            complaint |= detractor;
+            if rules.detractor_feedback.enabled {
+                if let Some(draft) =
+                    detractor_feedback(&event, &customer, &known, &rules.detractor_feedback)
+                {
+                    let cooldown = millis(rules.detractor_feedback.cooldown);
+                    self.lifecycle.fire(ctx, draft, Some(cooldown))?;
+                } else if !detractor {
+                    self.lifecycle.resolve(
+                        ctx,
+                        rules::DETRACTOR_FEEDBACK,
+                        &customer,
+                        event.occurred_at,
+                        "later feedback was not a detractor's",
+                    )?;
+                }
+            }
+        }
+        if complaint && self.rules.complaint_surge.enabled {
+            self.count(ctx, rules::COMPLAINT_SURGE, record.timestamp)?;
+        }
+        if self.rules.cart_abandonment.enabled {
+            self.track_cart(ctx, &event, &customer)?;
+        }
+        Ok(())
+    }
+
+    fn track_cart(
+        &mut self,
+        ctx: &mut Context<'_>,
+        event: &journey_core::contract::CustomerEvent,
+        customer: &str,
+    ) -> Result<(), ProcessError> {
+        let key = cart_key(customer);
+        match CartEvent::of(event) {
+            CartEvent::Touch => {
+                let cart = match ctx.state().get::<OpenCart>(&key)? {
+                    Some(mut cart) => {
+                        cart.touch(event);
+                        cart
+                    }
+                    None => {
+                        let cart = OpenCart::open(event, &self.rules.cart_abandonment);
+                        ctx.set_timer(Clock::Wall, cart.deadline, &key);
+                        cart
+                    }
+                };
+                ctx.state().put(&key, &cart);
+            }
+            CartEvent::Purchase => {
+                if let Some(cart) = ctx.state().get::<OpenCart>(&key)? {
+                    ctx.cancel_timer(Clock::Wall, cart.deadline, &key);
+                    ctx.cancel_timer(Clock::Event, cart.deadline, &key);
+                    ctx.state().delete(&key);
+                }
+                self.lifecycle.resolve(
+                    ctx,
+                    rules::CART_ABANDONMENT,
+                    customer,
+                    event.occurred_at,
+                    "the customer bought",
+                )?;
+            }
+            CartEvent::Other => {}
+        }
+        Ok(())
+    }
+
+    fn on_cart_due(
+        &mut self,
+        ctx: &mut Context<'_>,
+        at: i64,
+        key: &[u8],
+    ) -> Result<(), ProcessError> {
+        let Some(cart) = ctx.state().get::<OpenCart>(key)? else {
+            return Ok(());
+        };
+        if cart.deadline != at {
             return Ok(());
         }
-        ctx.state().put(&key, &draft.at);
-        let alert = Alert {
-            alert_id: ids::derive(&[draft.rule.as_bytes(), draft.evidence_id.as_bytes()]),
-            rule: draft.rule.to_string(),
-            severity: draft.severity,
-            status: AlertStatus::Firing,
-            customer_id: Some(draft.customer_id.clone()),
-            summary: draft.summary,
-            action_plan: draft.action_plan,
-            evidence_id: draft.evidence_id,
-            fired_at: draft.at,
-            context: draft.context,
+        if !cart.due(ctx.stream_time()) {
+            // Behind on this partition: a purchase may still be in the backlog.
+            ctx.set_timer(Clock::Event, at, key);
+            return Ok(());
+        }
+        ctx.state().delete(key);
+        let customer = String::from_utf8_lossy(&key[CART.len()..]).into_owned();
+        let known: CustomerContext = ctx
+            .state()
+            .get(&customer_key(&customer))?
+            .unwrap_or_default();
+        let rule = &self.rules.cart_abandonment;
+        let draft = cart.draft(&customer, &known, rule);
+        let cooldown = millis(rule.cooldown);
+        self.lifecycle.fire(ctx, draft, Some(cooldown))?;
+        Ok(())
+    }
+
+    fn on_session(
+        &mut self,
+        record: &InputRecord<'_>,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), ProcessError> {
+        let session: SessionSummary = ctx.codec().decode(record.payload.unwrap_or_default())?;
+        let key = customer_key(&session.customer_id);
+        let mut known: CustomerContext = ctx.state().get(&key)?.unwrap_or_default();
+        known.observe_session(&session);
+        ctx.state().put(&key, &known);
+        let rule = &self.rules.funnel_conversion_drop;
+        if !rule.enabled {
+            return Ok(());
+        }
+        let window = millis(rule.window);
+        let at = record.timestamp;
+        let key = window_key(rules::FUNNEL_CONVERSION_DROP, &session.entry_channel);
+        let mut windows = match ctx.state().get::<FunnelWindows>(&key)? {
+            Some(windows) => windows,
+            None => FunnelWindows::new(window_start(at, window)),
         };
-        ctx.emit(&self.alerts_topic, &draft.customer_id, &alert, draft.at)?;
-        self.fired
-            .with_label_values(&[draft.rule, draft.severity.as_str()])
-            .inc();
+        if at >= windows.start + window {
+            ctx.cancel_timer(Clock::Event, windows.start + window, &key);
+        }
+        while at >= windows.start + window {
+            self.close_funnel_window(ctx, &session.entry_channel, &mut windows)?;
+            if windows.is_empty() {
+                windows.start = window_start(at, window);
+            }
+        }
+        windows.record(converted(&session));
+        ctx.set_timer(Clock::Event, windows.start + window, &key);
+        ctx.state().put(&key, &windows);
+        Ok(())
+    }
+
+    fn close_funnel_window(
+        &mut self,
+        ctx: &mut Context<'_>,
+        channel: &str,
+        windows: &mut FunnelWindows,
+    ) -> Result<(), ProcessError> {
+        let rule = &self.rules.funnel_conversion_drop;
+        let end = windows.start + millis(rule.window);
+        let (verdict, current, baseline) = windows.close(rule);
+        let partition = ctx.partition();
+        match verdict {
+            Verdict::Fire => {
+                let draft = drop_draft(rule, partition, channel, end, current, baseline);
+                self.lifecycle.fire(ctx, draft, None)?;
+            }
+            Verdict::Clear => {
+                let subject = format!("partition {partition} channel {channel}");
+                self.lifecycle.resolve(
+                    ctx,
+                    rules::FUNNEL_CONVERSION_DROP,
+                    &subject,
+                    end,
+                    "conversion back above the threshold",
+                )?;
+            }
+            Verdict::Quiet => {}
+        }
+        Ok(())
+    }
+
+    fn on_funnel_due(
+        &mut self,
+        ctx: &mut Context<'_>,
+        at: i64,
+        key: &[u8],
+        channel: &str,
+    ) -> Result<(), ProcessError> {
+        let Some(mut windows) = ctx.state().get::<FunnelWindows>(key)? else {
+            return Ok(());
+        };
+        let window = millis(self.rules.funnel_conversion_drop.window);
+        if windows.start + window != at {
+            return Ok(());
+        }
+        self.close_funnel_window(ctx, channel, &mut windows)?;
+        if windows.is_empty() {
+            ctx.state().delete(key);
+        } else {
+            ctx.set_timer(Clock::Event, windows.start + window, key);
+            ctx.state().put(key, &windows);
+        }
+        Ok(())
+    }
+
+    fn threshold_rule(&self, name: &str) -> &ThresholdRule {
+        if name == rules::COMPLAINT_SURGE {
+            &self.rules.complaint_surge
+        } else {
+            &self.rules.dead_letter_rate
+        }
+    }
+
+    /// Counts one record at `at` in the open window of threshold rule `name`.
+    fn count(
+        &mut self,
+        ctx: &mut Context<'_>,
+        name: &'static str,
+        at: i64,
+    ) -> Result<(), ProcessError> {
+        let window = millis(self.threshold_rule(name).window);
+        let key = window_key(name, "");
+        let mut open = ctx
+            .state()
+            .get::<WindowCount>(&key)?
+            .unwrap_or_else(|| WindowCount::holding(at, window));
+        if at >= open.end(window) {
+            ctx.cancel_timer(Clock::Event, open.end(window), &key);
+            self.close_threshold_window(ctx, name, &open)?;
+            open = WindowCount::holding(at, window);
+        }
+        open.count += 1;
+        ctx.set_timer(Clock::Event, open.end(window), &key);
+        ctx.state().put(&key, &open);
+        Ok(())
+    }
+
+    /// Judges a closed window; returns whether the rule's alert fires.
+    fn close_threshold_window(
+        &mut self,
+        ctx: &mut Context<'_>,
+        name: &'static str,
+        closed: &WindowCount,
+    ) -> Result<bool, ProcessError> {
+        let rule = self.threshold_rule(name);
+        let partition = ctx.partition();
+        let what = if name == rules::COMPLAINT_SURGE {
+            "complaints"
+        } else {
+            "dead letters"
+        };
+        match threshold_verdict(closed.count, rule) {
+            Verdict::Fire => {
+                let draft = threshold_draft(name, rule, what, partition, closed);
+                self.lifecycle.fire(ctx, draft, None)?;
+                Ok(true)
+            }
+            _ => {
+                let end = closed.end(millis(rule.window));
+                let subject = format!("partition {partition}");
+                let reason = "back at or below the threshold";
+                self.lifecycle.resolve(ctx, name, &subject, end, reason)?;
+                Ok(false)
+            }
+        }
+    }
+
+    fn on_threshold_due(
+        &mut self,
+        ctx: &mut Context<'_>,
+        name: &'static str,
+        at: i64,
+        key: &[u8],
+    ) -> Result<(), ProcessError> {
+        let Some(open) = ctx.state().get::<WindowCount>(key)? else {
+            return Ok(());
+        };
+        let window = millis(self.threshold_rule(name).window);
+        if open.end(window) != at {
+            return Ok(());
+        }
+        if self.close_threshold_window(ctx, name, &open)? {
+            // Keep a window open, even empty, so a quiet one resolves the alert.
+            let next = WindowCount::holding(at, window);
+            ctx.set_timer(Clock::Event, next.end(window), key);
+            ctx.state().put(key, &next);
+        } else {
+            ctx.state().delete(key);
+        }
+        Ok(())
+    }
+
+    fn on_stage_change(
+        &mut self,
+        record: &InputRecord<'_>,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), ProcessError> {
+        let change: StageChange = ctx.codec().decode(record.payload.unwrap_or_default())?;
+        let key = customer_key(&change.customer_id);
+        let mut known: CustomerContext = ctx.state().get(&key)?.unwrap_or_default();
+        let rule = &self.rules.valued_customer_churn_risk;
+        if rule.enabled {
+            if let Some(draft) = churn::valued_customer_churn_risk(&change, &known, rule) {
+                let cooldown = millis(rule.cooldown);
+                self.lifecycle.fire(ctx, draft, Some(cooldown))?;
+            } else if churn::leaves_churn_risk(&change) {
+                let reason = format!("moved to {}", change.to_stage.as_str());
+                self.lifecycle.resolve(
+                    ctx,
+                    rules::VALUED_CUSTOMER_CHURN_RISK,
+                    &change.customer_id,
+                    change.changed_at,
+                    &reason,
+                )?;
+            }
+        }
+        known.observe_stage(&change);
+        ctx.state().put(&key, &known);
         Ok(())
     }
 }
@@ -88,19 +388,56 @@ impl Processor for Alerting {
         record: &InputRecord<'_>,
         ctx: &mut Context<'_>,
     ) -> Result<(), ProcessError> {
-        let payload = record.payload.unwrap_or_default();
-        let draft = if record.topic == self.events_topic {
-            let event: CustomerEvent = ctx.codec().decode(payload)?;
-            detractor_feedback(&event, &self.config)
-        } else if record.topic == self.sessions_topic {
-            let session: SessionSummary = ctx.codec().decode(payload)?;
-            cart_abandonment(&session)
+        self.lifecycle.observe_partition(ctx)?;
+        let topic = record.topic;
+        if topic == self.topics.events {
+            self.on_event(record, ctx)
+        } else if topic == self.topics.sessions {
+            self.on_session(record, ctx)
+        } else if topic == self.topics.stage_changes {
+            self.on_stage_change(record, ctx)
+        } else if topic == self.topics.dead_letters {
+            // Counted as they are: a dead letter that does not decode is still one.
+            if self.rules.dead_letter_rate.enabled {
+                self.count(ctx, rules::DEAD_LETTER_RATE, record.timestamp)?;
+            }
+            Ok(())
         } else {
-            return Err(anyhow::anyhow!("record from unexpected topic {}", record.topic).into());
-        };
-        match draft {
-            Some(draft) => self.fire(draft, ctx),
-            None => Ok(()),
+            Err(anyhow::anyhow!("record from unexpected topic {topic}").into())
         }
+    }
+
+    fn on_timer(
+        &mut self,
+        _clock: Clock,
+        at: i64,
+        key: &[u8],
+        ctx: &mut Context<'_>,
+    ) -> Result<(), ProcessError> {
+        self.lifecycle.observe_partition(ctx)?;
+        if key.starts_with(CART) {
+            return self.on_cart_due(ctx, at, key);
+        }
+        let (kind, rest) = if let Some(rest) = key.strip_prefix(EXPIRY_TIMER) {
+            ("expire", rest)
+        } else if let Some(rest) = key.strip_prefix(WINDOW) {
+            ("window", rest)
+        } else {
+            return Err(anyhow::anyhow!("unknown timer {}", String::from_utf8_lossy(key)).into());
+        };
+        let rest = String::from_utf8_lossy(rest);
+        let (rule, scope) = rest.split_once('/').unwrap_or((rest.as_ref(), ""));
+        let Some(rule) = rules::ALL.into_iter().find(|r| *r == rule) else {
+            return Err(anyhow::anyhow!("timer of unknown rule {rule}").into());
+        };
+        match (kind, rule) {
+            ("expire", _) => self.lifecycle.expire(ctx, rule, scope, at),
+            (_, rules::FUNNEL_CONVERSION_DROP) => self.on_funnel_due(ctx, at, key, scope),
+            _ => self.on_threshold_due(ctx, rule, at, key),
+        }
+    }
+
+    fn on_revoked(&mut self, partition: i32) {
+        self.lifecycle.forget_partition(partition);
     }
 }

@@ -264,7 +264,8 @@ pub trait Processor: Send + 'static {
         Ok(())
     }
 
-    /// Called when `partition` is revoked or lost; its state is no longer reachable.
+    /// Called when `partition` has moved to another instance (its state is
+    /// committed or, if lost, discarded): drop what is kept of it in memory.
     fn on_revoked(&mut self, _partition: i32) {}
 }
 

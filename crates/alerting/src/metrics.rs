@@ -1,0 +1,65 @@
+//! The alerting service's own metrics (`journey_alerting_...`), declared in
+//! one place. No label holds a customer id.
+
+use journey_core::metrics::register;
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+
+/// What alerting measures beside the runtime's metrics.
+#[derive(Clone)]
+pub struct AlertMetrics {
+    /// Alert records emitted, by rule, severity and status (`FIRING`, `RESOLVED`).
+    pub alerts: IntCounterVec,
+    /// Triggers not alerted because the subject had an alert within the cooldown (or one firing).
+    pub suppressed: IntCounterVec,
+    /// Alerts firing now on this instance's partitions, by rule and severity.
+    pub firing: IntGaugeVec,
+    /// Webhook notifications by receiver and outcome (`delivered`, `dropped`, `abandoned`).
+    pub webhook_notifications: IntCounterVec,
+    /// Failed webhook delivery attempts (each retried until `max_attempts`).
+    pub webhook_failures: IntCounterVec,
+}
+
+impl AlertMetrics {
+    /// Creates and registers the metrics.
+    pub fn new(registry: &Registry) -> Self {
+        let counters = |name: &str, help: &str, labels: &[&str]| {
+            register(
+                registry,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        AlertMetrics {
+            alerts: counters(
+                "alerts_total",
+                "Alert records emitted, by rule, severity and status.",
+                &["rule", "severity", "status"],
+            ),
+            suppressed: counters(
+                "alerts_suppressed_total",
+                "Triggers not alerted: the subject had an alert of the rule within its cooldown, or one is firing.",
+                &["rule"],
+            ),
+            firing: register(
+                registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "alerts_firing",
+                        "Alerts firing on this instance's partitions, by rule and severity.",
+                    ),
+                    &["rule", "severity"],
+                )
+                .expect("valid metric"),
+            ),
+            webhook_notifications: counters(
+                "webhook_notifications_total",
+                "Webhook notifications by receiver and outcome: delivered, dropped (queue full) or abandoned (attempts exhausted).",
+                &["receiver", "outcome"],
+            ),
+            webhook_failures: counters(
+                "webhook_failures_total",
+                "Failed webhook delivery attempts, by receiver.",
+                &["receiver"],
+            ),
+        }
+    }
+}

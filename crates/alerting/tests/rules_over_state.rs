@@ -1,0 +1,569 @@
+//! The rules and the alert lifecycle over a real state store, driven the
+//! way the runtime drives them, with the clocks under the test's control.
+
+use journey_alerting::{AlertingConfig, RuleSet, Topics};
+use journey_core::codec::Codec;
+use journey_core::contract::{
+    Alert, AlertStatus, Channel, CustomerEvent, EventType, Feedback, FunnelStep, Order,
+    SessionSummary, Stage, StageChange,
+};
+use journey_core::runtime::{Context, InputRecord, Output, Processor};
+use journey_core::state::{Clock, StateStore};
+use prometheus::proto::MetricType;
+use prometheus::Registry;
+
+const EVENTS: &str = "events";
+const SESSIONS: &str = "sessions";
+const STAGES: &str = "stage-changes";
+const DEAD: &str = "dead-letters";
+const ALERTS: &str = "alerts";
+const PARTITION: i32 = 0;
+const MINUTE: i64 = 60_000;
+/// 2023-11-14T22:13:20Z.
+const T0: i64 = 1_700_000_000_000;
+
+struct Harness {
+    store: StateStore,
+    codec: Codec,
+    alerting: journey_alerting::Alerting,
+    registry: Registry,
+    outputs: Vec<Output>,
+    stream_time: i64,
+    offset: i64,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    /// Alerting with the built-in rules and `rules` (TOML) over them.
+    fn new(rules: &str) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path(), 64 << 20).unwrap();
+        let registry = Registry::new();
+        let topics = Topics {
+            events: EVENTS.into(),
+            sessions: SESSIONS.into(),
+            stage_changes: STAGES.into(),
+            dead_letters: DEAD.into(),
+            alerts: ALERTS.into(),
+        };
+        let rules = RuleSet::parse(rules, None).unwrap();
+        let alerting =
+            journey_alerting::processor(&AlertingConfig::default(), rules, topics, &registry)
+                .unwrap();
+        Harness {
+            store,
+            codec: Codec::builtin(),
+            alerting,
+            registry,
+            outputs: Vec::new(),
+            stream_time: i64::MIN,
+            offset: 0,
+            _dir: dir,
+        }
+    }
+
+    fn feed(&mut self, topic: &str, key: &str, payload: &[u8], timestamp: i64) {
+        self.stream_time = self.stream_time.max(timestamp);
+        self.offset += 1;
+        let record = InputRecord {
+            topic,
+            partition: PARTITION,
+            offset: self.offset,
+            timestamp,
+            key: Some(key.as_bytes()),
+            payload: Some(payload),
+        };
+        let mut ctx = Context::new(
+            &mut self.store,
+            &self.codec,
+            &mut self.outputs,
+            PARTITION,
+            self.stream_time,
+        );
+        self.alerting.process(&record, &mut ctx).unwrap();
+    }
+
+    fn event(&mut self, event: CustomerEvent) {
+        let payload = self.codec.encode(&event).unwrap();
+        let key = event.customer_key().unwrap().to_string();
+        self.feed(EVENTS, &key, &payload, event.occurred_at);
+    }
+
+    fn session(&mut self, session: SessionSummary) {
+        let payload = self.codec.encode(&session).unwrap();
+        self.feed(
+            SESSIONS,
+            &session.customer_id.clone(),
+            &payload,
+            session.end,
+        );
+    }
+
+    fn stage(&mut self, change: StageChange) {
+        let payload = self.codec.encode(&change).unwrap();
+        self.feed(
+            STAGES,
+            &change.customer_id.clone(),
+            &payload,
+            change.changed_at,
+        );
+    }
+
+    /// Moves stream time up to `stream_time` and the wall clock to `wall`,
+    /// firing due timers as the runtime's tick does.
+    fn tick(&mut self, stream_time: i64, wall: i64) {
+        self.stream_time = self.stream_time.max(stream_time);
+        for (clock, now) in [(Clock::Event, self.stream_time), (Clock::Wall, wall)] {
+            for (at, key) in self.store.due_timers(PARTITION, clock, now).unwrap() {
+                self.store.cancel_timer(PARTITION, clock, at, &key);
+                let mut ctx = Context::new(
+                    &mut self.store,
+                    &self.codec,
+                    &mut self.outputs,
+                    PARTITION,
+                    self.stream_time,
+                );
+                self.alerting.on_timer(clock, at, &key, &mut ctx).unwrap();
+            }
+        }
+    }
+
+    /// The alerts emitted since the last call.
+    fn alerts(&mut self) -> Vec<Alert> {
+        std::mem::take(&mut self.outputs)
+            .into_iter()
+            .filter(|o| o.topic == ALERTS)
+            .map(|o| self.codec.decode(&o.payload).unwrap())
+            .collect()
+    }
+
+    /// The value of metric `name` with exactly `labels`, 0 if not exported.
+    fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let families = self.registry.gather();
+        let Some(family) = families.iter().find(|f| f.name() == name) else {
+            return 0.0;
+        };
+        family
+            .get_metric()
+            .iter()
+            .find(|m| {
+                let pairs: Vec<(&str, &str)> = m
+                    .get_label()
+                    .iter()
+                    .map(|l| (l.name(), l.value()))
+                    .collect();
+                labels.iter().all(|l| pairs.contains(l)) && pairs.len() == labels.len()
+            })
+            .map_or(0.0, |m| match family.get_field_type() {
+                MetricType::COUNTER => m.get_counter().get_value(),
+                _ => m.get_gauge().get_value(),
+            })
+    }
+}
+
+fn event(id: &str, customer: &str, event_type: EventType, at: i64) -> CustomerEvent {
+    CustomerEvent {
+        event_id: id.into(),
+        event_type,
+        occurred_at: at,
+        customer_id: Some(customer.into()),
+        channel: Channel::Web,
+        ..CustomerEvent::default()
+    }
+}
+
+fn purchase(id: &str, customer: &str, at: i64, revenue: f64) -> CustomerEvent {
+    CustomerEvent {
+        order: Some(Order {
+            order_id: format!("o-{id}"),
+            revenue,
+            currency: "EUR".into(),
+            item_count: Some(1),
+        }),
+        ..event(id, customer, EventType::Purchase, at)
+    }
+}
+
+fn feedback(id: &str, customer: &str, at: i64, nps: i32, comment: &str) -> CustomerEvent {
+    CustomerEvent {
+        channel: Channel::Survey,
+        feedback: Some(Feedback {
+            nps: Some(nps),
+            comment: Some(comment.into()),
+            ..Feedback::default()
+        }),
+        ..event(id, customer, EventType::Feedback, at)
+    }
+}
+
+fn change(id: &str, customer: &str, from: Option<Stage>, to: Stage, at: i64) -> StageChange {
+    StageChange {
+        change_id: id.into(),
+        customer_id: customer.into(),
+        from_stage: from,
+        to_stage: to,
+        rule: "test".into(),
+        evidence_id: format!("e-{id}"),
+        changed_at: at,
+    }
+}
+
+fn statuses(alerts: &[Alert]) -> Vec<(&str, AlertStatus)> {
+    alerts.iter().map(|a| (a.rule.as_str(), a.status)).collect()
+}
+
+const CART_10M: &str = "[cart_abandonment]\nafter = \"10m\"\n";
+
+#[test]
+fn an_abandoned_cart_fires_on_the_wall_clock_and_a_later_purchase_resolves_it() {
+    let mut h = Harness::new(CART_10M);
+    h.event(event("a1", "alice", EventType::AddToCart, T0));
+    h.event(event(
+        "a2",
+        "alice",
+        EventType::CheckoutStarted,
+        T0 + MINUTE,
+    ));
+    h.tick(T0 + 9 * MINUTE, T0 + 9 * MINUTE);
+    assert!(h.alerts().is_empty());
+    // The partition is quiet: stream time follows the wall clock past the deadline.
+    h.tick(T0 + 10 * MINUTE, T0 + 10 * MINUTE);
+    let fired = h.alerts();
+    assert_eq!(
+        statuses(&fired),
+        [("cart_abandonment", AlertStatus::Firing)]
+    );
+    assert_eq!(fired[0].customer_id.as_deref(), Some("alice"));
+    assert_eq!(fired[0].evidence_id, "a1");
+    assert_eq!(fired[0].fired_at, T0 + 10 * MINUTE);
+    assert_eq!(fired[0].context["checkout_started"], "true");
+    assert_eq!(
+        h.metric(
+            "alerts_firing",
+            &[("rule", "cart_abandonment"), ("severity", "WARNING")]
+        ),
+        1.0
+    );
+
+    h.event(purchase("a3", "alice", T0 + 30 * MINUTE, 80.0));
+    let resolved = h.alerts();
+    assert_eq!(
+        statuses(&resolved),
+        [("cart_abandonment", AlertStatus::Resolved)]
+    );
+    assert_eq!(resolved[0].alert_id, fired[0].alert_id);
+    assert_eq!(resolved[0].context["resolution"], "the customer bought");
+    let counted = |status| {
+        h.metric(
+            "alerts_total",
+            &[
+                ("rule", "cart_abandonment"),
+                ("severity", "WARNING"),
+                ("status", status),
+            ],
+        )
+    };
+    assert_eq!((counted("FIRING"), counted("RESOLVED")), (1.0, 1.0));
+    assert_eq!(
+        h.metric(
+            "alerts_firing",
+            &[("rule", "cart_abandonment"), ("severity", "WARNING")]
+        ),
+        0.0
+    );
+}
+
+#[test]
+fn a_purchase_within_the_deadline_cancels_the_cart_alert() {
+    let mut h = Harness::new(CART_10M);
+    h.event(event("b1", "bob", EventType::AddToCart, T0));
+    h.event(purchase("b2", "bob", T0 + 5 * MINUTE, 20.0));
+    h.tick(T0 + 60 * MINUTE, T0 + 60 * MINUTE);
+    assert!(h.alerts().is_empty());
+}
+
+#[test]
+fn a_partition_behind_the_deadline_waits_for_its_backlog_before_alerting() {
+    let mut h = Harness::new(CART_10M);
+    h.event(event("c1", "carl", EventType::AddToCart, T0));
+    h.event(event("d1", "dora", EventType::AddToCart, T0));
+    // The wall clock is past both deadlines, the partition's backlog is not.
+    h.tick(T0, T0 + 60 * MINUTE);
+    assert!(h.alerts().is_empty());
+    h.event(purchase("c2", "carl", T0 + 5 * MINUTE, 20.0));
+    h.event(event("x1", "xena", EventType::PageView, T0 + 11 * MINUTE));
+    h.tick(T0 + 11 * MINUTE, T0 + 61 * MINUTE);
+    let alerts = h.alerts();
+    let who: Vec<_> = alerts
+        .iter()
+        .map(|a| a.customer_id.as_deref().unwrap())
+        .collect();
+    assert_eq!(who, ["dora"]);
+}
+
+#[test]
+fn a_detractor_alert_carries_context_suppresses_repeats_and_expires_after_the_cooldown() {
+    let mut h = Harness::new("[detractor_feedback]\ncooldown = \"1h\"\n");
+    h.event(purchase("p1", "carol", T0, 120.0));
+    h.session(SessionSummary {
+        session_id: "s1".into(),
+        customer_id: "carol".into(),
+        end: T0 + MINUTE,
+        event_count: 3,
+        entry_channel: "WEB".into(),
+        furthest_step: FunnelStep::Purchase,
+        revenue: 120.0,
+        ..SessionSummary::default()
+    });
+    h.stage(change(
+        "g1",
+        "carol",
+        Some(Stage::Purchase),
+        Stage::PostPurchase,
+        T0 + MINUTE,
+    ));
+    h.event(feedback(
+        "f1",
+        "carol",
+        T0 + 2 * MINUTE,
+        2,
+        "Delivery was late",
+    ));
+    let fired = h.alerts();
+    assert_eq!(
+        statuses(&fired),
+        [("detractor_feedback", AlertStatus::Firing)]
+    );
+    let alert = &fired[0];
+    assert_eq!(alert.context["feedback_text"], "Delivery was late");
+    assert_eq!(alert.context["stage"], "POST_PURCHASE");
+    assert_eq!(alert.context["lifetime_value"], "120.00");
+    assert_eq!(alert.context["last_session_id"], "s1");
+    assert!(alert.action_plan.as_deref().unwrap().contains("24 hours"));
+
+    h.event(feedback("f2", "carol", T0 + 30 * MINUTE, 1, "Still late"));
+    assert!(h.alerts().is_empty());
+    assert_eq!(
+        h.metric("alerts_suppressed_total", &[("rule", "detractor_feedback")]),
+        1.0
+    );
+
+    h.tick(T0 + 62 * MINUTE, T0 + 62 * MINUTE);
+    let expired = h.alerts();
+    assert_eq!(
+        statuses(&expired),
+        [("detractor_feedback", AlertStatus::Resolved)]
+    );
+    assert_eq!(expired[0].alert_id, alert.alert_id);
+    assert!(expired[0].context["resolution"].starts_with("expired"));
+
+    h.event(feedback(
+        "f3",
+        "carol",
+        T0 + 70 * MINUTE,
+        3,
+        "Late once more",
+    ));
+    let again = h.alerts();
+    assert_eq!(
+        statuses(&again),
+        [("detractor_feedback", AlertStatus::Firing)]
+    );
+    assert_ne!(again[0].alert_id, alert.alert_id);
+    h.event(feedback(
+        "f4",
+        "carol",
+        T0 + 80 * MINUTE,
+        9,
+        "Sorted, thanks",
+    ));
+    assert_eq!(
+        statuses(&h.alerts()),
+        [("detractor_feedback", AlertStatus::Resolved)]
+    );
+}
+
+#[test]
+fn the_same_inputs_give_the_same_alert_ids() {
+    let ids: Vec<Vec<String>> = (0..2)
+        .map(|_| {
+            let mut h = Harness::new("");
+            h.event(feedback("f1", "carol", T0, 0, "no"));
+            h.event(feedback("f1", "dave", T0, 0, "no"));
+            h.alerts().into_iter().map(|a| a.alert_id).collect()
+        })
+        .collect();
+    assert_eq!(ids[0], ids[1]);
+    assert_ne!(ids[0][0], ids[0][1]);
+}
+
+#[test]
+fn a_disabled_rule_raises_nothing() {
+    let mut h = Harness::new("[detractor_feedback]\nenabled = false\n");
+    h.event(feedback("f1", "carol", T0, 0, "awful"));
+    assert!(h.alerts().is_empty());
+}
+
+#[test]
+fn a_valued_customer_entering_churn_risk_alerts_until_they_leave_it() {
+    let mut h = Harness::new("");
+    h.event(purchase("p1", "vip", T0, 400.0));
+    h.event(purchase("p2", "vip", T0 + MINUTE, 300.0));
+    h.event(purchase("p3", "small", T0, 20.0));
+    h.stage(change(
+        "g1",
+        "vip",
+        Some(Stage::Loyal),
+        Stage::ChurnRisk,
+        T0 + 90 * MINUTE,
+    ));
+    h.stage(change(
+        "g2",
+        "small",
+        Some(Stage::Loyal),
+        Stage::ChurnRisk,
+        T0 + 90 * MINUTE,
+    ));
+    let fired = h.alerts();
+    assert_eq!(
+        statuses(&fired),
+        [("valued_customer_churn_risk", AlertStatus::Firing)]
+    );
+    assert_eq!(fired[0].customer_id.as_deref(), Some("vip"));
+    assert_eq!(fired[0].context["lifetime_value"], "700.00");
+    assert_eq!(fired[0].context["previous_stage"], "LOYAL");
+    h.stage(change(
+        "g3",
+        "vip",
+        Some(Stage::ChurnRisk),
+        Stage::WinBack,
+        T0 + 100 * MINUTE,
+    ));
+    let resolved = h.alerts();
+    assert_eq!(
+        statuses(&resolved),
+        [("valued_customer_churn_risk", AlertStatus::Resolved)]
+    );
+    assert_eq!(resolved[0].context["resolution"], "moved to WIN_BACK");
+}
+
+#[test]
+fn a_complaint_surge_fires_for_the_window_and_resolves_after_a_quiet_one() {
+    let mut h = Harness::new("[complaint_surge]\nwindow = \"15m\"\nthreshold = 3\n");
+    let start = T0 - T0.rem_euclid(15 * MINUTE);
+    for i in 0..3 {
+        let at = start + i * MINUTE;
+        h.event(event(
+            &format!("s{i}"),
+            &format!("c{i}"),
+            EventType::SupportContact,
+            at,
+        ));
+    }
+    h.event(feedback("f1", "c9", start + 4 * MINUTE, 1, "angry"));
+    let detractor = h.alerts();
+    assert_eq!(
+        statuses(&detractor),
+        [("detractor_feedback", AlertStatus::Firing)]
+    );
+    h.tick(start + 15 * MINUTE, start + 15 * MINUTE);
+    let surge = h.alerts();
+    assert_eq!(statuses(&surge), [("complaint_surge", AlertStatus::Firing)]);
+    assert_eq!(surge[0].customer_id, None);
+    assert_eq!(surge[0].context["scope"], "partition 0");
+    assert_eq!(surge[0].context["count"], "4");
+    h.tick(start + 30 * MINUTE, start + 30 * MINUTE);
+    assert_eq!(
+        statuses(&h.alerts()),
+        [("complaint_surge", AlertStatus::Resolved)]
+    );
+    h.tick(start + 90 * MINUTE, start + 90 * MINUTE);
+    assert!(h.alerts().is_empty());
+}
+
+#[test]
+fn the_dead_letter_rate_counts_every_dead_letter_record_as_it_is() {
+    let mut h = Harness::new("[dead_letter_rate]\nwindow = \"5m\"\nthreshold = 2\n");
+    let start = T0 - T0.rem_euclid(5 * MINUTE);
+    for i in 0..3 {
+        h.feed(DEAD, "k", b"not even avro", start + i * 1_000);
+    }
+    // A record of the next window closes this one without waiting for the timer.
+    h.feed(DEAD, "k", b"x", start + 5 * MINUTE);
+    let fired = h.alerts();
+    assert_eq!(
+        statuses(&fired),
+        [("dead_letter_rate", AlertStatus::Firing)]
+    );
+    assert_eq!(fired[0].severity.as_str(), "CRITICAL");
+    h.tick(start + 10 * MINUTE, start + 10 * MINUTE);
+    assert_eq!(
+        statuses(&h.alerts()),
+        [("dead_letter_rate", AlertStatus::Resolved)]
+    );
+}
+
+#[test]
+fn a_channel_converting_far_below_its_baseline_fires_and_recovers() {
+    let mut h = Harness::new(
+        "[funnel_conversion_drop]\nwindow = \"1h\"\nbaseline_windows = 2\ndrop_percent = 50.0\nmin_sessions = 5\n",
+    );
+    let hour = 60 * MINUTE;
+    let start = T0 - T0.rem_euclid(hour);
+    let mut n = 0;
+    let mut window = |h: &mut Harness, w: i64, conversions: i64| {
+        for i in 0..10 {
+            n += 1;
+            h.session(SessionSummary {
+                session_id: format!("s{n}"),
+                customer_id: format!("c{n}"),
+                end: start + w * hour + i * MINUTE,
+                entry_channel: "WEB".into(),
+                furthest_step: if i < conversions {
+                    FunnelStep::Purchase
+                } else {
+                    FunnelStep::Cart
+                },
+                ..SessionSummary::default()
+            });
+        }
+        h.tick(start + (w + 1) * hour, start + (w + 1) * hour);
+        h.alerts()
+    };
+    assert!(window(&mut h, 0, 5).is_empty());
+    assert!(window(&mut h, 1, 5).is_empty());
+    let fired = window(&mut h, 2, 1);
+    assert_eq!(
+        statuses(&fired),
+        [("funnel_conversion_drop", AlertStatus::Firing)]
+    );
+    assert_eq!(fired[0].context["scope"], "partition 0 channel WEB");
+    assert_eq!(fired[0].context["conversion_percent"], "10.0");
+    assert_eq!(fired[0].context["baseline_percent"], "50.0");
+    // Still low: no second alert.
+    assert!(window(&mut h, 3, 1).is_empty());
+    let resolved = window(&mut h, 4, 6);
+    assert_eq!(
+        statuses(&resolved),
+        [("funnel_conversion_drop", AlertStatus::Resolved)]
+    );
+    assert_eq!(resolved[0].alert_id, fired[0].alert_id);
+}
+
+#[test]
+fn a_revoked_partition_leaves_the_firing_gauge() {
+    let mut h = Harness::new("");
+    h.event(feedback("f1", "carol", T0, 0, "no"));
+    let gauge = |h: &Harness| {
+        h.metric(
+            "alerts_firing",
+            &[("rule", "detractor_feedback"), ("severity", "CRITICAL")],
+        )
+    };
+    assert_eq!(gauge(&h), 1.0);
+    h.alerting.on_revoked(PARTITION);
+    assert_eq!(gauge(&h), 0.0);
+    // Assigned again: the count comes back from state on first sight.
+    h.event(event("e1", "dave", EventType::PageView, T0 + 1));
+    assert_eq!(gauge(&h), 1.0);
+}

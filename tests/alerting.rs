@@ -1,0 +1,358 @@
+//! Alerting end to end on a real broker: events in, alerts on the topic, on
+//! `/metrics`, at a webhook receiver in Alertmanager's format, and firing in
+//! a real Prometheus evaluating `deploy/prometheus/rules/cx.yml`, which sends
+//! it through a real Alertmanager to the same receiver.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use journey_core::codec::Codec;
+use journey_core::config::ConfigSource;
+use journey_core::contract::{
+    Alert, AlertStatus, Channel, CustomerEvent, EventType, Feedback, Order, Product,
+};
+use journey_core::runtime::now_millis;
+use journey_tests::{collect, free_port, http_get, metric, produce, repo_root, Broker};
+use tokio_util::sync::CancellationToken;
+
+/// A webhook receiver answering 200 to every POST; sends each body on.
+fn receiver() -> (String, mpsc::Receiver<serde_json::Value>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/alerts", listener.local_addr().unwrap());
+    let (bodies, received) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+                if line == "\r\n" || line.is_empty() {
+                    break;
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            if bodies.send(serde_json::from_slice(&body).unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    (url, received)
+}
+
+/// A process killed when dropped, with its scratch directory.
+struct Daemon {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Starts `binary` with `config` written to `config_file` in a scratch
+    /// directory; `args` may use `{dir}` and `{addr}`.
+    fn start(binary: &str, config_file: &str, config: &str, args: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(config_file), config).unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let child = Command::new(binary)
+            .args(args.iter().map(|a| {
+                a.replace("{dir}", &dir.path().display().to_string())
+                    .replace("{addr}", &addr.to_string())
+            }))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("starting {binary} (Debian's prometheus packages: scripts/setup.sh): {e}")
+            });
+        Daemon {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An Alertmanager sending every alert to the webhook at `url` at once.
+fn alertmanager(url: &str) -> Daemon {
+    let config = format!(
+        "route:\n  receiver: alertmanager\n  group_by: [alertname]\n  group_wait: 1s\n  group_interval: 1s\n\
+         receivers:\n  - name: alertmanager\n    webhook_configs:\n      - url: {url}\n"
+    );
+    Daemon::start(
+        "prometheus-alertmanager",
+        "alertmanager.yml",
+        &config,
+        &[
+            "--config.file={dir}/alertmanager.yml",
+            "--storage.path={dir}/data",
+            "--web.listen-address={addr}",
+            "--cluster.listen-address=",
+        ],
+    )
+}
+
+/// A Prometheus scraping `target` every second, evaluating the
+/// repository's CX alerting rules and sending alerts to `alertmanager`.
+fn prometheus(target: SocketAddr, alertmanager: SocketAddr) -> Daemon {
+    let rules = repo_root().join("deploy/prometheus/rules/cx.yml");
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+         rule_files:\n  - {}\n\
+         alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: [\"{alertmanager}\"]\n\
+         scrape_configs:\n  - job_name: journey\n    static_configs:\n      - targets: [\"{target}\"]\n        labels:\n          service: alerting\n",
+        rules.display()
+    );
+    Daemon::start(
+        "prometheus",
+        "prometheus.yml",
+        &config,
+        &[
+            "--config.file={dir}/prometheus.yml",
+            "--storage.tsdb.path={dir}/data",
+            "--web.listen-address={addr}",
+        ],
+    )
+}
+
+/// The names of the alerts firing in the Prometheus at `addr`.
+async fn firing(addr: SocketAddr) -> Vec<String> {
+    let Ok((200, body)) = http_get(addr, "/api/v1/alerts").await else {
+        return Vec::new();
+    };
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    answer["data"]["alerts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["state"] == "firing")
+        .filter_map(|a| a["labels"]["alertname"].as_str().map(String::from))
+        .collect()
+}
+
+fn event(id: &str, customer: &str, event_type: EventType, at: i64) -> CustomerEvent {
+    CustomerEvent {
+        event_id: id.into(),
+        event_type,
+        occurred_at: at,
+        customer_id: Some(customer.into()),
+        channel: Channel::Web,
+        ..CustomerEvent::default()
+    }
+}
+
+async fn send(kafka: &journey_core::config::KafkaConfig, events: &[CustomerEvent]) {
+    let codec = Codec::builtin();
+    let records: Vec<(String, Vec<u8>, i64)> = events
+        .iter()
+        .map(|e| {
+            let key = e.customer_key().unwrap().to_string();
+            (key, codec.encode(e).unwrap(), e.occurred_at)
+        })
+        .collect();
+    produce(kafka, "journey.events", &records).await.unwrap();
+}
+
+/// Polls `check` every 100 ms until it holds; fails after `limit`.
+async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_become_alerts_on_the_topic_metrics_webhook_and_prometheus() {
+    let broker = Broker::start();
+    let kafka = broker.kafka();
+    let state = tempfile::tempdir().unwrap();
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let (webhook, notifications) = receiver();
+    let rules = state.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[cart_abandonment]\nafter = \"2s\"\n\n[complaint_surge]\nwindow = \"10s\"\nthreshold = 2\n",
+    )
+    .unwrap();
+    let config = state.path().join("journey.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\nbootstrap_servers = \"{}\"\npartitions = 3\n\n\
+             [runtime]\nstate_dir = \"{}\"\ncommit_interval = \"200ms\"\ntick_interval = \"100ms\"\nidle_timeout = \"1s\"\n\n\
+             [alerting]\nhttp_listen = \"{http}\"\ngroup_id = \"alerting-e2e\"\nrules_file = \"{}\"\n\n\
+             [[alerting.webhooks]]\nname = \"cx\"\nurl = \"{webhook}\"\n",
+            broker.bootstrap,
+            state.path().display(),
+            rules.display()
+        ),
+    )
+    .unwrap();
+    let source = ConfigSource::load(Some(&config)).unwrap();
+    let common = source.common().unwrap();
+    let topics = journey_core::kafka::pipeline_topics(&common.topics, 3);
+    journey_core::kafka::ensure_topics(&kafka, &topics)
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    let service = tokio::spawn(journey_alerting::run(source, stop.clone()));
+    let alertmanager = alertmanager(&webhook);
+    let prometheus = prometheus(http, alertmanager.addr);
+    let prometheus_at = prometheus.addr;
+
+    let t = now_millis();
+    let mut cart = event("a1", "alice", EventType::AddToCart, t);
+    cart.product = Some(Product {
+        product_id: "sku-1".into(),
+        ..Product::default()
+    });
+    let mut detractor = event("c1", "carol", EventType::Feedback, t);
+    detractor.feedback = Some(Feedback {
+        nps: Some(2),
+        comment: Some("Delivery was late".into()),
+        ..Feedback::default()
+    });
+    // Dave's contacts share a partition: a surge there.
+    let contacts: Vec<CustomerEvent> = (0..3)
+        .map(|i| event(&format!("d{i}"), "dave", EventType::SupportContact, t + i))
+        .collect();
+    send(&kafka, &[cart, detractor]).await;
+    send(&kafka, &contacts).await;
+
+    let cart_fired = "journey_alerting_alerts_total{rule=\"cart_abandonment\",severity=\"WARNING\",status=\"FIRING\"}";
+    eventually("the cart alert", Duration::from_secs(60), || async move {
+        metric(http, cart_fired).await == Some(1.0)
+    })
+    .await;
+    let mut purchase = event("a2", "alice", EventType::Purchase, now_millis());
+    purchase.order = Some(Order {
+        order_id: "o-1".into(),
+        revenue: 40.0,
+        currency: "EUR".into(),
+        item_count: Some(1),
+    });
+    send(&kafka, &[purchase]).await;
+
+    eventually(
+        "JourneyComplaintSurge firing in Prometheus",
+        Duration::from_secs(60),
+        || async move {
+            firing(prometheus_at)
+                .await
+                .contains(&"JourneyComplaintSurge".to_string())
+        },
+    )
+    .await;
+
+    let wait = Duration::from_secs(60);
+    let alerts = collect::<Alert>(&kafka, "journey.alerts", 5, wait, Duration::from_secs(3))
+        .await
+        .unwrap();
+    let mut seen: Vec<(&str, AlertStatus, Option<&str>)> = alerts
+        .iter()
+        .map(|a| (a.rule.as_str(), a.status, a.customer_id.as_deref()))
+        .collect();
+    seen.sort_by_key(|(rule, status, _)| (*rule, *status == AlertStatus::Resolved));
+    assert_eq!(
+        seen,
+        [
+            ("cart_abandonment", AlertStatus::Firing, Some("alice")),
+            ("cart_abandonment", AlertStatus::Resolved, Some("alice")),
+            ("complaint_surge", AlertStatus::Firing, None),
+            ("complaint_surge", AlertStatus::Resolved, None),
+            ("detractor_feedback", AlertStatus::Firing, Some("carol")),
+        ]
+    );
+    let carol = alerts
+        .iter()
+        .find(|a| a.rule == "detractor_feedback")
+        .unwrap();
+    assert_eq!(carol.context["feedback_text"], "Delivery was late");
+    assert!(carol.action_plan.is_some());
+
+    let delivered =
+        "journey_alerting_webhook_notifications_total{outcome=\"delivered\",receiver=\"cx\"}";
+    eventually(
+        "five webhook deliveries",
+        Duration::from_secs(10),
+        || async move { metric(http, delivered).await == Some(5.0) },
+    )
+    .await;
+    let (status, metrics) = http_get(http, "/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    for line in [
+        "journey_alerting_alerts_total{rule=\"detractor_feedback\",severity=\"CRITICAL\",status=\"FIRING\"} 1",
+        "journey_alerting_alerts_total{rule=\"cart_abandonment\",severity=\"WARNING\",status=\"RESOLVED\"} 1",
+        "journey_alerting_alerts_firing{rule=\"detractor_feedback\",severity=\"CRITICAL\"} 1",
+        "journey_alerting_alerts_firing{rule=\"cart_abandonment\",severity=\"WARNING\"} 0",
+    ] {
+        assert!(metrics.contains(line), "no `{line}` in\n{metrics}");
+    }
+    assert!(
+        !metrics.contains("alice") && !metrics.contains("carol"),
+        "a customer id in a label"
+    );
+
+    let mut received: Vec<serde_json::Value> = notifications.try_iter().collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !received.iter().any(|n| n["receiver"] == "alertmanager") {
+        assert!(
+            Instant::now() < deadline,
+            "Alertmanager sent nothing: {received:?}"
+        );
+        received.extend(notifications.recv_timeout(Duration::from_millis(200)));
+    }
+    // Prometheus, through Alertmanager, in the same format as the service.
+    let surge = received
+        .iter()
+        .find(|n| n["receiver"] == "alertmanager")
+        .unwrap();
+    assert_eq!(surge["version"], "4");
+    assert_eq!(surge["groupLabels"]["alertname"], "JourneyComplaintSurge");
+    assert_eq!(
+        surge["alerts"][0]["annotations"]["runbook_url"],
+        "deploy/runbooks/complaint-surge.md"
+    );
+    received.retain(|n| n["receiver"] == "cx");
+    assert_eq!(received.len(), 5);
+    let detractor = received
+        .iter()
+        .find(|n| n["groupLabels"]["alertname"] == "detractor_feedback")
+        .expect("the detractor notification");
+    assert_eq!(detractor["version"], "4");
+    assert_eq!(detractor["status"], "firing");
+    assert_eq!(detractor["receiver"], "cx");
+    assert_eq!(detractor["alerts"][0]["labels"]["customer_id"], "carol");
+    assert_eq!(
+        detractor["alerts"][0]["annotations"]["feedback_text"],
+        "Delivery was late"
+    );
+
+    stop.cancel();
+    service.await.unwrap().unwrap();
+}
