@@ -3,8 +3,10 @@
 source "$(dirname "$0")/common.sh"
 
 # librocksdb-sys generates bindings with libclang; rdkafka-sys builds librdkafka with make.
-# docker-compose validates docker-compose.yml in the tests (no Docker engine needed).
-packages=(libclang-dev build-essential pkg-config docker-compose)
+# The deployment checks use the real tools: docker-compose resolves
+# docker-compose.yml (no Docker engine needed), promtool and amtool check
+# deploy/, and tests/alerting.rs runs a real Prometheus and Alertmanager.
+packages=(libclang-dev build-essential pkg-config docker-compose prometheus prometheus-alertmanager)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -13,17 +15,8 @@ if ((${#missing[@]})); then
   log "installing Debian packages: ${missing[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
-
-# promtool and amtool check deploy/ (tests/observability.rs); tests/alerting.rs
-# runs a real prometheus. Debian starts both as services where systemd runs.
-if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null; then
-  log "installing Debian packages: prometheus prometheus-alertmanager"
-  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
-  $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-    prometheus prometheus-alertmanager >/dev/null
+    "${missing[@]}" >/dev/null
 fi
 
 "$ROOT/scripts/nisshi.sh" install

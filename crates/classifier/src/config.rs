@@ -17,7 +17,8 @@ pub struct ClassifierConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rules_file: Option<PathBuf>,
     /// Base URL other instances redirect queries to, e.g. `http://classifier-0:9103`;
-    /// unset: `http://<http_listen>`.
+    /// unset: `http://<http_listen>`, with this machine's host name when
+    /// listening on every address (`0.0.0.0`), as in a container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advertised_url: Option<String>,
 }
@@ -37,6 +38,14 @@ impl ClassifierConfig {
     /// The URL this instance advertises, checked.
     pub fn advertised_url(&self) -> anyhow::Result<String> {
         match &self.advertised_url {
+            None if self.http_listen.ip().is_unspecified() => {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|name| name.trim().to_string())
+                    .ok()
+                    .filter(|name| !name.is_empty())
+                    .unwrap_or_else(|| "127.0.0.1".into());
+                Ok(format!("http://{host}:{}", self.http_listen.port()))
+            }
             None => Ok(format!("http://{}", self.http_listen)),
             Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
                 Ok(url.trim_end_matches('/').to_string())
@@ -45,5 +54,22 @@ impl ClassifierConfig {
                 "invalid configuration: field `classifier.advertised_url`: `{url}` is not an http(s) URL"
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_instance_listening_everywhere_advertises_its_host_name() {
+        let config = ClassifierConfig {
+            http_listen: SocketAddr::from(([0, 0, 0, 0], 9103)),
+            ..ClassifierConfig::default()
+        };
+        let url = config.advertised_url().unwrap();
+        assert!(url.ends_with(":9103") && !url.contains("0.0.0.0"), "{url}");
+        let local = ClassifierConfig::default().advertised_url().unwrap();
+        assert_eq!(local, "http://127.0.0.1:9103");
     }
 }
