@@ -96,7 +96,8 @@ mod tests {
 
     #[test]
     fn a_bad_value_names_its_field() {
-        let cases: [(&str, fn(&mut SessionizerConfig)); 3] = [
+        type Breaks = fn(&mut SessionizerConfig);
+        let cases: [(&str, Breaks); 3] = [
             ("sessionizer.gap", |c| c.gap = Duration::ZERO),
             ("sessionizer.max_session", |c| {
                 c.max_session = Duration::from_secs(60)
