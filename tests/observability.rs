@@ -140,8 +140,19 @@ fn service_registries() -> Vec<(&'static str, Registry)> {
     );
     let sessionizer = with_runtime(journey_sessionizer::NAME);
     journey_sessionizer::Sessionizer::new(
-        journey_sessionizer::Windows { gap: 1, grace: 0 },
-        topics.sessions.clone(),
+        journey_sessionizer::Windows {
+            gap: 1,
+            grace: 0,
+            max_session: 1,
+        },
+        None,
+        journey_sessionizer::SessionizerTopics {
+            events: topics.events.clone(),
+            identities: topics.identities.clone(),
+            folds: "journey-sessionizer-merge-repartition".into(),
+            sessions: topics.sessions.clone(),
+            late_events: topics.late_events.clone(),
+        },
         &sessionizer,
     );
     let classifier = with_runtime(journey_classifier::NAME);

@@ -61,6 +61,8 @@ pub struct TopicsConfig {
     pub identities: String,
     /// Closed session summaries.
     pub sessions: String,
+    /// Events that arrived after their session was final, as they came, keyed by customer.
+    pub late_events: String,
     /// Journey stage transitions.
     pub stage_changes: String,
     /// Alerts for CX staff and SREs.
@@ -76,6 +78,7 @@ impl Default for TopicsConfig {
             events: "journey.events".into(),
             identities: "journey.identities".into(),
             sessions: "journey.sessions".into(),
+            late_events: "journey.events.late".into(),
             stage_changes: "journey.stage-changes".into(),
             alerts: "journey.alerts".into(),
             dead_letters: "journey.dead-letters".into(),

@@ -217,6 +217,9 @@ pub struct SessionSummary {
     pub furthest_step: FunnelStep,
     #[serde(default)]
     pub engaged: bool,
+    /// An early update of a session still open; the final summary has `false`.
+    #[serde(default)]
+    pub interim: bool,
 }
 
 /// A customer's journey stage.

@@ -141,6 +141,7 @@ pub fn pipeline_topics(topics: &TopicsConfig, partitions: i32) -> Vec<TopicSpec>
         &topics.events,
         &topics.identities,
         &topics.sessions,
+        &topics.late_events,
         &topics.stage_changes,
         &topics.alerts,
         &topics.dead_letters,

@@ -2,30 +2,39 @@
 //!
 //! Reads validated events keyed by customer, groups each customer's events
 //! into sessions separated by an inactivity gap (late events within a grace
-//! period still join or merge sessions), and emits one summary per session
-//! when it is final. Quiet partitions still close their sessions: the runtime
-//! moves stream time on with the wall clock after an idle timeout.
+//! period still join or merge sessions; sessions never outlast a maximum
+//! length), and emits one summary per session when it is final; optionally
+//! interim summaries before. Events too late for their session go to a
+//! late-events topic. Quiet partitions still close their sessions: the
+//! runtime moves stream time on with the wall clock after an idle timeout.
+//! Identity merges from ingest fold an anonymous visitor's open sessions into
+//! the customer's.
 //!
 //! ```
-//! use journey_sessionizer::{Session, Windows};
+//! use journey_sessionizer::{Placement, Session, Windows};
 //! use journey_core::contract::CustomerEvent;
 //!
-//! let windows = Windows { gap: 1_800_000, grace: 300_000 };
+//! let windows = Windows { gap: 1_800_000, grace: 300_000, max_session: 86_400_000 };
 //! let mut open = Vec::new();
 //! let event = CustomerEvent { occurred_at: 0, ..CustomerEvent::default() };
-//! windows.place(&mut open, Session::of(&event), 0);
+//! assert!(matches!(windows.place_event(&mut open, Session::of(&event), 0), Placement::Placed(_)));
 //! assert_eq!(windows.take_final(&mut open, 2_100_001).len(), 1);
 //! ```
 
 mod config;
+mod fold;
+mod metrics;
 mod processor;
 mod session;
 mod window;
 
 pub use config::SessionizerConfig;
-pub use processor::Sessionizer;
-pub use session::Session;
-pub use window::{Placement, Windows};
+pub use fold::{Fold, FOLD_MEMORY_MS};
+pub use processor::{
+    session_id, Sessionizer, SessionizerTopics, LATE_CLOSE_TIME_HEADER, LATE_STREAM_TIME_HEADER,
+};
+pub use session::{event_hash, Session};
+pub use window::{Placed, Placement, Windows};
 
 use journey_core::config::ConfigSource;
 use journey_core::service::{self, ServiceSpec};
@@ -39,19 +48,23 @@ pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> anyhow::R
     let common = source.common()?;
     let config: SessionizerConfig = source.section(NAME)?;
     let registry = journey_core::metrics::registry(NAME);
-    let windows = Windows {
-        gap: config.gap.as_millis() as i64,
-        grace: config.grace.as_millis() as i64,
+    let windows = config.windows()?;
+    let topics = SessionizerTopics {
+        events: common.topics.events.clone(),
+        identities: common.topics.identities.clone(),
+        folds: format!("{}-merge-repartition", config.group_id),
+        sessions: common.topics.sessions.clone(),
+        late_events: common.topics.late_events.clone(),
     };
-    let processor = Sessionizer::new(windows, common.topics.sessions.clone(), &registry);
+    let processor = Sessionizer::new(windows, config.early_updates(), topics.clone(), &registry);
     let spec = ServiceSpec {
         name: NAME,
         common: &common,
         http_listen: config.http_listen,
         group_id: config.group_id.clone(),
         store: "sessions",
-        inputs: vec![common.topics.events.clone()],
-        internal_inputs: Vec::new(),
+        inputs: vec![topics.events, topics.identities, topics.folds.clone()],
+        internal_inputs: vec![topics.folds],
         registry,
         routes: Default::default(),
     };

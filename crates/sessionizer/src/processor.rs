@@ -1,45 +1,89 @@
 //! The sessionizer processor: open sessions per customer in state, closed by
 //! event-time timers.
 //!
-//! State: `s<customer>` holds the customer's open sessions, sorted by start.
-//! Each open session has an event-time timer, keyed by customer, due one
+//! State: `s<customer>` holds the customer's open sessions, sorted by start;
+//! `f<merge id>` remembers an identity fold already applied (see [`crate::fold`]).
+//! Each open session has an event-time timer keyed `s<customer>`, due one
 //! millisecond after its close time.
+//!
+//! Repeats: the runtime never applies an input record twice (records whose
+//! offsets the state already reflects are skipped), but an upstream service
+//! that crashes re-sends its outputs, so the events topic may hold an event
+//! twice at two offsets. Each open session therefore keeps the hashes of its
+//! event ids and drops a repeat; a repeat of an event whose session already
+//! closed is late, and goes to the late-events topic.
 
 use journey_core::ids;
 use journey_core::runtime::{Context, InputRecord, ProcessError, Processor};
 use journey_core::state::Clock;
-use prometheus::{IntCounter, Registry};
+use prometheus::Registry;
 
+use crate::metrics::Metrics;
 use crate::session::Session;
-use crate::window::{Placement, Windows};
+use crate::window::{Placed, Placement, Windows};
 
-const SESSIONS: u8 = b's';
+/// State key and timer key tag of a customer's open sessions.
+pub(crate) const SESSIONS: u8 = b's';
+/// State key and timer key tag of an applied fold.
+pub(crate) const FOLDS: u8 = b'f';
+
+/// Header of a late event: close time (ms) of the final session it belonged to.
+pub const LATE_CLOSE_TIME_HEADER: &str = "journey.late.close_time";
+/// Header of a late event: the partition's stream time (ms) when it arrived.
+pub const LATE_STREAM_TIME_HEADER: &str = "journey.late.stream_time";
+
+/// The topics the sessionizer reads and writes.
+#[derive(Debug, Clone)]
+pub struct SessionizerTopics {
+    /// Validated events keyed by customer (input).
+    pub events: String,
+    /// Identity merges keyed by anonymous id (input).
+    pub identities: String,
+    /// The sessionizer's own repartition topic: anonymous open sessions keyed
+    /// by the customer they fold into (input and output).
+    pub folds: String,
+    /// Session summaries (output).
+    pub sessions: String,
+    /// Late events as they came (output).
+    pub late_events: String,
+}
 
 /// Builds sessions per customer and emits each one's summary when final.
 pub struct Sessionizer {
-    windows: Windows,
-    output_topic: String,
-    closed: IntCounter,
-    late: IntCounter,
+    pub(crate) windows: Windows,
+    /// Least stream time between two interim summaries of a session, if they are on.
+    early_updates: Option<i64>,
+    pub(crate) topics: SessionizerTopics,
+    pub(crate) metrics: Metrics,
+}
+
+/// `tag` followed by `id`: a state key and a timer key.
+pub(crate) fn tagged(tag: u8, id: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(id.len() + 1);
+    key.push(tag);
+    key.extend_from_slice(id);
+    key
+}
+
+/// The deterministic id of the session of `customer` starting at `start`.
+pub fn session_id(customer: &str, start: i64) -> String {
+    ids::derive(&[customer.as_bytes(), &start.to_be_bytes()])
 }
 
 impl Sessionizer {
-    /// A sessionizer emitting summaries to `output_topic`.
-    pub fn new(windows: Windows, output_topic: String, registry: &Registry) -> Self {
-        let counter = |name: &str, help: &str| {
-            journey_core::metrics::register(
-                registry,
-                IntCounter::new(name, help).expect("valid metric"),
-            )
-        };
+    /// A sessionizer over `topics`; `early_updates` is the least stream time
+    /// between two interim summaries of a session, `None` for final ones only.
+    pub fn new(
+        windows: Windows,
+        early_updates: Option<i64>,
+        topics: SessionizerTopics,
+        registry: &Registry,
+    ) -> Self {
         Sessionizer {
             windows,
-            output_topic,
-            closed: counter("sessions_closed_total", "Sessions closed and summarised."),
-            late: counter(
-                "late_events_total",
-                "Events that arrived after their session was final.",
-            ),
+            early_updates,
+            topics,
+            metrics: Metrics::new(registry),
         }
     }
 
@@ -47,10 +91,94 @@ impl Sessionizer {
     fn timer_at(&self, end: i64) -> i64 {
         self.windows.close_time(end).saturating_add(1)
     }
-}
 
-fn session_key(customer: &str) -> Vec<u8> {
-    [&[SESSIONS], customer.as_bytes()].concat()
+    /// Moves the close timers of `key` (tagged customer) after `placed` changed `open`.
+    pub(crate) fn rearm(
+        &self,
+        ctx: &mut Context<'_>,
+        key: &[u8],
+        open: &[Session],
+        placed: &Placed,
+    ) {
+        for &close in &placed.replaced_close_times {
+            // Sessions ending together share a timer: keep it while one is left.
+            if !open.iter().any(|s| self.windows.close_time(s.end) == close) {
+                ctx.cancel_timer(Clock::Event, close.saturating_add(1), key);
+            }
+        }
+        ctx.set_timer(Clock::Event, self.timer_at(open[placed.index].end), key);
+        if placed.capped {
+            self.metrics.split.inc();
+        }
+    }
+
+    fn on_event(
+        &mut self,
+        record: &InputRecord<'_>,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), ProcessError> {
+        let (event, customer) = ctx.customer_event(record)?;
+        let stream_time = ctx.stream_time();
+        let key = tagged(SESSIONS, customer.as_bytes());
+        let mut open: Vec<Session> = ctx.state().get(&key)?.unwrap_or_default();
+        match self
+            .windows
+            .place_event(&mut open, Session::of(&event), stream_time)
+        {
+            Placement::Late { close_time } => {
+                self.metrics.late.inc();
+                ctx.emit_raw_with_headers(
+                    &self.topics.late_events,
+                    customer.as_bytes(),
+                    record.payload.unwrap_or_default(),
+                    record.timestamp,
+                    &[
+                        (LATE_CLOSE_TIME_HEADER, close_time.to_string().as_bytes()),
+                        (LATE_STREAM_TIME_HEADER, stream_time.to_string().as_bytes()),
+                    ],
+                );
+            }
+            Placement::Duplicate => self.metrics.duplicates.inc(),
+            Placement::Placed(placed) => {
+                self.rearm(ctx, &key, &open, &placed);
+                if let Some(every) = self.early_updates {
+                    let session = &mut open[placed.index];
+                    if stream_time
+                        >= session
+                            .last_update
+                            .unwrap_or(session.start)
+                            .saturating_add(every)
+                    {
+                        session.last_update = Some(stream_time);
+                        let summary =
+                            session.summary(session_id(&customer, session.start), &customer, true);
+                        ctx.emit(&self.topics.sessions, &customer, &summary, session.end)?;
+                        self.metrics.interim.inc();
+                    }
+                }
+                ctx.state().put(&key, &open);
+            }
+        }
+        Ok(())
+    }
+
+    /// Emits the sessions of the customer under `key` that are final.
+    fn close_final(&mut self, key: &[u8], ctx: &mut Context<'_>) -> Result<(), ProcessError> {
+        let customer = String::from_utf8_lossy(&key[1..]).into_owned();
+        let mut open: Vec<Session> = ctx.state().get(key)?.unwrap_or_default();
+        let done = self.windows.take_final(&mut open, ctx.stream_time());
+        if open.is_empty() {
+            ctx.state().delete(key);
+        } else {
+            ctx.state().put(key, &open);
+        }
+        for session in done {
+            let summary = session.summary(session_id(&customer, session.start), &customer, false);
+            ctx.emit(&self.topics.sessions, &customer, &summary, session.end)?;
+            self.metrics.closed.inc();
+        }
+        Ok(())
+    }
 }
 
 impl Processor for Sessionizer {
@@ -59,58 +187,29 @@ impl Processor for Sessionizer {
         record: &InputRecord<'_>,
         ctx: &mut Context<'_>,
     ) -> Result<(), ProcessError> {
-        let (event, customer) = ctx.customer_event(record)?;
-        let stream_time = ctx.stream_time();
-        let key = session_key(&customer);
-        let mut open: Vec<Session> = ctx.state().get(&key)?.unwrap_or_default();
-        match self
-            .windows
-            .place(&mut open, Session::of(&event), stream_time)
-        {
-            Placement::Late => {
-                self.late.inc();
-                tracing::debug!(event_id = %event.event_id, "late event: its session is already final");
-            }
-            Placement::Placed {
-                index,
-                replaced_close_times,
-            } => {
-                for close in replaced_close_times {
-                    ctx.cancel_timer(Clock::Event, close.saturating_add(1), customer.as_bytes());
-                }
-                ctx.set_timer(
-                    Clock::Event,
-                    self.timer_at(open[index].end),
-                    customer.as_bytes(),
-                );
-                ctx.state().put(&key, &open);
-            }
+        if record.topic == self.topics.identities {
+            self.on_identity(record, ctx)
+        } else if record.topic == self.topics.folds {
+            self.on_fold(record, ctx)
+        } else {
+            self.on_event(record, ctx)
         }
-        Ok(())
     }
 
     fn on_timer(
         &mut self,
         _: Clock,
         _: i64,
-        customer: &[u8],
+        key: &[u8],
         ctx: &mut Context<'_>,
     ) -> Result<(), ProcessError> {
-        let customer = String::from_utf8_lossy(customer).into_owned();
-        let key = session_key(&customer);
-        let mut open: Vec<Session> = ctx.state().get(&key)?.unwrap_or_default();
-        let done = self.windows.take_final(&mut open, ctx.stream_time());
-        if open.is_empty() {
-            ctx.state().delete(&key);
-        } else {
-            ctx.state().put(&key, &open);
+        match key.first() {
+            Some(&SESSIONS) => self.close_final(key, ctx),
+            Some(&FOLDS) => {
+                ctx.state().delete(key);
+                Ok(())
+            }
+            _ => Err(anyhow::anyhow!("timer with an unknown key {key:?}").into()),
         }
-        for session in done {
-            let id = ids::derive(&[customer.as_bytes(), &session.start.to_be_bytes()]);
-            let summary = session.summary(id, &customer);
-            ctx.emit(&self.output_topic, &customer, &summary, session.end)?;
-            self.closed.inc();
-        }
-        Ok(())
     }
 }

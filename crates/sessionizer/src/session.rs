@@ -31,6 +31,10 @@ pub struct Session {
     pub nps: Vec<(i64, i32)>,
     pub csat: Vec<(i64, i32)>,
     pub furthest_step: FunnelStep,
+    /// Hashes of the session's event ids ([`event_hash`]), sorted: a repeat is dropped.
+    pub event_ids: Vec<u64>,
+    /// Stream time of the session's last interim summary, if one went out.
+    pub last_update: Option<i64>,
 }
 
 /// The event a session started with.
@@ -86,7 +90,14 @@ impl Session {
             nps: scores(feedback.and_then(|f| f.nps)),
             csat: scores(feedback.and_then(|f| f.csat)),
             furthest_step: step,
+            event_ids: vec![event_hash(&event.event_id)],
+            last_update: None,
         }
+    }
+
+    /// Whether the event with this [`event_hash`] is already in the session.
+    pub fn has_event(&self, hash: u64) -> bool {
+        self.event_ids.binary_search(&hash).is_ok()
     }
 
     /// Folds `other` into `self`.
@@ -109,10 +120,20 @@ impl Session {
         self.csat.extend(other.csat);
         self.csat.sort_unstable();
         self.furthest_step = self.furthest_step.max(other.furthest_step);
+        if let [hash] = other.event_ids[..] {
+            if let Err(at) = self.event_ids.binary_search(&hash) {
+                self.event_ids.insert(at, hash);
+            }
+        } else {
+            self.event_ids.extend(other.event_ids);
+            self.event_ids.sort_unstable();
+            self.event_ids.dedup();
+        }
+        self.last_update = self.last_update.max(other.last_update);
     }
 
-    /// The summary emitted when the session closes.
-    pub fn summary(&self, session_id: String, customer_id: &str) -> SessionSummary {
+    /// The session's summary: the final one, or an early update of a session still open.
+    pub fn summary(&self, session_id: String, customer_id: &str, interim: bool) -> SessionSummary {
         let duration_ms = self.end - self.start;
         let currencies: BTreeSet<&str> = self.orders.values().map(|(_, c)| c.as_str()).collect();
         SessionSummary {
@@ -146,6 +167,15 @@ impl Session {
             engaged: duration_ms > ENGAGED_AFTER_MS
                 || !self.orders.is_empty()
                 || self.page_views >= 2,
+            interim,
         }
     }
+}
+
+/// A stable 64-bit hash of an event id (FNV-1a): state written by one build
+/// must read the same in the next, which `std`'s hasher does not promise.
+pub fn event_hash(event_id: &str) -> u64 {
+    event_id.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }

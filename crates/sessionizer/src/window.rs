@@ -1,31 +1,56 @@
-//! Session windows of one customer: where an event lands, and which sessions
-//! are final at a given stream time.
+//! Session windows of one customer: where an event (or a whole session, when
+//! an identity merge folds one in) lands, and which sessions are final at a
+//! given stream time.
 //!
 //! Semantics follow Kafka Streams' session windows: a session covers
 //! `[first, last]` event inclusive; an event joins every open session whose
 //! `[start - gap, end + gap]` contains it, merging them; a session is final
-//! once stream time passes `end + gap + grace`.
+//! once stream time passes `end + gap + grace`, and an event that would land
+//! in a final session is late.
+//!
+//! One rule is added, the maximum session length: a session never lasts
+//! longer than `max_session` (`end - start`). When joining every session
+//! within the gap would break that, the newcomer joins the earliest of them
+//! it fits with, then each later one that still fits, in start order; if it
+//! fits with none it starts a session of its own. Events in time order so
+//! split a run of activity greedily: a session takes every event up to
+//! `max_session` after its first, the next event starts the next session.
+//! Out of order (within grace), the result is the same except where an event
+//! arriving out of order meets sessions it cannot all join ([`Placed::capped`]):
+//! a session is an aggregate and cannot be cut again, so a bridge between two
+//! runs that together outlast `max_session` may split them elsewhere than
+//! time order would have.
 
 use crate::session::Session;
 
-/// Gap and grace of the session windows, in ms.
+/// Gap, grace and maximum session length of the session windows, in ms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Windows {
     pub gap: i64,
     pub grace: i64,
+    pub max_session: i64,
 }
 
-/// Where an event went.
+/// Where a newcomer went: into the open session at `index` (new or merged),
+/// after the sessions whose close times are listed were merged into it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placed {
+    pub index: usize,
+    pub replaced_close_times: Vec<i64>,
+    /// Some session within the gap was left apart to respect `max_session`.
+    pub capped: bool,
+}
+
+/// What became of an event.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Placement {
-    /// Into the session at this index of the open list (new or merged), after
-    /// removing the sessions whose close times are listed.
-    Placed {
-        index: usize,
-        replaced_close_times: Vec<i64>,
+    Placed(Placed),
+    /// Too late: the session it belongs to became final at `close_time`.
+    Late {
+        close_time: i64,
     },
-    /// Too late: the session it belongs to is already final.
-    Late,
+    /// An open session already holds an event with this id.
+    Duplicate,
 }
 
 impl Windows {
@@ -34,38 +59,37 @@ impl Windows {
         end.saturating_add(self.gap).saturating_add(self.grace)
     }
 
-    /// Adds `event` (a one-event session) to `open`, kept sorted by start.
-    pub fn place(&self, open: &mut Vec<Session>, event: Session, stream_time: i64) -> Placement {
-        let t = event.start;
-        let joins = |s: &Session| {
-            t >= s.start.saturating_sub(self.gap) && t <= s.end.saturating_add(self.gap)
-        };
-        let merged_end = open
+    /// Adds the one-event session `event` to `open` (kept sorted by start),
+    /// unless it repeats an event of an open session or is late at `stream_time`.
+    pub fn place_event(
+        &self,
+        open: &mut Vec<Session>,
+        event: Session,
+        stream_time: i64,
+    ) -> Placement {
+        let hash = event.event_ids.first().copied();
+        if hash.is_some_and(|h| open.iter().any(|s| s.has_event(h))) {
+            return Placement::Duplicate;
+        }
+        let chosen = self.choose(open, &event);
+        let end = chosen
+            .joined
             .iter()
-            .filter(|s| joins(s))
-            .map(|s| s.end)
-            .fold(t, i64::max);
-        if self.close_time(merged_end) < stream_time {
-            return Placement::Late;
+            .map(|&i| open[i].end)
+            .fold(event.end, i64::max);
+        if self.close_time(end) < stream_time {
+            return Placement::Late {
+                close_time: self.close_time(end),
+            };
         }
-        let mut merged = event;
-        let mut replaced_close_times = Vec::new();
-        let mut kept = Vec::with_capacity(open.len());
-        for session in open.drain(..) {
-            if joins(&session) {
-                replaced_close_times.push(self.close_time(session.end));
-                merged.merge(session);
-            } else {
-                kept.push(session);
-            }
-        }
-        let index = kept.partition_point(|s| s.start < merged.start);
-        kept.insert(index, merged);
-        *open = kept;
-        Placement::Placed {
-            index,
-            replaced_close_times,
-        }
+        Placement::Placed(self.apply(open, event, chosen))
+    }
+
+    /// Adds a whole `session` (folded in from another key) to `open`, by the
+    /// same rules; never late: it was not final where it came from.
+    pub fn place_session(&self, open: &mut Vec<Session>, session: Session) -> Placed {
+        let chosen = self.choose(open, &session);
+        self.apply(open, session, chosen)
     }
 
     /// Removes and returns the sessions of `open` that are final at `stream_time`.
@@ -76,6 +100,63 @@ impl Windows {
         *open = still_open;
         done
     }
+
+    /// Which of the open sessions within the gap of `new` it joins.
+    fn choose(&self, open: &[Session], new: &Session) -> Choice {
+        let candidates: Vec<usize> = (0..open.len())
+            .filter(|&i| {
+                let s = &open[i];
+                new.start <= s.end.saturating_add(self.gap)
+                    && new.end >= s.start.saturating_sub(self.gap)
+            })
+            .collect();
+        let span = |joined: &[usize]| {
+            let (start, end) = joined.iter().fold((new.start, new.end), |(a, b), &i| {
+                (a.min(open[i].start), b.max(open[i].end))
+            });
+            end.saturating_sub(start)
+        };
+        if span(&candidates) <= self.max_session {
+            return Choice {
+                joined: candidates,
+                capped: false,
+            };
+        }
+        let mut joined = Vec::new();
+        for &i in &candidates {
+            joined.push(i);
+            if span(&joined) > self.max_session {
+                joined.pop();
+            }
+        }
+        Choice {
+            joined,
+            capped: true,
+        }
+    }
+
+    fn apply(&self, open: &mut Vec<Session>, mut new: Session, chosen: Choice) -> Placed {
+        let mut replaced_close_times = Vec::with_capacity(chosen.joined.len());
+        // Highest index first, so the indices left to remove stay valid.
+        for &i in chosen.joined.iter().rev() {
+            let session = open.remove(i);
+            replaced_close_times.push(self.close_time(session.end));
+            new.merge(session);
+        }
+        let index = open.partition_point(|s| s.start < new.start);
+        open.insert(index, new);
+        Placed {
+            index,
+            replaced_close_times,
+            capped: chosen.capped,
+        }
+    }
+}
+
+/// The open sessions a newcomer joins.
+struct Choice {
+    joined: Vec<usize>,
+    capped: bool,
 }
 
 #[cfg(test)]
@@ -89,79 +170,184 @@ mod tests {
     const W: Windows = Windows {
         gap: 30 * MIN,
         grace: 5 * MIN,
+        max_session: 24 * 60 * MIN,
+    };
+    /// Short maximum length, so that splits show within a few hours.
+    const SHORT: Windows = Windows {
+        max_session: 90 * MIN,
+        ..W
     };
 
-    fn at(t: i64) -> Session {
+    fn event(t: i64, id: &str) -> Session {
         Session::of(&CustomerEvent {
-            event_id: format!("e{t}"),
+            event_id: id.to_string(),
             event_type: EventType::PageView,
             occurred_at: t,
             ..CustomerEvent::default()
         })
     }
 
+    fn at(t: i64) -> Session {
+        event(t, &format!("e{t}"))
+    }
+
     fn spans(open: &[Session]) -> Vec<(i64, i64)> {
         open.iter().map(|s| (s.start, s.end)).collect()
     }
 
-    /// Feeds events in order, advancing stream time as the runtime does, and
-    /// returns the final sessions plus the open ones and the late count.
-    fn run(events: &[i64]) -> (Vec<(i64, i64, u32)>, usize) {
+    /// What a run of events gave.
+    #[derive(Debug, Default)]
+    struct Outcome {
+        /// Every session, final or still open: (start, end, events), sorted.
+        sessions: Vec<(i64, i64, u32)>,
+        late: usize,
+        /// An event out of time order could not join every session within the gap.
+        capped_out_of_order: bool,
+    }
+
+    /// Feeds events in arrival order, advancing stream time as the runtime
+    /// does and closing final sessions after each event.
+    fn run(windows: Windows, events: &[i64]) -> Outcome {
         let mut open = Vec::new();
         let mut stream_time = i64::MIN;
         let mut closed = Vec::new();
-        let mut late = 0;
-        for &t in events {
+        let mut outcome = Outcome::default();
+        for (i, &t) in events.iter().enumerate() {
+            let in_order = t >= stream_time;
             stream_time = stream_time.max(t);
-            if W.place(&mut open, at(t), stream_time) == Placement::Late {
-                late += 1;
+            match windows.place_event(&mut open, event(t, &format!("e{i}")), stream_time) {
+                Placement::Late { .. } => outcome.late += 1,
+                Placement::Placed(p) => outcome.capped_out_of_order |= p.capped && !in_order,
+                Placement::Duplicate => panic!("no repeats fed"),
             }
-            closed.extend(W.take_final(&mut open, stream_time));
+            closed.extend(windows.take_final(&mut open, stream_time));
         }
         closed.extend(open);
-        let mut out: Vec<_> = closed
+        outcome.sessions = closed
             .iter()
             .map(|s| (s.start, s.end, s.event_count))
             .collect();
-        out.sort_unstable();
-        (out, late)
+        outcome.sessions.sort_unstable();
+        outcome
+    }
+
+    /// The sessions the rules define for a set of events, computed directly:
+    /// runs of events no more than `gap` apart, each split greedily so that
+    /// a session takes every event up to `max_session` after its first.
+    fn reference(windows: Windows, events: &[i64]) -> Vec<(i64, i64, u32)> {
+        let mut sorted = events.to_vec();
+        sorted.sort_unstable();
+        let mut sessions: Vec<(i64, i64, u32)> = Vec::new();
+        for t in sorted {
+            match sessions.last_mut() {
+                Some((start, end, n))
+                    if t - *end <= windows.gap && t - *start <= windows.max_session =>
+                {
+                    *end = t;
+                    *n += 1;
+                }
+                _ => sessions.push((t, t, 1)),
+            }
+        }
+        sessions
     }
 
     #[test]
-    fn one_event_makes_a_point_session() {
-        let mut open = Vec::new();
-        W.place(&mut open, at(10), 10);
-        assert_eq!(spans(&open), vec![(10, 10)]);
-    }
-
-    #[test]
-    fn an_event_exactly_at_the_gap_joins_the_session() {
-        assert_eq!(run(&[0, 30 * MIN]).0, vec![(0, 30 * MIN, 2)]);
-    }
-
-    #[test]
-    fn an_event_one_ms_past_the_gap_starts_a_new_session() {
-        assert_eq!(
-            run(&[0, 30 * MIN + 1]).0,
-            vec![(0, 0, 1), (30 * MIN + 1, 30 * MIN + 1, 1)]
-        );
-    }
-
-    #[test]
-    fn late_event_within_grace_merges_two_sessions() {
-        // Two sessions 33 minutes apart (more than the gap); the first is not
-        // final yet (it closes at 35 min) when a late event bridges them.
-        let (sessions, late) = run(&[0, 33 * MIN, 16 * MIN]);
-        assert_eq!(late, 0);
-        assert_eq!(sessions, vec![(0, 33 * MIN, 3)]);
-    }
-
-    #[test]
-    fn late_event_after_grace_is_late() {
-        // Stream time reaches 100 min: the session [0,0] closed at 35 min.
-        let (sessions, late) = run(&[0, 100 * MIN, 10 * MIN]);
-        assert_eq!(late, 1);
-        assert_eq!(sessions, vec![(0, 0, 1), (100 * MIN, 100 * MIN, 1)]);
+    fn session_rules() {
+        struct Case {
+            rule: &'static str,
+            windows: Windows,
+            events: &'static [i64],
+            sessions: &'static [(i64, i64, u32)],
+            late: usize,
+        }
+        let cases = [
+            Case {
+                rule: "one event makes a session [t, t]",
+                windows: W,
+                events: &[10],
+                sessions: &[(10, 10, 1)],
+                late: 0,
+            },
+            Case {
+                rule: "an event exactly at the gap joins the session",
+                windows: W,
+                events: &[0, 30 * MIN],
+                sessions: &[(0, 30 * MIN, 2)],
+                late: 0,
+            },
+            Case {
+                rule: "an event one ms past the gap starts a new session",
+                windows: W,
+                events: &[0, 30 * MIN + 1],
+                sessions: &[(0, 0, 1), (30 * MIN + 1, 30 * MIN + 1, 1)],
+                late: 0,
+            },
+            Case {
+                rule: "an earlier event within the gap extends the start",
+                windows: W,
+                events: &[40 * MIN, 15 * MIN],
+                sessions: &[(15 * MIN, 40 * MIN, 2)],
+                late: 0,
+            },
+            Case {
+                // Two sessions 33 minutes apart; the first closes at 35 min,
+                // so a late event at 16 min still bridges them.
+                rule: "late event within grace merges two sessions",
+                windows: W,
+                events: &[0, 33 * MIN, 16 * MIN],
+                sessions: &[(0, 33 * MIN, 3)],
+                late: 0,
+            },
+            Case {
+                rule: "an event arriving when stream time is its session's close time still joins",
+                windows: W,
+                events: &[0, 35 * MIN, MIN],
+                sessions: &[(0, MIN, 2), (35 * MIN, 35 * MIN, 1)],
+                late: 0,
+            },
+            Case {
+                rule: "late event after grace is late",
+                windows: W,
+                events: &[0, 100 * MIN, 10 * MIN],
+                sessions: &[(0, 0, 1), (100 * MIN, 100 * MIN, 1)],
+                late: 1,
+            },
+            Case {
+                rule: "a new session older than gap plus grace is late",
+                windows: W,
+                events: &[100 * MIN, 100 * MIN - 35 * MIN - 1],
+                sessions: &[(100 * MIN, 100 * MIN, 1)],
+                late: 1,
+            },
+            Case {
+                rule: "activity longer than max_session is split at the event past it",
+                windows: SHORT,
+                events: &[0, 30 * MIN, 60 * MIN, 90 * MIN, 120 * MIN, 150 * MIN],
+                sessions: &[(0, 90 * MIN, 4), (120 * MIN, 150 * MIN, 2)],
+                late: 0,
+            },
+            Case {
+                rule: "a session may last exactly max_session",
+                windows: SHORT,
+                events: &[0, 30 * MIN, 60 * MIN, 90 * MIN],
+                sessions: &[(0, 90 * MIN, 4)],
+                late: 0,
+            },
+            Case {
+                // 75 min is within the gap of both; joining both would last 95 min.
+                rule: "two sessions that together outlast max_session do not merge",
+                windows: SHORT,
+                events: &[0, 30 * MIN, 60 * MIN, 91 * MIN, 95 * MIN, 75 * MIN],
+                sessions: &[(0, 75 * MIN, 4), (91 * MIN, 95 * MIN, 2)],
+                late: 0,
+            },
+        ];
+        for case in cases {
+            let outcome = run(case.windows, case.events);
+            assert_eq!(outcome.sessions, case.sessions, "{}", case.rule);
+            assert_eq!(outcome.late, case.late, "{}", case.rule);
+        }
     }
 
     #[test]
@@ -173,27 +359,108 @@ mod tests {
     }
 
     #[test]
-    fn an_event_before_a_session_within_the_gap_extends_its_start() {
+    fn a_late_event_reports_when_its_session_closed() {
+        let mut open = vec![at(0)];
+        assert_eq!(
+            W.place_event(&mut open, at(10 * MIN), 50 * MIN),
+            Placement::Late {
+                close_time: 45 * MIN
+            }
+        );
+    }
+
+    #[test]
+    fn a_repeated_event_id_is_dropped() {
         let mut open = Vec::new();
-        W.place(&mut open, at(40 * MIN), 40 * MIN);
-        W.place(&mut open, at(15 * MIN), 40 * MIN);
-        assert_eq!(spans(&open), vec![(15 * MIN, 40 * MIN)]);
+        W.place_event(&mut open, event(0, "a"), 0);
+        W.place_event(&mut open, event(MIN, "b"), MIN);
+        assert_eq!(
+            W.place_event(&mut open, event(0, "a"), MIN),
+            Placement::Duplicate
+        );
+        assert_eq!(open[0].event_count, 2);
+    }
+
+    #[test]
+    fn a_folded_session_merges_with_sessions_within_the_gap() {
+        let mut open = vec![at(0), at(50 * MIN)];
+        let mut folded = at(20 * MIN);
+        folded.merge(at(25 * MIN));
+        let placed = W.place_session(&mut open, folded);
+        assert_eq!(spans(&open), vec![(0, 50 * MIN)]);
+        assert_eq!(placed.replaced_close_times.len(), 2);
+        assert_eq!(open[0].event_count, 4);
+    }
+
+    #[test]
+    fn an_out_of_order_bridge_past_max_session_keeps_the_later_run_whole() {
+        // In time order the 70-min event joins the first session, 89 min
+        // still fits in it, and 91 min starts the next. Arriving last, the
+        // 70-min event bridges two sessions that together outlast 90 min: it
+        // joins the first, and the second, an aggregate, stays whole. This
+        // is the documented exception to reordering.
+        let arrival = [0, 29, 58, 89, 91, 93, 70].map(|m| m * MIN);
+        let outcome = run(SHORT, &arrival);
+        assert!(outcome.capped_out_of_order);
+        assert_eq!(outcome.late, 0);
+        assert_eq!(
+            outcome.sessions,
+            vec![(0, 70 * MIN, 4), (89 * MIN, 93 * MIN, 3)]
+        );
+        assert_eq!(
+            reference(SHORT, &arrival),
+            vec![(0, 89 * MIN, 5), (91 * MIN, 93 * MIN, 2)]
+        );
+    }
+
+    /// Events over a few hours, each arriving up to `grace` after it occurred.
+    fn arrivals() -> impl Strategy<Value = Vec<(i64, i64)>> {
+        proptest::collection::vec((0i64..(6 * 60 * MIN), 0i64..=(5 * MIN)), 1..40)
+    }
+
+    fn arrival_order(events: &[(i64, i64)]) -> Vec<i64> {
+        let mut arrivals = events.to_vec();
+        arrivals.sort_by_key(|(t, delay)| (t + delay, *t));
+        arrivals.iter().map(|(t, _)| *t).collect()
     }
 
     proptest! {
         #[test]
-        fn any_reordering_within_grace_yields_the_same_sessions(
-            events in proptest::collection::vec((0i64..(6 * 60 * MIN), 0i64..(5 * MIN)), 1..40),
+        fn in_time_order_the_sessions_are_the_reference_ones(
+            events in proptest::collection::vec(0i64..(6 * 60 * MIN), 1..60),
+            max_minutes in 30i64..300,
         ) {
-            let mut in_order: Vec<i64> = events.iter().map(|(t, _)| *t).collect();
-            in_order.sort_unstable();
-            // Each event arrives up to `grace` after it occurred, so none is late.
-            let mut arrivals = events.clone();
-            arrivals.sort_by_key(|(t, delay)| (t + delay, *t));
-            let shuffled: Vec<i64> = arrivals.iter().map(|(t, _)| *t).collect();
-            let (sessions, late) = run(&shuffled);
-            prop_assert_eq!(late, 0);
-            prop_assert_eq!(sessions, run(&in_order).0);
+            let windows = Windows { max_session: max_minutes * MIN, ..W };
+            let mut sorted = events.clone();
+            sorted.sort_unstable();
+            prop_assert_eq!(run(windows, &sorted).sessions, reference(windows, &events));
+        }
+
+        #[test]
+        fn any_reordering_within_grace_yields_the_same_sessions(events in arrivals()) {
+            let in_order = {
+                let mut t: Vec<i64> = events.iter().map(|(t, _)| *t).collect();
+                t.sort_unstable();
+                t
+            };
+            let outcome = run(W, &arrival_order(&events));
+            prop_assert_eq!(outcome.late, 0);
+            prop_assert_eq!(outcome.sessions, run(W, &in_order).sessions);
+        }
+
+        #[test]
+        fn reordering_within_grace_keeps_max_session_splits_unless_a_bridge_is_capped(
+            events in arrivals(),
+        ) {
+            let outcome = run(SHORT, &arrival_order(&events));
+            prop_assert_eq!(outcome.late, 0);
+            let times: Vec<i64> = events.iter().map(|(t, _)| *t).collect();
+            if !outcome.capped_out_of_order {
+                prop_assert_eq!(outcome.sessions.clone(), reference(SHORT, &times));
+            }
+            for (start, end, _) in outcome.sessions {
+                prop_assert!(end - start <= SHORT.max_session);
+            }
         }
     }
 }

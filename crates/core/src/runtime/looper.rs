@@ -8,7 +8,7 @@ use futures::FutureExt as _;
 use prometheus::IntCounter;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
@@ -628,6 +628,7 @@ impl<P: Processor> Work<P> {
                     key: record.key.map(<[u8]>::to_vec).unwrap_or_default(),
                     payload: self.codec.encode(&dead)?,
                     timestamp: record.timestamp,
+                    headers: Vec::new(),
                 });
             }
             Err(ProcessError::Unavailable { kind, message }) => {
@@ -704,10 +705,22 @@ impl<P: Processor> Work<P> {
     /// Hands queued outputs to the producer; delivery is awaited at commit.
     async fn send_outputs(&mut self) -> anyhow::Result<()> {
         for output in std::mem::take(&mut self.outputs) {
-            let record = FutureRecord::to(&output.topic)
+            let mut record = FutureRecord::to(&output.topic)
                 .key(&output.key)
                 .payload(&output.payload)
                 .timestamp(output.timestamp);
+            if !output.headers.is_empty() {
+                let headers = output.headers.iter().fold(
+                    OwnedHeaders::new_with_capacity(output.headers.len()),
+                    |headers, (name, value)| {
+                        headers.insert(Header {
+                            key: name,
+                            value: Some(value),
+                        })
+                    },
+                );
+                record = record.headers(headers);
+            }
             let delivery = self.send(record).await?;
             self.in_flight.push(InFlight::Output(delivery));
             self.metrics

@@ -130,6 +130,8 @@ pub struct Output {
     pub key: Vec<u8>,
     pub payload: Vec<u8>,
     pub timestamp: i64,
+    /// Record headers, name and value; usually none.
+    pub headers: Vec<(String, Vec<u8>)>,
 }
 
 /// What a processor may touch while handling a record or a timer.
@@ -211,11 +213,27 @@ impl<'a> Context<'a> {
 
     /// Queues `payload` as it is for `topic` under `key` (forwarding a record unchanged).
     pub fn emit_raw(&mut self, topic: &str, key: &[u8], payload: &[u8], timestamp: i64) {
+        self.emit_raw_with_headers(topic, key, payload, timestamp, &[]);
+    }
+
+    /// Like [`Self::emit_raw`], with record headers (e.g. why a record was diverted).
+    pub fn emit_raw_with_headers(
+        &mut self,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+        timestamp: i64,
+        headers: &[(&str, &[u8])],
+    ) {
         self.outputs.push(Output {
             topic: topic.to_string(),
             key: key.to_vec(),
             payload: payload.to_vec(),
             timestamp,
+            headers: headers
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_vec()))
+                .collect(),
         });
     }
 
@@ -233,6 +251,7 @@ impl<'a> Context<'a> {
             key: key.as_bytes().to_vec(),
             payload,
             timestamp,
+            headers: Vec::new(),
         });
         Ok(())
     }

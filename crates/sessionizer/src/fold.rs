@@ -1,0 +1,105 @@
+//! Identity folds: when ingest links an anonymous visitor to a customer, the
+//! visitor's open sessions (on the anonymous id's partition) move to the
+//! customer's partition and merge into the customer's sessions there.
+//!
+//! The anonymous partition takes its open sessions out of state (with their
+//! timers) and sends them, as one [`Fold`], over the sessionizer's own
+//! repartition topic keyed by the customer id; the customer's partition
+//! places each session by the usual window rules and re-arms the timers.
+//! Both steps go through the runtime's state and outputs, so they survive a
+//! crash like everything else. A crash after the fold was sent but before the
+//! anonymous partition committed sends it again: the customer's partition
+//! remembers applied merge ids for [`FOLD_MEMORY_MS`] and ignores a repeat.
+
+use journey_core::contract::{ErrorKind, IdentityMerge};
+use journey_core::runtime::{now_millis, Context, InputRecord, ProcessError, Rejection};
+use journey_core::state::Clock;
+use serde::{Deserialize, Serialize};
+
+use crate::processor::{tagged, Sessionizer, FOLDS, SESSIONS};
+use crate::session::Session;
+
+/// How long (wall clock) an applied fold is remembered: a repeat comes from
+/// the anonymous partition re-processing after a crash, within minutes.
+pub const FOLD_MEMORY_MS: i64 = 60 * 60 * 1000;
+
+/// An anonymous visitor's open sessions on their way to the customer's partition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fold {
+    pub merge_id: String,
+    pub customer_id: String,
+    pub sessions: Vec<Session>,
+}
+
+impl Sessionizer {
+    /// On the anonymous id's partition: sends its open sessions to the customer.
+    pub(crate) fn on_identity(
+        &mut self,
+        record: &InputRecord<'_>,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), ProcessError> {
+        let merge: IdentityMerge = ctx.codec().decode(record.payload.unwrap_or_default())?;
+        if merge.customer_id.is_empty() {
+            return Err(
+                Rejection::semantic("customer_id", "identity merge without a customer id").into(),
+            );
+        }
+        if merge.anonymous_id == merge.customer_id {
+            return Ok(());
+        }
+        let key = tagged(SESSIONS, merge.anonymous_id.as_bytes());
+        let Some(sessions) = ctx.state().get::<Vec<Session>>(&key)? else {
+            return Ok(());
+        };
+        ctx.state().delete(&key);
+        for session in &sessions {
+            let at = self.windows.close_time(session.end).saturating_add(1);
+            ctx.cancel_timer(Clock::Event, at, &key);
+        }
+        let fold = Fold {
+            merge_id: merge.merge_id,
+            customer_id: merge.customer_id,
+            sessions,
+        };
+        let payload = postcard::to_stdvec(&fold).map_err(anyhow::Error::from)?;
+        ctx.emit_raw(
+            &self.topics.folds,
+            fold.customer_id.as_bytes(),
+            &payload,
+            record.timestamp,
+        );
+        self.metrics.folds_sent.inc();
+        Ok(())
+    }
+
+    /// On the customer's partition: merges the folded sessions into the customer's.
+    pub(crate) fn on_fold(
+        &mut self,
+        record: &InputRecord<'_>,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), ProcessError> {
+        let fold: Fold =
+            postcard::from_bytes(record.payload.unwrap_or_default()).map_err(|e| Rejection {
+                kind: ErrorKind::SchemaViolation,
+                message: format!("fold record does not decode: {e}"),
+                field_path: None,
+            })?;
+        let memory = tagged(FOLDS, fold.merge_id.as_bytes());
+        if ctx.state().get::<i64>(&memory)?.is_some() {
+            self.metrics.folds_repeated.inc();
+            return Ok(());
+        }
+        let forget_at = now_millis().saturating_add(FOLD_MEMORY_MS);
+        ctx.state().put(&memory, &forget_at);
+        ctx.set_timer(Clock::Wall, forget_at, &memory);
+        let key = tagged(SESSIONS, fold.customer_id.as_bytes());
+        let mut open: Vec<Session> = ctx.state().get(&key)?.unwrap_or_default();
+        for session in fold.sessions {
+            let placed = self.windows.place_session(&mut open, session);
+            self.rearm(ctx, &key, &open, &placed);
+            self.metrics.folds_applied.inc();
+        }
+        ctx.state().put(&key, &open);
+        Ok(())
+    }
+}
