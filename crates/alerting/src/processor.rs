@@ -181,6 +181,10 @@ impl Alerting {
         ctx: &mut Context<'_>,
     ) -> Result<(), ProcessError> {
         let session: SessionSummary = ctx.codec().decode(record.payload.unwrap_or_default())?;
+        if session.interim {
+            // An early update of a session still open: its final summary follows.
+            return Ok(());
+        }
         let key = customer_key(&session.customer_id);
         let mut known: CustomerContext = ctx.state().get(&key)?.unwrap_or_default();
         known.observe_session(&session);

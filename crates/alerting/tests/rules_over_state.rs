@@ -567,3 +567,23 @@ fn a_revoked_partition_leaves_the_firing_gauge() {
     h.event(event("e1", "dave", EventType::PageView, T0 + 1));
     assert_eq!(gauge(&h), 1.0);
 }
+
+#[test]
+fn interim_session_summaries_do_not_count_as_sessions() {
+    let mut h = Harness::new("");
+    let summary = |id: &str, interim: bool| SessionSummary {
+        session_id: id.into(),
+        customer_id: "erin".into(),
+        end: T0 + MINUTE,
+        event_count: 2,
+        entry_channel: "WEB".into(),
+        interim,
+        ..SessionSummary::default()
+    };
+    h.session(summary("final", false));
+    h.session(summary("still-open", true));
+    h.event(feedback("f1", "erin", T0 + 2 * MINUTE, 1, "Rude staff"));
+    let fired = h.alerts();
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0].context["last_session_id"], "final");
+}

@@ -110,6 +110,10 @@ impl Classifier {
         ctx: &mut Context<'_>,
     ) -> Result<(), ProcessError> {
         let session: SessionSummary = ctx.codec().decode(record.payload.unwrap_or_default())?;
+        if session.interim {
+            // An early update of a session still open: its final summary follows.
+            return Ok(());
+        }
         if session.customer_id.is_empty() {
             return Err(Rejection::semantic("customer_id", "session has no customer").into());
         }
