@@ -52,6 +52,7 @@ impl Sessionizer {
             return Ok(());
         };
         ctx.state().delete(&key);
+        self.open_count.adjust(ctx, -(sessions.len() as i64))?;
         for session in &sessions {
             let at = self.windows.close_time(session.end).saturating_add(1);
             ctx.cancel_timer(Clock::Event, at, &key);
@@ -94,12 +95,15 @@ impl Sessionizer {
         ctx.set_timer(Clock::Wall, forget_at, &memory);
         let key = tagged(SESSIONS, fold.customer_id.as_bytes());
         let mut open: Vec<Session> = ctx.state().get(&key)?.unwrap_or_default();
+        let before = open.len();
         for session in fold.sessions {
             let placed = self.windows.place_session(&mut open, session);
             self.rearm(ctx, &key, &open, &placed);
             self.metrics.folds_applied.inc();
         }
         ctx.state().put(&key, &open);
+        self.open_count
+            .adjust(ctx, open.len() as i64 - before as i64)?;
         Ok(())
     }
 }

@@ -24,6 +24,7 @@
 mod config;
 mod fold;
 mod metrics;
+mod open_count;
 mod processor;
 mod session;
 mod window;

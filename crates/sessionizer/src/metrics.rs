@@ -1,6 +1,6 @@
 //! The sessionizer's own counters, beside the runtime's.
 
-use prometheus::{IntCounter, Registry};
+use prometheus::{IntCounter, IntGauge, Registry};
 
 /// Every counter of the sessionizer (`journey_sessionizer_*`).
 pub(crate) struct Metrics {
@@ -12,6 +12,7 @@ pub(crate) struct Metrics {
     pub folds_sent: IntCounter,
     pub folds_applied: IntCounter,
     pub folds_repeated: IntCounter,
+    pub open: IntGauge,
 }
 
 impl Metrics {
@@ -51,6 +52,14 @@ impl Metrics {
             folds_repeated: counter(
                 "identity_folds_repeated_total",
                 "Folds received again (re-sent after a crash) and ignored.",
+            ),
+            open: journey_core::metrics::register(
+                registry,
+                IntGauge::new(
+                    "open_sessions",
+                    "Sessions open on this instance's partitions (kept in state).",
+                )
+                .expect("valid metric"),
             ),
         }
     }

@@ -19,6 +19,7 @@ use journey_core::state::Clock;
 use prometheus::Registry;
 
 use crate::metrics::Metrics;
+use crate::open_count::OpenCount;
 use crate::session::Session;
 use crate::window::{Placed, Placement, Windows};
 
@@ -55,6 +56,7 @@ pub struct Sessionizer {
     early_updates: Option<i64>,
     pub(crate) topics: SessionizerTopics,
     pub(crate) metrics: Metrics,
+    pub(crate) open_count: OpenCount,
 }
 
 /// `tag` followed by `id`: a state key and a timer key.
@@ -79,11 +81,13 @@ impl Sessionizer {
         topics: SessionizerTopics,
         registry: &Registry,
     ) -> Self {
+        let metrics = Metrics::new(registry);
         Sessionizer {
             windows,
             early_updates,
             topics,
-            metrics: Metrics::new(registry),
+            open_count: OpenCount::new(metrics.open.clone()),
+            metrics,
         }
     }
 
@@ -121,6 +125,7 @@ impl Sessionizer {
         let stream_time = ctx.stream_time();
         let key = tagged(SESSIONS, customer.as_bytes());
         let mut open: Vec<Session> = ctx.state().get(&key)?.unwrap_or_default();
+        let before = open.len();
         match self
             .windows
             .place_event(&mut open, Session::of(&event), stream_time)
@@ -157,6 +162,8 @@ impl Sessionizer {
                     }
                 }
                 ctx.state().put(&key, &open);
+                self.open_count
+                    .adjust(ctx, open.len() as i64 - before as i64)?;
             }
         }
         Ok(())
@@ -172,6 +179,7 @@ impl Sessionizer {
         } else {
             ctx.state().put(key, &open);
         }
+        self.open_count.adjust(ctx, -(done.len() as i64))?;
         for session in done {
             let summary = session.summary(session_id(&customer, session.start), &customer, false);
             ctx.emit(&self.topics.sessions, &customer, &summary, session.end)?;
@@ -211,5 +219,13 @@ impl Processor for Sessionizer {
             }
             _ => Err(anyhow::anyhow!("timer with an unknown key {key:?}").into()),
         }
+    }
+
+    fn on_assigned(&mut self, _partition: i32, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
+        self.open_count.load(ctx)
+    }
+
+    fn on_revoked(&mut self, partition: i32) {
+        self.open_count.drop_partition(partition);
     }
 }

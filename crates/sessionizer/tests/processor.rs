@@ -131,6 +131,25 @@ impl Harness {
         outputs
     }
 
+    /// A new sessionizer over the same state, as after a restart, with `partitions` assigned.
+    fn restart(&mut self, partitions: &[i32]) {
+        self.registry = prometheus::Registry::new();
+        self.sessionizer = Sessionizer::new(WINDOWS, None, topics(), &self.registry);
+        for &partition in partitions {
+            let mut outputs = Vec::new();
+            let mut ctx = Context::new(&mut self.store, &self.codec, &mut outputs, partition, 0);
+            self.sessionizer.on_assigned(partition, &mut ctx).unwrap();
+        }
+    }
+
+    fn gauge(&self, name: &str) -> f64 {
+        self.registry
+            .gather()
+            .iter()
+            .find(|f| f.name() == name)
+            .map_or(0.0, |f| f.get_metric()[0].get_gauge().get_value())
+    }
+
     fn metric(&self, name: &str) -> f64 {
         self.registry
             .gather()
@@ -290,4 +309,23 @@ fn early_updates_are_interim_at_most_every_interval_and_the_final_comes_once() {
     assert_eq!(closed.len(), 1);
     assert!(!closed[0].interim);
     assert_eq!(closed[0].event_count, 7);
+}
+
+#[test]
+fn open_sessions_are_counted_through_folds_and_closes_and_across_a_restart() {
+    let mut h = Harness::new(None);
+    h.event(0, "anon", 0, "a1");
+    h.event(0, "x", MIN, "x1");
+    h.event(1, "cust", 2 * MIN, "c1");
+    assert_eq!(h.gauge("open_sessions"), 3.0);
+    let fold = h.identity(0, "anon", "cust", 2 * MIN).remove(0);
+    assert_eq!(h.gauge("open_sessions"), 2.0, "the visitor's session left");
+    h.feed("folds", 1, &fold.key, &fold.payload, fold.timestamp);
+    assert_eq!(h.gauge("open_sessions"), 2.0, "merged into the customer's");
+    h.restart(&[0, 1]);
+    assert_eq!(h.gauge("open_sessions"), 2.0, "loaded from state");
+    assert_eq!(summaries(&h.tick(0, 300 * MIN)).len(), 1);
+    assert_eq!(h.gauge("open_sessions"), 1.0);
+    h.sessionizer.on_revoked(1);
+    assert_eq!(h.gauge("open_sessions"), 0.0, "a partition that moved away");
 }
