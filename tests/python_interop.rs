@@ -56,6 +56,7 @@ async fn python_avro_serializer_and_deserializer_work_against_the_embedded_regis
             name: topic.into(),
             partitions: 1,
             compacted: false,
+            retention: None,
         }],
     )
     .await

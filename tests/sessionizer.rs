@@ -66,6 +66,7 @@ async fn setup(broker: &Broker, runs: &[&str]) -> KafkaConfig {
                 name: format!("{topic}-{run}"),
                 partitions: 3,
                 compacted: false,
+                retention: None,
             });
         }
     }

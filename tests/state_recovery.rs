@@ -75,6 +75,7 @@ async fn setup(broker: &Broker) -> KafkaConfig {
             name: format!("sessions-{name}"),
             partitions: 3,
             compacted: false,
+            retention: None,
         });
     }
     journey_core::kafka::ensure_topics(&kafka, &specs)

@@ -89,6 +89,7 @@ async fn fill(broker: &Broker) {
             name: TOPIC.into(),
             partitions: 3,
             compacted: false,
+            retention: None,
         }],
     )
     .await

@@ -91,6 +91,7 @@ async fn fill(broker: &Broker) {
             name: TOPIC.into(),
             partitions: 3,
             compacted: false,
+            retention: None,
         }],
     )
     .await

@@ -112,6 +112,7 @@ pub fn topic_spec(group_id: &str) -> TopicSpec {
         name: format!("{group_id}-instances"),
         partitions: 1,
         compacted: true,
+        retention: None,
     }
 }
 

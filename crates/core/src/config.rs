@@ -69,6 +69,13 @@ pub struct TopicsConfig {
     pub alerts: String,
     /// Records no service could process, with the reason.
     pub dead_letters: String,
+    /// `retention.ms` of the pipeline topics `journey topics` creates.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// `retention.ms` of the dead-letter topic: its records keep the original
+    /// bytes, personal data included.
+    #[serde(with = "humantime_serde")]
+    pub dead_letters_retention: Duration,
 }
 
 impl Default for TopicsConfig {
@@ -82,6 +89,8 @@ impl Default for TopicsConfig {
             stage_changes: "journey.stage-changes".into(),
             alerts: "journey.alerts".into(),
             dead_letters: "journey.dead-letters".into(),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            dead_letters_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }

@@ -132,6 +132,8 @@ pub struct TopicSpec {
     pub name: String,
     pub partitions: i32,
     pub compacted: bool,
+    /// `retention.ms` of the topic; `None` keeps the broker's default.
+    pub retention: Option<Duration>,
 }
 
 /// Every topic of the pipeline, co-partitioned so per-customer state lines up.
@@ -151,8 +153,25 @@ pub fn pipeline_topics(topics: &TopicsConfig, partitions: i32) -> Vec<TopicSpec>
         name: name.clone(),
         partitions,
         compacted: false,
+        retention: Some(if *name == topics.dead_letters {
+            topics.dead_letters_retention
+        } else {
+            topics.retention
+        }),
     })
     .collect()
+}
+
+/// The topic-level settings of `spec`.
+fn topic_settings(spec: &TopicSpec) -> Vec<(&'static str, String)> {
+    let mut settings = Vec::new();
+    if spec.compacted {
+        settings.push(("cleanup.policy", "compact".to_string()));
+    }
+    if let Some(retention) = spec.retention {
+        settings.push(("retention.ms", retention.as_millis().to_string()));
+    }
+    settings
 }
 
 /// Creates the topics that do not exist yet.
@@ -160,16 +179,17 @@ pub async fn ensure_topics(kafka: &KafkaConfig, specs: &[TopicSpec]) -> anyhow::
     let admin: AdminClient<DefaultClientContext> = client_config(kafka)
         .create()
         .context("creating Kafka admin client")?;
+    // `NewTopic` borrows its settings' values: they are made first.
+    let settings: Vec<Vec<(&str, String)>> = specs.iter().map(topic_settings).collect();
     let new_topics: Vec<NewTopic<'_>> = specs
         .iter()
-        .map(|spec| {
+        .zip(&settings)
+        .map(|(spec, settings)| {
             let replication = TopicReplication::Fixed(kafka.replication_factor);
-            let topic = NewTopic::new(&spec.name, spec.partitions, replication);
-            if spec.compacted {
-                topic.set("cleanup.policy", "compact")
-            } else {
-                topic
-            }
+            settings.iter().fold(
+                NewTopic::new(&spec.name, spec.partitions, replication),
+                |topic, (key, value)| topic.set(key, value),
+            )
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
@@ -189,6 +209,38 @@ pub async fn ensure_topics(kafka: &KafkaConfig, specs: &[TopicSpec]) -> anyhow::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pipeline_topics_carry_their_retention_dead_letters_their_own() {
+        let topics = TopicsConfig {
+            retention: Duration::from_secs(3 * 24 * 3600),
+            dead_letters_retention: Duration::from_secs(3600),
+            ..TopicsConfig::default()
+        };
+        let specs = pipeline_topics(&topics, 6);
+        let settings = |name: &str| {
+            let spec = specs.iter().find(|s| s.name == name).expect("topic");
+            topic_settings(spec)
+        };
+        assert_eq!(
+            settings("journey.events"),
+            [("retention.ms", "259200000".to_string())]
+        );
+        assert_eq!(
+            settings("journey.dead-letters"),
+            [("retention.ms", "3600000".to_string())]
+        );
+        let changelog = TopicSpec {
+            name: "x-changelog".into(),
+            partitions: 6,
+            compacted: true,
+            retention: None,
+        };
+        assert_eq!(
+            topic_settings(&changelog),
+            [("cleanup.policy", "compact".to_string())]
+        );
+    }
 
     #[test]
     fn murmur2_matches_the_java_client() {

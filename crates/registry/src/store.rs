@@ -40,6 +40,7 @@ impl Store {
                 name: topic.to_string(),
                 partitions: 1,
                 compacted: true,
+                retention: None,
             }],
         )
         .await

@@ -71,11 +71,13 @@ pub async fn run<P: Processor>(
         name: settings.changelog_topic.clone(),
         partitions,
         compacted: true,
+        retention: None,
     }];
     topics.extend(settings.internal_inputs.iter().map(|name| TopicSpec {
         name: name.clone(),
         partitions,
         compacted: false,
+        retention: None,
     }));
     crate::kafka::ensure_topics(&settings.kafka, &topics).await?;
     if !settings.internal_inputs.is_empty() {
