@@ -50,17 +50,9 @@ async fn python_avro_serializer_and_deserializer_work_against_the_embedded_regis
     let registry =
         EmbeddedRegistry::start(&kafka, ([127, 0, 0, 1], 0).into(), "_schemas-python").await;
     let topic = "python-customer-events";
-    ensure_topics(
-        &kafka,
-        &[TopicSpec {
-            name: topic.into(),
-            partitions: 1,
-            compacted: false,
-            retention: None,
-        }],
-    )
-    .await
-    .unwrap();
+    ensure_topics(&kafka, &[TopicSpec::new(topic, 1)])
+        .await
+        .unwrap();
     let common = vec![
         "--bootstrap".to_string(),
         broker.bootstrap.clone(),

@@ -62,12 +62,10 @@ async fn setup(broker: &Broker, runs: &[&str]) -> KafkaConfig {
     let mut specs = journey_core::kafka::pipeline_topics(&TopicsConfig::default(), 3);
     for run in runs {
         for topic in ["sessions", "late"] {
-            specs.push(journey_core::kafka::TopicSpec {
-                name: format!("{topic}-{run}"),
-                partitions: 3,
-                compacted: false,
-                retention: None,
-            });
+            specs.push(journey_core::kafka::TopicSpec::new(
+                format!("{topic}-{run}"),
+                3,
+            ));
         }
     }
     journey_core::kafka::ensure_topics(&kafka, &specs)

@@ -71,12 +71,10 @@ async fn setup(broker: &Broker) -> KafkaConfig {
     let topics = journey_core::config::TopicsConfig::default();
     let mut specs = journey_core::kafka::pipeline_topics(&topics, 3);
     for name in ["clean", "crash", "wiped", "pair", "handover"] {
-        specs.push(journey_core::kafka::TopicSpec {
-            name: format!("sessions-{name}"),
-            partitions: 3,
-            compacted: false,
-            retention: None,
-        });
+        specs.push(journey_core::kafka::TopicSpec::new(
+            format!("sessions-{name}"),
+            3,
+        ));
     }
     journey_core::kafka::ensure_topics(&kafka, &specs)
         .await

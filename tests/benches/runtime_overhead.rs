@@ -83,17 +83,9 @@ impl Processor for Counting {
 
 async fn fill(broker: &Broker) {
     let kafka = broker.kafka();
-    journey_core::kafka::ensure_topics(
-        &kafka,
-        &[TopicSpec {
-            name: TOPIC.into(),
-            partitions: 3,
-            compacted: false,
-            retention: None,
-        }],
-    )
-    .await
-    .expect("topic");
+    journey_core::kafka::ensure_topics(&kafka, &[TopicSpec::new(TOPIC, 3)])
+        .await
+        .expect("topic");
     let producer: FutureProducer = journey_core::kafka::producer(&kafka).expect("producer");
     let payload = vec![7u8; 100];
     let mut in_flight = Vec::new();

@@ -85,17 +85,9 @@ impl Processor for Counted {
 /// Fills the topic with events of `CUSTOMERS` customers over two hours of event time.
 async fn fill(broker: &Broker) {
     let kafka = broker.kafka();
-    journey_core::kafka::ensure_topics(
-        &kafka,
-        &[TopicSpec {
-            name: TOPIC.into(),
-            partitions: 3,
-            compacted: false,
-            retention: None,
-        }],
-    )
-    .await
-    .expect("topic");
+    journey_core::kafka::ensure_topics(&kafka, &[TopicSpec::new(TOPIC, 3)])
+        .await
+        .expect("topic");
     let codec = Codec::builtin();
     let producer: FutureProducer = journey_core::kafka::producer(&kafka).expect("producer");
     let start = 1_700_000_000_000i64;

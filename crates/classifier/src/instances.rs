@@ -108,12 +108,7 @@ impl Directory {
 
 /// The compacted topic instances publish their claims to.
 pub fn topic_spec(group_id: &str) -> TopicSpec {
-    TopicSpec {
-        name: format!("{group_id}-instances"),
-        partitions: 1,
-        compacted: true,
-        retention: None,
-    }
+    TopicSpec::compacted(format!("{group_id}-instances"), 1)
 }
 
 /// Publishes this instance's claim whenever its partitions change, and an

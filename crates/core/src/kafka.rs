@@ -136,6 +136,26 @@ pub struct TopicSpec {
     pub retention: Option<Duration>,
 }
 
+impl TopicSpec {
+    /// A topic whose old records are deleted after the broker's default retention.
+    pub fn new(name: impl Into<String>, partitions: i32) -> Self {
+        TopicSpec {
+            name: name.into(),
+            partitions,
+            compacted: false,
+            retention: None,
+        }
+    }
+
+    /// A compacted topic: the latest record of each key is kept (changelogs, registries).
+    pub fn compacted(name: impl Into<String>, partitions: i32) -> Self {
+        TopicSpec {
+            compacted: true,
+            ..TopicSpec::new(name, partitions)
+        }
+    }
+}
+
 /// Every topic of the pipeline, co-partitioned so per-customer state lines up.
 pub fn pipeline_topics(topics: &TopicsConfig, partitions: i32) -> Vec<TopicSpec> {
     [
@@ -150,14 +170,12 @@ pub fn pipeline_topics(topics: &TopicsConfig, partitions: i32) -> Vec<TopicSpec>
     ]
     .into_iter()
     .map(|name| TopicSpec {
-        name: name.clone(),
-        partitions,
-        compacted: false,
         retention: Some(if *name == topics.dead_letters {
             topics.dead_letters_retention
         } else {
             topics.retention
         }),
+        ..TopicSpec::new(name.as_str(), partitions)
     })
     .collect()
 }
@@ -230,12 +248,7 @@ mod tests {
             settings("journey.dead-letters"),
             [("retention.ms", "3600000".to_string())]
         );
-        let changelog = TopicSpec {
-            name: "x-changelog".into(),
-            partitions: 6,
-            compacted: true,
-            retention: None,
-        };
+        let changelog = TopicSpec::compacted("x-changelog", 6);
         assert_eq!(
             topic_settings(&changelog),
             [("cleanup.policy", "compact".to_string())]

@@ -34,17 +34,9 @@ pub struct Store {
 impl Store {
     /// Creates the topic if missing, reads it into a catalog and opens the writer.
     pub async fn open(kafka: &KafkaConfig, topic: &str) -> anyhow::Result<(Store, Catalog)> {
-        ensure_topics(
-            kafka,
-            &[TopicSpec {
-                name: topic.to_string(),
-                partitions: 1,
-                compacted: true,
-                retention: None,
-            }],
-        )
-        .await
-        .with_context(|| format!("creating the schemas topic {topic}"))?;
+        ensure_topics(kafka, &[TopicSpec::compacted(topic, 1)])
+            .await
+            .with_context(|| format!("creating the schemas topic {topic}"))?;
         let catalog = load_in_background(kafka, topic).await?;
         let producer = client_config(kafka)
             .set("enable.idempotence", "true")

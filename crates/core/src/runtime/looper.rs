@@ -67,18 +67,13 @@ pub async fn run<P: Processor>(
         .cloned()
         .collect();
     let partitions = crate::kafka::input_partitions(&settings.kafka, &external).await?;
-    let mut topics = vec![TopicSpec {
-        name: settings.changelog_topic.clone(),
-        partitions,
-        compacted: true,
-        retention: None,
-    }];
-    topics.extend(settings.internal_inputs.iter().map(|name| TopicSpec {
-        name: name.clone(),
-        partitions,
-        compacted: false,
-        retention: None,
-    }));
+    let mut topics = vec![TopicSpec::compacted(&settings.changelog_topic, partitions)];
+    topics.extend(
+        settings
+            .internal_inputs
+            .iter()
+            .map(|name| TopicSpec::new(name, partitions)),
+    );
     crate::kafka::ensure_topics(&settings.kafka, &topics).await?;
     if !settings.internal_inputs.is_empty() {
         // An internal topic left over with another partition count breaks co-partitioning.
