@@ -5,60 +5,19 @@
 //!
 //! Run: `cargo bench -p journey-tests --bench runtime_overhead`
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-use journey_core::codec::Codec;
-use journey_core::config::RuntimeConfig;
-use journey_core::http::Readiness;
-use journey_core::kafka::TopicSpec;
-use journey_core::metrics::RuntimeMetrics;
-use journey_core::runtime::{Context, InputRecord, LoopSettings, ProcessError, Processor};
-use journey_core::state::StateStore;
+use journey_core::runtime::{Context, InputRecord, ProcessError, Processor};
+use journey_tests::bench::{bare_rate, fill, run_in_runtime, BenchTopic};
 use journey_tests::Broker;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use tokio_util::sync::CancellationToken;
 
-const RECORDS: u64 = 600_000;
-const TOPIC: &str = "bench-input";
-const PARTITIONS: usize = 3;
+const BENCH: BenchTopic = BenchTopic {
+    name: "bench-input",
+    partitions: 3,
+    records: 600_000,
+};
 
-/// The steady-state window of a run: it opens when the last partition
-/// delivers its first record (partitions start at different times) and closes
-/// at the last record.
-#[derive(Default)]
-struct Window {
-    started: HashMap<i32, ()>,
-    opened: Option<(Instant, u64)>,
-    closed: Option<Instant>,
-}
-
-impl Window {
-    fn record(&mut self, partition: i32, seen: u64) {
-        if self.started.insert(partition, ()).is_none() && self.started.len() == PARTITIONS {
-            self.opened = Some((Instant::now(), seen));
-        }
-        if seen == RECORDS {
-            self.closed = Some(Instant::now());
-        }
-    }
-
-    fn rate(&self) -> f64 {
-        let (opened, seen_then) = self.opened.expect("every partition delivered");
-        let closed = self.closed.expect("all records seen");
-        (RECORDS - seen_then) as f64 / (closed - opened).as_secs_f64()
-    }
-}
-
-/// Counts records per key in state (if `stateful`), and tracks the steady-state window.
+/// Counts records per key in state (if `stateful`); else does nothing.
 struct Counting {
     stateful: bool,
-    seen: Arc<AtomicU64>,
-    window: Arc<Mutex<Window>>,
 }
 
 impl Processor for Counting {
@@ -72,106 +31,23 @@ impl Processor for Counting {
             let count: u64 = ctx.state().get(key)?.unwrap_or(0);
             ctx.state().put(key, &(count + 1));
         }
-        let seen = self.seen.fetch_add(1, Ordering::Relaxed) + 1;
-        self.window
-            .lock()
-            .expect("window lock")
-            .record(record.partition, seen);
         Ok(())
     }
-}
-
-async fn fill(broker: &Broker) {
-    let kafka = broker.kafka();
-    journey_core::kafka::ensure_topics(&kafka, &[TopicSpec::new(TOPIC, 3)])
-        .await
-        .expect("topic");
-    let producer: FutureProducer = journey_core::kafka::producer(&kafka).expect("producer");
-    let payload = vec![7u8; 100];
-    let mut in_flight = Vec::new();
-    for i in 0..RECORDS {
-        let key = format!("customer-{}", i % 10_000);
-        loop {
-            match producer.send_result(FutureRecord::to(TOPIC).key(&key).payload(&payload)) {
-                Ok(delivery) => {
-                    in_flight.push(delivery);
-                    break;
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
-            }
-        }
-        if in_flight.len() >= 10_000 {
-            for d in in_flight.drain(..) {
-                d.await.expect("delivery").expect("delivered");
-            }
-        }
-    }
-    for d in in_flight {
-        d.await.expect("delivery").expect("delivered");
-    }
-    producer.flush(Duration::from_secs(30)).expect("flush");
-}
-
-async fn bare(broker: &Broker) -> f64 {
-    let consumer: StreamConsumer =
-        journey_core::kafka::consumer_config(&broker.kafka(), "bench-bare")
-            .create()
-            .expect("consumer");
-    consumer.subscribe(&[TOPIC]).expect("subscribe");
-    let mut window = Window::default();
-    for seen in 1..=RECORDS {
-        let message = consumer.recv().await.expect("record");
-        window.record(message.partition(), seen);
-    }
-    window.rate()
 }
 
 /// The runtime's rate over the steady-state window, with or without state writes.
 async fn runtime(broker: &Broker, stateful: bool) -> f64 {
     let name = if stateful { "stateful" } else { "stateless" };
-    let dir = tempfile::tempdir().expect("temp dir");
     let registry = prometheus::Registry::new();
-    let seen = Arc::new(AtomicU64::new(0));
-    let window = Arc::new(Mutex::new(Window::default()));
-    let processor = Counting {
-        stateful,
-        seen: seen.clone(),
-        window: window.clone(),
-    };
-    let settings = LoopSettings {
-        service: "bench".into(),
-        kafka: broker.kafka(),
-        runtime: RuntimeConfig {
-            state_dir: dir.path().into(),
-            ..RuntimeConfig::default()
-        },
-        group_id: format!("bench-{name}"),
-        inputs: vec![TOPIC.into()],
-        internal_inputs: Vec::new(),
-        dead_letter_topic: "bench-dead-letters".into(),
-        changelog_topic: format!("bench-{name}-counts-changelog"),
-    };
-    let store = StateStore::open(dir.path(), 64 << 20).expect("store");
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(journey_core::runtime::run(
-        settings,
-        processor,
-        Codec::builtin(),
-        store,
-        RuntimeMetrics::new(&registry),
-        Readiness::default(),
-        stop.clone(),
-    ));
-    while seen.load(Ordering::Relaxed) < RECORDS {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    stop.cancel();
-    task.await.expect("join").expect("runtime");
-    let window = window.lock().expect("window lock");
-    let elapsed = match (window.opened, window.closed) {
-        (Some((opened, _)), Some(closed)) => (closed - opened).as_secs_f64(),
-        _ => 0.0,
-    };
+    let window = run_in_runtime(
+        broker,
+        BENCH,
+        &format!("bench-{name}"),
+        Counting { stateful },
+        64 << 20,
+        &registry,
+    )
+    .await;
     let seconds = |name: &str| {
         registry
             .gather()
@@ -183,7 +59,7 @@ async fn runtime(broker: &Broker, stateful: bool) -> f64 {
     };
     println!(
         "{name} runtime: {:.3} s steady-state window; over the whole run ~{:.3} s processing records (sampled), {:.3} s committing",
-        elapsed,
+        window.elapsed().unwrap_or_default().as_secs_f64(),
         seconds("process_latency_seconds") * journey_core::runtime::LATENCY_SAMPLE as f64,
         seconds("commit_latency_seconds")
     );
@@ -193,11 +69,18 @@ async fn runtime(broker: &Broker, stateful: bool) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let broker = Broker::start();
-    fill(&broker).await;
-    let bare_rate = bare(&broker).await;
+    let payload = vec![7u8; 100];
+    let now = journey_core::runtime::now_millis();
+    let records =
+        (0..BENCH.records).map(|i| (format!("customer-{}", i % 10_000), payload.clone(), now));
+    fill(&broker.kafka(), BENCH, records).await;
+    let bare_rate = bare_rate(&broker, BENCH).await;
     let stateless_rate = runtime(&broker, false).await;
     let stateful_rate = runtime(&broker, true).await;
-    println!("runtime overhead over {RECORDS} records (100-byte values, 10k keys, 3 partitions)");
+    println!(
+        "runtime overhead over {} records (100-byte values, 10k keys, 3 partitions)",
+        BENCH.records
+    );
     println!("bare rdkafka consumer     {bare_rate:>12.0} records/s");
     println!(
         "runtime, no state writes  {stateless_rate:>12.0} records/s  ratio {:.2}",

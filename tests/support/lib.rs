@@ -3,6 +3,8 @@
 //!
 //! The broker binary comes from `scripts/nisshi.sh install` (or `NISSHI_BIN`).
 
+pub mod bench;
+
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;

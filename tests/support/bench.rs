@@ -1,0 +1,230 @@
+//! What the end-to-end benches share: filling a topic fast, a bare consumer
+//! as the baseline, and a processor run in the full runtime, all timed over
+//! the same steady-state window.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use journey_core::codec::Codec;
+use journey_core::config::{KafkaConfig, RuntimeConfig};
+use journey_core::http::Readiness;
+use journey_core::kafka::TopicSpec;
+use journey_core::metrics::RuntimeMetrics;
+use journey_core::runtime::{Context, InputRecord, LoopSettings, ProcessError, Processor};
+use journey_core::state::{Clock, StateStore};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use tokio_util::sync::CancellationToken;
+
+use crate::Broker;
+
+/// The steady-state window of a run over `total` records on `partitions`
+/// partitions: it opens when the last partition delivers its first record
+/// (partitions start at different times, restores and the first commit
+/// included) and closes at the last record.
+pub struct Window {
+    partitions: usize,
+    total: u64,
+    started: HashSet<i32>,
+    opened: Option<(Instant, u64)>,
+    closed: Option<Instant>,
+}
+
+impl Window {
+    pub fn new(partitions: usize, total: u64) -> Self {
+        Window {
+            partitions,
+            total,
+            started: HashSet::new(),
+            opened: None,
+            closed: None,
+        }
+    }
+
+    /// Notes that the `seen`-th record came from `partition`.
+    pub fn record(&mut self, partition: i32, seen: u64) {
+        if self.started.insert(partition) && self.started.len() == self.partitions {
+            self.opened = Some((Instant::now(), seen));
+        }
+        if seen == self.total {
+            self.closed = Some(Instant::now());
+        }
+    }
+
+    /// How long the window stayed open, if it opened and closed.
+    pub fn elapsed(&self) -> Option<Duration> {
+        Some(self.closed? - self.opened?.0)
+    }
+
+    /// Records per second within the window.
+    pub fn rate(&self) -> f64 {
+        let (opened, seen_then) = self.opened.expect("every partition delivered");
+        let closed = self.closed.expect("all records seen");
+        (self.total - seen_then) as f64 / (closed - opened).as_secs_f64()
+    }
+}
+
+/// The input topic of a bench and how many records it holds.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchTopic {
+    pub name: &'static str,
+    pub partitions: usize,
+    pub records: u64,
+}
+
+/// Creates the topic and produces `records` (key, payload, timestamp) to it
+/// as fast as the producer's queue takes them.
+pub async fn fill(
+    kafka: &KafkaConfig,
+    bench: BenchTopic,
+    records: impl Iterator<Item = (String, Vec<u8>, i64)>,
+) {
+    let topic = bench.name;
+    let spec = TopicSpec::new(topic, bench.partitions as i32);
+    journey_core::kafka::ensure_topics(kafka, &[spec])
+        .await
+        .expect("topic");
+    let producer: FutureProducer = journey_core::kafka::producer(kafka).expect("producer");
+    let mut in_flight = Vec::new();
+    for (key, payload, timestamp) in records {
+        loop {
+            let record = FutureRecord::to(topic)
+                .key(&key)
+                .payload(&payload)
+                .timestamp(timestamp);
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    in_flight.push(delivery);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+        if in_flight.len() >= 10_000 {
+            for d in in_flight.drain(..) {
+                d.await.expect("delivery").expect("delivered");
+            }
+        }
+    }
+    for d in in_flight {
+        d.await.expect("delivery").expect("delivered");
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+}
+
+/// The baseline: a bare rdkafka consumer, configured as the runtime's, that
+/// only counts the topic's records.
+pub async fn bare_rate(broker: &Broker, bench: BenchTopic) -> f64 {
+    let consumer: StreamConsumer =
+        journey_core::kafka::consumer_config(&broker.kafka(), "bench-bare")
+            .create()
+            .expect("consumer");
+    consumer.subscribe(&[bench.name]).expect("subscribe");
+    let mut window = Window::new(bench.partitions, bench.records);
+    for seen in 1..=bench.records {
+        let message = consumer.recv().await.expect("record");
+        window.record(message.partition(), seen);
+    }
+    window.rate()
+}
+
+/// `P`, counting the records it processed into a shared [`Window`].
+struct Metered<P> {
+    inner: P,
+    seen: Arc<AtomicU64>,
+    window: Arc<Mutex<Window>>,
+}
+
+impl<P: Processor> Processor for Metered<P> {
+    fn process(
+        &mut self,
+        record: &InputRecord<'_>,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), ProcessError> {
+        self.inner.process(record, ctx)?;
+        let seen = self.seen.fetch_add(1, Ordering::Relaxed) + 1;
+        self.window
+            .lock()
+            .expect("window lock")
+            .record(record.partition, seen);
+        Ok(())
+    }
+
+    fn on_timer(
+        &mut self,
+        clock: Clock,
+        at: i64,
+        key: &[u8],
+        ctx: &mut Context<'_>,
+    ) -> Result<(), ProcessError> {
+        self.inner.on_timer(clock, at, key, ctx)
+    }
+
+    fn on_assigned(&mut self, partition: i32, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
+        self.inner.on_assigned(partition, ctx)
+    }
+
+    fn on_revoked(&mut self, partition: i32) {
+        self.inner.on_revoked(partition);
+    }
+}
+
+/// Runs `processor` in the full runtime (offsets, commits, changelog, state
+/// in RocksDB within `state_memory` bytes) as group `group` over the bench
+/// topic until it has processed every record; runtime metrics go to
+/// `registry`. Returns the run's window.
+pub async fn run_in_runtime<P: Processor>(
+    broker: &Broker,
+    bench: BenchTopic,
+    group: &str,
+    processor: P,
+    state_memory: usize,
+    registry: &prometheus::Registry,
+) -> Window {
+    let total = bench.records;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let seen = Arc::new(AtomicU64::new(0));
+    let window = Arc::new(Mutex::new(Window::new(bench.partitions, total)));
+    let metered = Metered {
+        inner: processor,
+        seen: seen.clone(),
+        window: window.clone(),
+    };
+    let settings = LoopSettings {
+        service: "bench".into(),
+        kafka: broker.kafka(),
+        runtime: RuntimeConfig {
+            state_dir: dir.path().into(),
+            ..RuntimeConfig::default()
+        },
+        group_id: group.into(),
+        inputs: vec![bench.name.into()],
+        internal_inputs: Vec::new(),
+        dead_letter_topic: "bench-dead-letters".into(),
+        changelog_topic: format!("{group}-changelog"),
+    };
+    let store = StateStore::open(dir.path(), state_memory).expect("store");
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(journey_core::runtime::run(
+        settings,
+        metered,
+        Codec::builtin(),
+        store,
+        RuntimeMetrics::new(registry),
+        Readiness::default(),
+        stop.clone(),
+    ));
+    while seen.load(Ordering::Relaxed) < total {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    task.await.expect("join").expect("runtime");
+    Arc::try_unwrap(window)
+        .ok()
+        .expect("the runtime has stopped")
+        .into_inner()
+        .expect("window lock")
+}
