@@ -89,17 +89,42 @@ fn binary(service: &Value) -> String {
         .to_string()
 }
 
+/// Loads the named config section as its binary does.
+type SectionLoader = fn(&ConfigSource, &str) -> anyhow::Result<()>;
+
+fn load<T: serde::Serialize + serde::de::DeserializeOwned + Default>(
+    source: &ConfigSource,
+    section: &str,
+) -> anyhow::Result<()> {
+    source.section::<T>(section).map(drop)
+}
+
+/// The section `binary` reads besides the common ones, and how it loads it.
+fn own_section(binary: &str) -> Option<(&'static str, SectionLoader)> {
+    Some(match binary {
+        "journey-ingest" => (journey_ingest::NAME, load::<journey_ingest::IngestConfig>),
+        "journey-sessionizer" => (
+            journey_sessionizer::NAME,
+            load::<journey_sessionizer::SessionizerConfig>,
+        ),
+        "journey-classifier" => (
+            journey_classifier::NAME,
+            load::<journey_classifier::ClassifierConfig>,
+        ),
+        "journey-alerting" => (
+            journey_alerting::NAME,
+            load::<journey_alerting::AlertingConfig>,
+        ),
+        "journey" => ("registry", load::<journey_registry::RegistryConfig>),
+        _ => return None,
+    })
+}
+
 /// Checks `env` the way `binary` reads it at start-up: every `JOURNEY_*`
 /// setting belongs to a section the binary reads, and every section loads.
 fn check_settings(binary: &str, env: &BTreeMap<String, String>) -> Result<(), String> {
-    let own: &[&str] = match binary {
-        "journey-ingest" => &[journey_ingest::NAME],
-        "journey-sessionizer" => &[journey_sessionizer::NAME],
-        "journey-classifier" => &[journey_classifier::NAME],
-        "journey-alerting" => &[journey_alerting::NAME],
-        "journey" => &["registry"],
-        other => return Err(format!("unknown Journey binary `{other}`")),
-    };
+    let (own, load_own) =
+        own_section(binary).ok_or_else(|| format!("unknown Journey binary `{binary}`"))?;
     for key in env.keys() {
         let Some(setting) = key.strip_prefix(ENV_PREFIX) else {
             continue;
@@ -108,7 +133,7 @@ fn check_settings(binary: &str, env: &BTreeMap<String, String>) -> Result<(), St
             continue;
         };
         let section = section.to_ascii_lowercase();
-        if !COMMON_SECTIONS.contains(&section.as_str()) && !own.contains(&section.as_str()) {
+        if !COMMON_SECTIONS.contains(&section.as_str()) && section != own {
             return Err(format!(
                 "{key}: {binary} does not read the `{section}` section"
             ));
@@ -117,24 +142,7 @@ fn check_settings(binary: &str, env: &BTreeMap<String, String>) -> Result<(), St
     let vars = env.iter().map(|(k, v)| (k.clone(), v.clone()));
     let source = ConfigSource::with_env(None, vars).map_err(|e| e.to_string())?;
     source.common().map_err(|e| e.to_string())?;
-    let section = match binary {
-        "journey-ingest" => source
-            .section::<journey_ingest::IngestConfig>(journey_ingest::NAME)
-            .map(drop),
-        "journey-sessionizer" => source
-            .section::<journey_sessionizer::SessionizerConfig>(journey_sessionizer::NAME)
-            .map(drop),
-        "journey-classifier" => source
-            .section::<journey_classifier::ClassifierConfig>(journey_classifier::NAME)
-            .map(drop),
-        "journey-alerting" => source
-            .section::<journey_alerting::AlertingConfig>(journey_alerting::NAME)
-            .map(drop),
-        _ => source
-            .section::<journey_registry::RegistryConfig>("registry")
-            .map(drop),
-    };
-    section.map_err(|e| e.to_string())
+    load_own(&source, own).map_err(|e| e.to_string())
 }
 
 #[test]
