@@ -6,16 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::rules::FeedbackThresholds;
 
 /// Every channel, in contract order (bit `i` of a channel set).
-pub const CHANNELS: [Channel; 8] = [
-    Channel::Web,
-    Channel::App,
-    Channel::Store,
-    Channel::CallCenter,
-    Channel::Email,
-    Channel::Chat,
-    Channel::Survey,
-    Channel::Other,
-];
+pub const CHANNELS: [Channel; 8] = Channel::ALL;
 
 /// Position of `channel` in [`CHANNELS`].
 pub fn channel_index(channel: Channel) -> usize {

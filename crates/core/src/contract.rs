@@ -53,6 +53,18 @@ pub enum Channel {
 }
 
 impl Channel {
+    /// All channels, in contract (Avro symbol) order.
+    pub const ALL: [Channel; 8] = [
+        Channel::Web,
+        Channel::App,
+        Channel::Store,
+        Channel::CallCenter,
+        Channel::Email,
+        Channel::Chat,
+        Channel::Survey,
+        Channel::Other,
+    ];
+
     /// The Avro symbol, also used as a metric label.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -34,17 +34,6 @@ const EVENT_TYPES: [EventType; 19] = [
     EventType::Other,
 ];
 
-/// `Channel` by symbol index in the schema.
-const CHANNELS: [Channel; 8] = [
-    Channel::Web,
-    Channel::App,
-    Channel::Store,
-    Channel::CallCenter,
-    Channel::Email,
-    Channel::Chat,
-    Channel::Survey,
-    Channel::Other,
-];
 
 /// Reads a datum of the contract schema; it must use every byte.
 pub(super) fn read(datum: &[u8]) -> Result<CustomerEvent, DecodeError> {
@@ -56,7 +45,7 @@ pub(super) fn read(datum: &[u8]) -> Result<CustomerEvent, DecodeError> {
         received_at: r.optional(Reader::long)?,
         customer_id: r.optional(Reader::string)?,
         anonymous_id: r.optional(Reader::string)?,
-        channel: r.symbol(&CHANNELS)?,
+        channel: r.symbol(&Channel::ALL)?,
         device: r.optional(|r| {
             Ok(Device {
                 device_type: r.optional(Reader::string)?,
