@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 use journey_core::codec::Codec;
 use journey_core::config::ConfigSource;
 use journey_core::contract::{
-    Alert, AlertStatus, Channel, CustomerEvent, EventType, Feedback, Order, Product,
+    Alert, AlertStatus, CustomerEvent, EventType, Feedback, Order, Product,
 };
 use journey_core::runtime::now_millis;
+use journey_tests::web_event as event;
 use journey_tests::{collect, free_port, http_get, metric, produce, repo_root, Broker};
 use tokio_util::sync::CancellationToken;
 
@@ -148,17 +149,6 @@ async fn firing(addr: SocketAddr) -> Vec<String> {
         .filter(|a| a["state"] == "firing")
         .filter_map(|a| a["labels"]["alertname"].as_str().map(String::from))
         .collect()
-}
-
-fn event(id: &str, customer: &str, event_type: EventType, at: i64) -> CustomerEvent {
-    CustomerEvent {
-        event_id: id.into(),
-        event_type,
-        occurred_at: at,
-        customer_id: Some(customer.into()),
-        channel: Channel::Web,
-        ..CustomerEvent::default()
-    }
 }
 
 async fn send(kafka: &journey_core::config::KafkaConfig, events: &[CustomerEvent]) {

@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 
 use journey_core::codec::Codec;
 use journey_core::config::ConfigSource;
-use journey_core::contract::{
-    Channel, CustomerEvent, EventType, IdentityMerge, Order, Stage, StageChange,
-};
+use journey_core::contract::{CustomerEvent, EventType, IdentityMerge, Order, Stage, StageChange};
 use journey_core::runtime::now_millis;
 use journey_tests::{collect, free_port, metric, produce, Broker, ServiceProcess};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,14 +19,7 @@ const GROUP: &str = "cls-e2e";
 const CHANGES: &str = "journey.stage-changes";
 
 fn event(id: &str, customer: &str, event_type: EventType, at: i64) -> CustomerEvent {
-    let mut event = CustomerEvent {
-        event_id: id.into(),
-        event_type,
-        occurred_at: at,
-        customer_id: Some(customer.into()),
-        channel: Channel::Web,
-        ..CustomerEvent::default()
-    };
+    let mut event = journey_tests::web_event(id, customer, event_type, at);
     if event_type == EventType::Purchase {
         event.order = Some(Order {
             order_id: format!("o-{id}"),

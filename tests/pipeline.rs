@@ -10,20 +10,10 @@ use journey_core::contract::{
     Product, SessionSummary, Stage, StageChange,
 };
 use journey_core::runtime::now_millis;
+use journey_tests::web_event as event;
 use journey_tests::{collect, http_get, produce, Broker, Pipeline};
 
 const SECOND: i64 = 1_000;
-
-fn event(id: &str, customer: &str, event_type: EventType, at: i64) -> CustomerEvent {
-    CustomerEvent {
-        event_id: id.into(),
-        event_type,
-        occurred_at: at,
-        customer_id: Some(customer.into()),
-        channel: Channel::Web,
-        ..CustomerEvent::default()
-    }
-}
 
 fn product(mut e: CustomerEvent, sku: &str) -> CustomerEvent {
     e.product = Some(Product {

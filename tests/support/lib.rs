@@ -552,6 +552,18 @@ pub async fn run_python(script: &str, args: Vec<String>) -> String {
     String::from_utf8(out.stdout).expect("UTF-8 output")
 }
 
+/// A web event of `customer` with nothing but its id, type and time.
+pub fn web_event(id: &str, customer: &str, event_type: EventType, at: i64) -> CustomerEvent {
+    CustomerEvent {
+        event_id: id.into(),
+        event_type,
+        occurred_at: at,
+        customer_id: Some(customer.into()),
+        channel: Channel::Web,
+        ..CustomerEvent::default()
+    }
+}
+
 /// The event `event(i, prefix)` of `tests/python/avro_producer.py`, as the
 /// contract reads it; `with_properties` false for writer schemas without
 /// `properties`.

@@ -34,7 +34,6 @@ const EVENT_TYPES: [EventType; 19] = [
     EventType::Other,
 ];
 
-
 /// Reads a datum of the contract schema; it must use every byte.
 pub(super) fn read(datum: &[u8]) -> Result<CustomerEvent, DecodeError> {
     let mut r = Reader { rest: datum };
