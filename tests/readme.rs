@@ -1,13 +1,12 @@
 //! README's examples work as written: its Python producer block runs against
 //! the embedded registry and a real broker, and ingest publishes the event.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use journey_core::codec::{Codec, SchemaSource};
 use journey_core::contract::{CustomerEvent, EventType};
-use journey_core::schema_registry::RegistryClient;
-use journey_tests::{collect_raw, repo_root, Broker, EmbeddedRegistry, IngestService};
+use journey_tests::{
+    collect_raw, registry_codec, repo_root, Broker, EmbeddedRegistry, IngestService,
+};
 
 /// The first fenced block of `language` after the heading `heading`.
 fn code_block(markdown: &str, heading: &str, language: &str) -> String {
@@ -68,8 +67,7 @@ async fn readme_python_producer_example_reaches_ingest_output() {
     )
     .await
     .unwrap();
-    let client: Arc<dyn SchemaSource> = Arc::new(RegistryClient::new(&registry.url).unwrap());
-    let event: CustomerEvent = Codec::with_source(client).decode(&records[0].1).unwrap();
+    let event: CustomerEvent = registry_codec(&registry.url).decode(&records[0].1).unwrap();
     assert_eq!(event.event_id, "readme-example-1");
     assert_eq!(event.event_type, EventType::AddToCart);
     assert_eq!(event.customer_id.as_deref(), Some("customer-42"));

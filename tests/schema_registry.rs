@@ -4,23 +4,17 @@
 //! `journey.events` unchanged; a registry outage holds records back instead
 //! of dead-lettering them.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use journey_core::codec::{split_frame, Codec, SchemaSource};
+use journey_core::codec::split_frame;
 use journey_core::contract::CustomerEvent;
 use journey_core::schema_registry::RegistryClient;
 use journey_tests::{
-    collect_raw, free_port, python_event, repo_root, run_python, Broker, EmbeddedRegistry,
-    IngestService,
+    collect_raw, free_port, python_event, registry_codec, repo_root, run_python, Broker,
+    EmbeddedRegistry, IngestService,
 };
 
 const PER_RUN: usize = 6;
-
-fn registry_codec(url: &str) -> Codec {
-    let client: Arc<dyn SchemaSource> = Arc::new(RegistryClient::new(url).unwrap());
-    Codec::with_source(client)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_events_of_old_current_and_new_schemas_pass_through_ingest() {

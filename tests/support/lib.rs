@@ -467,6 +467,12 @@ impl EmbeddedRegistry {
     }
 }
 
+/// A codec that fetches writer schemas from the registry at `url`.
+pub fn registry_codec(url: &str) -> Codec {
+    let client = journey_core::schema_registry::RegistryClient::new(url).expect("registry URL");
+    Codec::with_source(std::sync::Arc::new(client))
+}
+
 /// Ingest alone, in this process, against `broker`.
 pub struct IngestService {
     pub http: SocketAddr,
