@@ -131,11 +131,7 @@ fn service_registries() -> Vec<(&'static str, Registry)> {
     let ingest = with_runtime(journey_ingest::NAME);
     journey_ingest::Ingest::new(
         &Default::default(),
-        journey_ingest::IngestTopics {
-            events: topics.events.clone(),
-            identities: topics.identities.clone(),
-            repartition: "repartition".into(),
-        },
+        journey_ingest::IngestTopics::new(&topics, "journey-ingest"),
         &ingest,
     );
     let sessionizer = with_runtime(journey_sessionizer::NAME);
@@ -146,25 +142,13 @@ fn service_registries() -> Vec<(&'static str, Registry)> {
             max_session: 1,
         },
         None,
-        journey_sessionizer::SessionizerTopics {
-            events: topics.events.clone(),
-            identities: topics.identities.clone(),
-            folds: "journey-sessionizer-merge-repartition".into(),
-            sessions: topics.sessions.clone(),
-            late_events: topics.late_events.clone(),
-        },
+        journey_sessionizer::SessionizerTopics::new(&topics, "journey-sessionizer"),
         &sessionizer,
     );
     let classifier = with_runtime(journey_classifier::NAME);
     journey_classifier::Classifier::new(
         std::sync::Arc::new(journey_classifier::Rules::load(None).expect("default stage rules")),
-        journey_classifier::ClassifierTopics {
-            events: topics.events.clone(),
-            sessions: topics.sessions.clone(),
-            identities: topics.identities.clone(),
-            repartition: "journey-classifier-merge-repartition".into(),
-            stage_changes: topics.stage_changes.clone(),
-        },
+        journey_classifier::ClassifierTopics::new(&topics, "journey-classifier"),
         journey_classifier::LocalPartitions::default(),
         &classifier,
     );
@@ -172,13 +156,7 @@ fn service_registries() -> Vec<(&'static str, Registry)> {
     journey_alerting::processor(
         &Default::default(),
         journey_alerting::RuleSet::default(),
-        journey_alerting::Topics {
-            events: topics.events.clone(),
-            sessions: topics.sessions.clone(),
-            stage_changes: topics.stage_changes.clone(),
-            dead_letters: topics.dead_letters.clone(),
-            alerts: topics.alerts.clone(),
-        },
+        journey_alerting::Topics::new(&topics),
         &alerting,
     )
     .unwrap();

@@ -7,6 +7,7 @@
 //! Run: `cargo bench -p journey-tests --bench sessionizer_end_to_end`
 
 use journey_core::codec::Codec;
+use journey_core::config::TopicsConfig;
 use journey_core::contract::{Channel, CustomerEvent, EventType};
 use journey_sessionizer::{Sessionizer, SessionizerConfig, SessionizerTopics};
 use journey_tests::bench::{bare_rate, fill, run_in_runtime, BenchTopic};
@@ -43,10 +44,7 @@ async fn sessionizer(broker: &Broker) -> f64 {
     let config = SessionizerConfig::default();
     let topics = SessionizerTopics {
         events: BENCH.name.into(),
-        identities: "bench-identities".into(),
-        folds: "bench-sessionizer-merge-repartition".into(),
-        sessions: "bench-sessions".into(),
-        late_events: "bench-late".into(),
+        ..SessionizerTopics::new(&TopicsConfig::default(), "bench-sessionizer")
     };
     let processor = Sessionizer::new(config.windows().expect("valid"), None, topics, &registry);
     run_in_runtime(

@@ -203,6 +203,7 @@ pub async fn run_in_runtime<P: Processor>(
         group_id: group.into(),
         inputs: vec![bench.name.into()],
         internal_inputs: Vec::new(),
+        control_inputs: Vec::new(),
         dead_letter_topic: "bench-dead-letters".into(),
         changelog_topic: format!("{group}-changelog"),
     };

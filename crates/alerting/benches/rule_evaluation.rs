@@ -13,6 +13,7 @@ use journey_core::contract::{
     Channel, CustomerEvent, EventType, Feedback, FunnelStep, Order, Product, SessionSummary, Stage,
     StageChange,
 };
+use journey_core::erasure::ErasureTopics;
 use journey_core::runtime::{Context, InputRecord, Processor};
 use journey_core::state::{Clock, StateStore};
 use prometheus::Registry;
@@ -232,6 +233,10 @@ fn main() {
         stage_changes: "stage-changes".into(),
         dead_letters: "dead-letters".into(),
         alerts: "alerts".into(),
+        erasure: ErasureTopics {
+            tasks: "erasure-tasks".into(),
+            progress: "erasure-progress".into(),
+        },
     };
     // Ten-minute carts, so that carts open, come due and fire within the run.
     let rules = RuleSet::parse("[cart_abandonment]\nafter = \"10m\"\n", None).expect("valid rules");

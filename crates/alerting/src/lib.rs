@@ -69,7 +69,8 @@ pub fn processor(
     let notifier = webhook::Notifier::start(&config.webhooks, &config.external_url, &metrics)
         .context("starting the webhook delivery threads")?;
     let lifecycle = Lifecycle::new(topics.alerts.clone(), metrics, notifier);
-    Ok(Alerting::new(rules, topics, lifecycle))
+    let erased = journey_core::erasure::erasures_counter(registry);
+    Ok(Alerting::new(rules, topics, lifecycle, erased))
 }
 
 /// Runs alerting until `shutdown` is cancelled.
@@ -78,20 +79,15 @@ pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> anyhow::R
     let config: AlertingConfig = source.section(NAME)?;
     let rules = RuleSet::load(config.rules_file.as_deref())?;
     let registry = journey_core::metrics::registry(NAME);
-    let t = &common.topics;
-    let topics = Topics {
-        events: t.events.clone(),
-        sessions: t.sessions.clone(),
-        stage_changes: t.stage_changes.clone(),
-        dead_letters: t.dead_letters.clone(),
-        alerts: t.alerts.clone(),
-    };
+    let topics = Topics::new(&common.topics);
     let inputs = vec![
         topics.events.clone(),
         topics.sessions.clone(),
         topics.stage_changes.clone(),
         topics.dead_letters.clone(),
+        topics.erasure.tasks.clone(),
     ];
+    let control_inputs = vec![topics.erasure.tasks.clone()];
     let processor = processor(&config, rules, topics, &registry)?;
     let spec = ServiceSpec {
         name: NAME,
@@ -101,6 +97,7 @@ pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> anyhow::R
         store: "alerts",
         inputs,
         internal_inputs: Vec::new(),
+        control_inputs,
         registry,
         routes: Default::default(),
     };

@@ -177,6 +177,21 @@ impl Lifecycle {
         Ok(())
     }
 
+    /// Forgets the alert of `rule` for an erased `subject`: resolves it if
+    /// firing (so receivers clear it), then deletes it and its expiry timer.
+    pub fn erase(
+        &mut self,
+        ctx: &mut Context<'_>,
+        rule: &str,
+        subject: &str,
+        at: i64,
+    ) -> Result<(), ProcessError> {
+        self.resolve(ctx, rule, subject, at, "the customer's data was erased")?;
+        ctx.state().delete(&alert_key(rule, subject));
+        ctx.cancel_timers(&expiry_timer(rule, subject))?;
+        Ok(())
+    }
+
     /// Loads the firing counts of the context's partition on first sight,
     /// so the gauge covers every partition this instance works on.
     pub fn observe_partition(&mut self, ctx: &mut Context<'_>) -> Result<(), ProcessError> {

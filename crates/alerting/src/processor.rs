@@ -1,9 +1,12 @@
 //! The alerting processor: routes each input to the rules, keeps customer
 //! context and rule state per partition, and hands drafts to the lifecycle.
 
+use journey_core::config::TopicsConfig;
 use journey_core::contract::{EventType, SessionSummary, StageChange};
-use journey_core::runtime::{Context, InputRecord, ProcessError, Processor};
+use journey_core::erasure::{self, ErasureTopics};
+use journey_core::runtime::{now_millis, Context, InputRecord, ProcessError, Processor};
 use journey_core::state::Clock;
+use prometheus::IntCounter;
 
 use crate::customer::CustomerContext;
 use crate::lifecycle::{Lifecycle, EXPIRY_TIMER};
@@ -22,6 +25,22 @@ pub struct Topics {
     pub stage_changes: String,
     pub dead_letters: String,
     pub alerts: String,
+    /// Erasure tasks (input) and steps (output).
+    pub erasure: ErasureTopics,
+}
+
+impl Topics {
+    /// The pipeline's `topics`.
+    pub fn new(topics: &TopicsConfig) -> Self {
+        Topics {
+            events: topics.events.clone(),
+            sessions: topics.sessions.clone(),
+            stage_changes: topics.stage_changes.clone(),
+            dead_letters: topics.dead_letters.clone(),
+            alerts: topics.alerts.clone(),
+            erasure: ErasureTopics::new(topics),
+        }
+    }
 }
 
 /// Prefix of cart timers and state, followed by the customer key.
@@ -50,16 +69,40 @@ pub struct Alerting {
     rules: RuleSet,
     topics: Topics,
     lifecycle: Lifecycle,
+    erased: IntCounter,
 }
 
 impl Alerting {
-    /// A processor evaluating `rules` over `topics`, raising alerts through `lifecycle`.
-    pub fn new(rules: RuleSet, topics: Topics, lifecycle: Lifecycle) -> Self {
+    /// A processor evaluating `rules` over `topics`, raising alerts through
+    /// `lifecycle`, counting erasures in `erased`.
+    pub fn new(rules: RuleSet, topics: Topics, lifecycle: Lifecycle, erased: IntCounter) -> Self {
         Alerting {
             rules,
             topics,
             lifecycle,
+            erased,
         }
+    }
+
+    /// Forgets an erased id: what is known of the customer, an open cart,
+    /// and its alerts (resolved first if firing) with their timers.
+    fn erase(
+        &mut self,
+        record: &InputRecord<'_>,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), ProcessError> {
+        let task = erasure::task(ctx, record)?;
+        let customer = task.subject.as_str();
+        ctx.state().delete(&customer_key(customer));
+        let cart = cart_key(customer);
+        ctx.state().delete(&cart);
+        ctx.cancel_timers(&cart)?;
+        let now = now_millis();
+        for rule in rules::PER_CUSTOMER {
+            self.lifecycle.erase(ctx, rule, customer, now)?;
+        }
+        self.erased.inc();
+        erasure::report_erased(ctx, &self.topics.erasure, crate::NAME, &task)
     }
 
     fn on_event(
@@ -400,6 +443,8 @@ impl Processor for Alerting {
             self.on_session(record, ctx)
         } else if topic == self.topics.stage_changes {
             self.on_stage_change(record, ctx)
+        } else if topic == self.topics.erasure.tasks {
+            self.erase(record, ctx)
         } else if topic == self.topics.dead_letters {
             // Counted as they are: a dead letter that does not decode is still one.
             if self.rules.dead_letter_rate.enabled {

@@ -4,9 +4,10 @@
 use journey_alerting::{AlertingConfig, RuleSet, Topics};
 use journey_core::codec::Codec;
 use journey_core::contract::{
-    Alert, AlertStatus, Channel, CustomerEvent, EventType, Feedback, FunnelStep, Order,
-    SessionSummary, Stage, StageChange,
+    Alert, AlertStatus, Channel, CustomerEvent, ErasureProgress, ErasureStep, ErasureTask,
+    EventType, Feedback, FunnelStep, Order, SessionSummary, Stage, StageChange,
 };
+use journey_core::erasure::ErasureTopics;
 use journey_core::runtime::{Context, InputRecord, Output, Processor};
 use journey_core::state::{Clock, StateStore};
 use prometheus::proto::MetricType;
@@ -17,6 +18,8 @@ const SESSIONS: &str = "sessions";
 const STAGES: &str = "stage-changes";
 const DEAD: &str = "dead-letters";
 const ALERTS: &str = "alerts";
+const ERASURE_TASKS: &str = "erasure-tasks";
+const ERASURE_PROGRESS: &str = "erasure-progress";
 const PARTITION: i32 = 0;
 const MINUTE: i64 = 60_000;
 /// 2023-11-14T22:13:20Z.
@@ -45,6 +48,10 @@ impl Harness {
             stage_changes: STAGES.into(),
             dead_letters: DEAD.into(),
             alerts: ALERTS.into(),
+            erasure: ErasureTopics {
+                tasks: ERASURE_TASKS.into(),
+                progress: ERASURE_PROGRESS.into(),
+            },
         };
         let rules = RuleSet::parse(rules, None).unwrap();
         let alerting =
@@ -586,4 +593,82 @@ fn interim_session_summaries_do_not_count_as_sessions() {
     let fired = h.alerts();
     assert_eq!(fired.len(), 1);
     assert_eq!(fired[0].context["last_session_id"], "final");
+}
+
+#[test]
+fn an_erased_customer_leaves_no_state_timers_or_firing_alerts() {
+    let mut h = Harness::new(CART_10M);
+    // A firing cart alert (with its cooldown timer) and a second open cart.
+    h.event(event("e1", "erin", EventType::AddToCart, T0));
+    h.tick(T0 + 10 * MINUTE, T0 + 10 * MINUTE);
+    assert_eq!(h.alerts().len(), 1);
+    h.event(event("e2", "erin", EventType::AddToCart, T0 + 11 * MINUTE));
+    h.event(event("f1", "finn", EventType::AddToCart, T0 + 11 * MINUTE));
+    h.store.commit().unwrap();
+
+    let task = ErasureTask {
+        request_id: "r-1".into(),
+        customer_id: "erin".into(),
+        subject: "erin".into(),
+        requested_at: T0,
+    };
+    let payload = h.codec.encode(&task).unwrap();
+    h.feed(ERASURE_TASKS, "erin", &payload, T0);
+    let outputs = h.outputs.clone();
+    let resolved = h.alerts();
+    assert_eq!(
+        statuses(&resolved),
+        [("cart_abandonment", AlertStatus::Resolved)]
+    );
+    assert_eq!(
+        resolved[0].context["resolution"],
+        "the customer's data was erased"
+    );
+    let step: ErasureProgress = outputs
+        .iter()
+        .find(|o| o.topic == ERASURE_PROGRESS)
+        .map(|o| h.codec.decode(&o.payload).unwrap())
+        .expect("an ERASED step");
+    assert_eq!(
+        (step.step, step.service.as_str(), step.subjects),
+        (ErasureStep::Erased, "alerting", vec!["erin".to_string()])
+    );
+    assert_eq!(
+        h.metric(
+            "alerts_firing",
+            &[("rule", "cart_abandonment"), ("severity", "WARNING")]
+        ),
+        0.0
+    );
+    h.store.commit().unwrap();
+    for key in [
+        &b"customer/erin"[..],
+        b"cart/erin",
+        b"alert/cart_abandonment/erin",
+    ] {
+        assert!(
+            h.store
+                .partition(PARTITION)
+                .keys_with_prefix(key)
+                .unwrap()
+                .is_empty(),
+            "{} left",
+            String::from_utf8_lossy(key)
+        );
+    }
+    assert!(h
+        .store
+        .timers_under(PARTITION, b"cart/erin")
+        .unwrap()
+        .is_empty());
+    assert!(h
+        .store
+        .timers_under(PARTITION, b"expire/cart_abandonment/erin")
+        .unwrap()
+        .is_empty());
+    // Finn's cart is untouched and still comes due.
+    h.tick(T0 + 21 * MINUTE, T0 + 21 * MINUTE);
+    let fired = h.alerts();
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0].customer_id.as_deref(), Some("finn"));
 }

@@ -16,6 +16,7 @@ use journey_classifier::{
     router, Classifier, ClassifierTopics, Directory, LocalPartitions, Profile, Query, Rules,
 };
 use journey_core::codec::Codec;
+use journey_core::config::TopicsConfig;
 use journey_core::contract::{Channel, CustomerEvent, EventType, Feedback, Order, Product, Stage};
 use journey_core::runtime::{now_millis, Context, InputRecord, Processor};
 use journey_core::state::StateStore;
@@ -114,13 +115,7 @@ fn events(now: i64) -> Vec<(String, Vec<u8>)> {
 }
 
 fn topics() -> ClassifierTopics {
-    ClassifierTopics {
-        events: "journey.events".into(),
-        sessions: "journey.sessions".into(),
-        identities: "journey.identities".into(),
-        repartition: "journey-classifier-merge-repartition".into(),
-        stage_changes: "journey.stage-changes".into(),
-    }
+    ClassifierTopics::new(&TopicsConfig::default(), "journey-classifier")
 }
 
 /// Runs `events` through the classifier as the runtime does (commit every

@@ -57,13 +57,7 @@ pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> anyhow::R
     let url = config.advertised_url()?;
     let registry = journey_core::metrics::registry(NAME);
     let t = &common.topics;
-    let topics = ClassifierTopics {
-        events: t.events.clone(),
-        sessions: t.sessions.clone(),
-        identities: t.identities.clone(),
-        repartition: format!("{}-merge-repartition", config.group_id),
-        stage_changes: t.stage_changes.clone(),
-    };
+    let topics = ClassifierTopics::new(t, &config.group_id);
     let external = [t.events.clone(), t.sessions.clone(), t.identities.clone()];
     let partitions = journey_core::kafka::input_partitions(&common.kafka, &external).await?;
     let instances = instances::topic_spec(&config.group_id);
@@ -105,8 +99,10 @@ pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> anyhow::R
             topics.sessions,
             topics.identities,
             topics.repartition.clone(),
+            topics.erasure.tasks.clone(),
         ],
         internal_inputs: vec![topics.repartition],
+        control_inputs: vec![topics.erasure.tasks],
         registry,
         routes,
     };

@@ -19,6 +19,7 @@ pub struct ClassifierMetrics {
     /// Consideration / awareness and purchase / consideration, per channel.
     conversion: Vec<[Gauge; 2]>,
     pub merges: IntCounter,
+    pub erased: IntCounter,
 }
 
 impl ClassifierMetrics {
@@ -99,6 +100,7 @@ impl ClassifierMetrics {
                 })
                 .collect(),
             merges,
+            erased: journey_core::erasure::erasures_counter(registry),
         }
     }
 

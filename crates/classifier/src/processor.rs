@@ -4,9 +4,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use journey_core::config::TopicsConfig;
 use journey_core::contract::{
     Channel, ErrorKind, IdentityMerge, SessionSummary, Stage, StageChange,
 };
+use journey_core::erasure::{self, ErasureTopics};
 use journey_core::ids;
 use journey_core::runtime::{Context, InputRecord, ProcessError, Processor, Rejection};
 use journey_core::state::Clock;
@@ -35,6 +37,22 @@ pub struct ClassifierTopics {
     pub repartition: String,
     /// Where stage changes go.
     pub stage_changes: String,
+    /// Erasure tasks (input) and steps (output).
+    pub erasure: ErasureTopics,
+}
+
+impl ClassifierTopics {
+    /// The pipeline's `topics` and the internal topics of consumer group `group_id`.
+    pub fn new(topics: &TopicsConfig, group_id: &str) -> Self {
+        ClassifierTopics {
+            events: topics.events.clone(),
+            sessions: topics.sessions.clone(),
+            identities: topics.identities.clone(),
+            repartition: format!("{group_id}-merge-repartition"),
+            stage_changes: topics.stage_changes.clone(),
+            erasure: ErasureTopics::new(topics),
+        }
+    }
 }
 
 /// An anonymous profile on its way to the customer's partition.
@@ -244,6 +262,24 @@ impl Classifier {
         self.save(ctx, &customer, before, profile, i64::MIN)
     }
 
+    /// Deletes the profile of an erased id (with the anonymous ids merged
+    /// into it) and its timer; no stage change is emitted.
+    fn erase(
+        &mut self,
+        record: &InputRecord<'_>,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), ProcessError> {
+        let task = erasure::task(ctx, record)?;
+        let key = task.subject.as_bytes();
+        if let Some(profile) = ctx.state().get::<Profile>(key)? {
+            ctx.state().delete(key);
+            self.account(ctx, Some(profile.contribution()), None)?;
+        }
+        ctx.cancel_timers(key)?;
+        self.metrics.erased.inc();
+        erasure::report_erased(ctx, &self.topics.erasure, crate::NAME, &task)
+    }
+
     /// Emits the stage change of `customer` to `to` and moves the profile there.
     fn change(
         &mut self,
@@ -352,6 +388,8 @@ impl Processor for Classifier {
             self.on_identity(record, ctx)
         } else if topic == self.topics.repartition {
             self.on_forwarded(record, ctx)
+        } else if topic == self.topics.erasure.tasks {
+            self.erase(record, ctx)
         } else {
             Err(ProcessError::Fatal(anyhow::anyhow!(
                 "record from unexpected topic {topic}"

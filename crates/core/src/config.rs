@@ -69,6 +69,14 @@ pub struct TopicsConfig {
     pub alerts: String,
     /// Records no service could process, with the reason.
     pub dead_letters: String,
+    /// Customers' erasure requests, keyed by customer id (ingest reads them).
+    pub erasure_requests: String,
+    /// One record per id to erase, keyed by that id, for the downstream services.
+    pub erasure_tasks: String,
+    /// Steps of erasure requests, keyed by request id, gathered by ingest.
+    pub erasure_progress: String,
+    /// One record per erasure request done by every service, keyed by customer id.
+    pub erasure_confirmations: String,
     /// `retention.ms` of the pipeline topics `journey topics` creates.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
@@ -89,6 +97,10 @@ impl Default for TopicsConfig {
             stage_changes: "journey.stage-changes".into(),
             alerts: "journey.alerts".into(),
             dead_letters: "journey.dead-letters".into(),
+            erasure_requests: "journey.erasure.requests".into(),
+            erasure_tasks: "journey.erasure.tasks".into(),
+            erasure_progress: "journey.erasure.progress".into(),
+            erasure_confirmations: "journey.erasure.confirmations".into(),
             retention: Duration::from_secs(7 * 24 * 3600),
             dead_letters_retention: Duration::from_secs(7 * 24 * 3600),
         }

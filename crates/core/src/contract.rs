@@ -373,3 +373,61 @@ pub struct DeadLetter {
     pub original_value: Option<Vec<u8>>,
     pub failed_at: i64,
 }
+
+/// A customer's right to erasure (`schemas/erasure_request.avsc`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ErasureRequest {
+    pub request_id: String,
+    pub customer_id: String,
+    #[serde(default)]
+    pub anonymous_ids: Vec<String>,
+    pub requested_at: i64,
+}
+
+/// One id of an erasure request, for the services to delete (`schemas/erasure_task.avsc`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ErasureTask {
+    pub request_id: String,
+    pub customer_id: String,
+    pub subject: String,
+    pub requested_at: i64,
+}
+
+/// Which step of an erasure an [`ErasureProgress`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErasureStep {
+    /// Ingest took the request and asked every partition to scan for links.
+    #[default]
+    Planned,
+    /// One ingest partition dropped the customer's identity links.
+    Scanned,
+    /// One service deleted one id's state.
+    Erased,
+}
+
+/// A step of an erasure request (`schemas/erasure_progress.avsc`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ErasureProgress {
+    pub request_id: String,
+    pub customer_id: String,
+    pub step: ErasureStep,
+    pub service: String,
+    #[serde(default)]
+    pub subjects: Vec<String>,
+    pub partition: Option<i32>,
+    pub partition_count: Option<i32>,
+    pub requested_at: i64,
+    pub at: i64,
+}
+
+/// An erasure request done by every service (`schemas/erasure_confirmation.avsc`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ErasureConfirmation {
+    pub request_id: String,
+    pub customer_id: String,
+    pub subjects: Vec<String>,
+    pub services: Vec<String>,
+    pub requested_at: i64,
+    pub confirmed_at: i64,
+}

@@ -167,6 +167,10 @@ pub fn pipeline_topics(topics: &TopicsConfig, partitions: i32) -> Vec<TopicSpec>
         &topics.stage_changes,
         &topics.alerts,
         &topics.dead_letters,
+        &topics.erasure_requests,
+        &topics.erasure_tasks,
+        &topics.erasure_progress,
+        &topics.erasure_confirmations,
     ]
     .into_iter()
     .map(|name| TopicSpec {

@@ -22,6 +22,7 @@
 pub mod codec;
 pub mod config;
 pub mod contract;
+pub mod erasure;
 pub mod http;
 pub mod ids;
 pub mod kafka;

@@ -32,6 +32,8 @@ pub struct ServiceSpec<'a> {
     pub inputs: Vec<String>,
     /// Inputs the service writes itself (see [`LoopSettings::internal_inputs`]).
     pub internal_inputs: Vec<String>,
+    /// Inputs that do not move stream time (see [`LoopSettings::control_inputs`]).
+    pub control_inputs: Vec<String>,
     pub registry: Registry,
     /// Routes served beside `/metrics`, `/healthz` and `/readyz`.
     pub routes: Router,
@@ -69,6 +71,7 @@ pub async fn run<P: Processor>(
         group_id: spec.group_id,
         inputs: spec.inputs,
         internal_inputs: spec.internal_inputs,
+        control_inputs: spec.control_inputs,
         dead_letter_topic: spec.common.topics.dead_letters.clone(),
     };
     let result = match pipeline_codec(&spec.common.kafka, &spec.common.topics, &shutdown).await {

@@ -212,6 +212,30 @@ impl StateStore {
             .collect())
     }
 
+    /// The timers of `partition` under exactly `key`, on either clock, as
+    /// (clock, due time). Scans every timer of the partition.
+    pub fn timers_under(
+        &self,
+        partition: i32,
+        key: &[u8],
+    ) -> Result<Vec<(Clock, i64)>, StateError> {
+        let from = scoped(TIMER, partition, &[]);
+        let to = scoped(TIMER, partition + 1, &[]);
+        Ok(self
+            .keys_between(&from, &to)?
+            .into_iter()
+            .filter(|k| &k[14..] == key)
+            .map(|k| {
+                let clock = if k[5] == Clock::Event.tag() {
+                    Clock::Event
+                } else {
+                    Clock::Wall
+                };
+                (clock, time_from_bytes(&k[6..14]))
+            })
+            .collect())
+    }
+
     /// Pending changes that belong in the changelog.
     pub fn pending_changes(&self) -> Vec<Change> {
         self.overlay
@@ -308,17 +332,7 @@ impl StateStore {
 
     /// Committed and pending timer keys with `from <= key < to`, in key order.
     fn keys_between(&self, from: &[u8], to: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
-        let mut merged: BTreeSet<Vec<u8>> = BTreeSet::new();
-        for item in self
-            .db
-            .iterator(IteratorMode::From(from, Direction::Forward))
-        {
-            let (k, _) = item?;
-            if k.as_ref() >= to {
-                break;
-            }
-            merged.insert(k.to_vec());
-        }
+        let mut merged = self.committed_keys_between(from, to)?;
         let pending = self
             .timers
             .range::<[u8], _>((Bound::Included(from), Bound::Excluded(to)));
@@ -329,6 +343,46 @@ impl StateStore {
             };
         }
         Ok(merged.into_iter().collect())
+    }
+
+    /// Committed and pending user keys starting with `prefix`, in key order.
+    fn keys_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
+        let mut end = prefix.to_vec();
+        // The first key after every key with the prefix; a prefix of 0xff bytes
+        // only is never built (keys start with a namespace byte).
+        while end.last() == Some(&u8::MAX) {
+            end.pop();
+        }
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        let mut merged = self.committed_keys_between(prefix, &end)?;
+        for (k, v) in self.overlay.iter().filter(|(k, _)| k.starts_with(prefix)) {
+            match v {
+                Some(_) => merged.insert(k.clone()),
+                None => merged.remove(k),
+            };
+        }
+        Ok(merged.into_iter().collect())
+    }
+
+    fn committed_keys_between(
+        &self,
+        from: &[u8],
+        to: &[u8],
+    ) -> Result<BTreeSet<Vec<u8>>, StateError> {
+        let mut keys = BTreeSet::new();
+        for item in self
+            .db
+            .iterator(IteratorMode::From(from, Direction::Forward))
+        {
+            let (k, _) = item?;
+            if k.as_ref() >= to {
+                break;
+            }
+            keys.insert(k.to_vec());
+        }
+        Ok(keys)
     }
 }
 
@@ -442,6 +496,18 @@ impl PartitionState<'_> {
             let full = self.key(key);
             self.store.put_encoded(full, value);
         }
+    }
+
+    /// The keys starting with `prefix`, pending writes included, in order.
+    /// Scans RocksDB: for rare lookups (erasure), not for every record.
+    pub fn keys_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
+        let full = self.key(prefix);
+        Ok(self
+            .store
+            .keys_with_prefix(&full)?
+            .into_iter()
+            .map(|k| k[self.prefix.len()..].to_vec())
+            .collect())
     }
 
     /// Removes `key`.
@@ -588,6 +654,42 @@ mod tests {
             store.due_timers(0, Clock::Wall, i64::MAX).unwrap(),
             vec![(1, b"w".to_vec())]
         );
+    }
+
+    #[test]
+    fn timers_under_a_key_span_both_clocks_and_pending_changes() {
+        let (_dir, mut store) = open();
+        store.set_timer(0, Clock::Event, 5, b"k");
+        store.set_timer(0, Clock::Wall, 7, b"k");
+        store.set_timer(0, Clock::Wall, 7, b"kk");
+        store.set_timer(1, Clock::Wall, 7, b"k");
+        store.commit().unwrap();
+        store.set_timer(0, Clock::Event, -3, b"k");
+        store.cancel_timer(0, Clock::Event, 5, b"k");
+        let mut under = store.timers_under(0, b"k").unwrap();
+        under.sort_by_key(|(_, at)| *at);
+        assert_eq!(under, vec![(Clock::Event, -3), (Clock::Wall, 7)]);
+    }
+
+    #[test]
+    fn keys_with_a_prefix_merge_committed_and_pending_writes() {
+        let (_dir, mut store) = open();
+        for key in [&b"r/a1"[..], b"r/a2", b"r/b", b"s"] {
+            store.partition(0).put(key, &1u8);
+        }
+        store.partition(1).put(b"r/a3", &1u8);
+        store.commit().unwrap();
+        store.partition(0).delete(b"r/a1");
+        store.partition(0).put(b"r/a0", &1u8);
+        let keys = store.partition(0).keys_with_prefix(b"r/a").unwrap();
+        assert_eq!(keys, vec![b"r/a0".to_vec(), b"r/a2".to_vec()]);
+        store.partition(0).put(&[b'x', u8::MAX, u8::MAX], &1u8);
+        store.partition(0).put(&[b'y'], &1u8);
+        let keys = store
+            .partition(0)
+            .keys_with_prefix(&[b'x', u8::MAX])
+            .unwrap();
+        assert_eq!(keys, vec![vec![b'x', u8::MAX, u8::MAX]]);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use journey_core::codec::{AvroRecord, Codec, HEADER_LEN};
+use journey_core::config::TopicsConfig;
 use journey_core::contract::{
     Campaign, Channel, CustomerEvent, Device, EventType, Feedback, Order, Page, Product, Support,
 };
@@ -146,11 +147,7 @@ fn ingest_round(codec: &Codec, framed: &[(String, Vec<u8>)], now: i64) -> Durati
     let dir = tempfile::tempdir().expect("temp dir");
     let mut store = StateStore::open(dir.path(), STATE_MEMORY).expect("state store");
     let registry = prometheus::Registry::new();
-    let topics = IngestTopics {
-        events: "journey.events".into(),
-        identities: "journey.identities".into(),
-        repartition: "journey-ingest-visitor-repartition".into(),
-    };
+    let topics = IngestTopics::new(&TopicsConfig::default(), "journey-ingest");
     let mut ingest = Ingest::new(&IngestConfig::default(), topics, &registry);
     let mut outputs = Vec::with_capacity(COMMIT_EVERY);
     timed(|| {

@@ -24,6 +24,9 @@ pub struct IngestConfig {
     /// duplicate: counted, not forwarded.
     #[serde(with = "humantime_serde")]
     pub dedup_window: Duration,
+    /// The downstream services that must report an erasure done before
+    /// ingest confirms it (each one's name, as in its `service` field).
+    pub erasure_services: Vec<String>,
 }
 
 impl Default for IngestConfig {
@@ -36,6 +39,7 @@ impl Default for IngestConfig {
             min_occurred_at: 946_684_800_000,
             max_record_bytes: 1024 * 1024,
             dedup_window: Duration::from_secs(24 * 3600),
+            erasure_services: vec!["sessionizer".into(), "classifier".into(), "alerting".into()],
         }
     }
 }

@@ -16,6 +16,7 @@
 //! ```
 
 mod config;
+mod erasure;
 mod identity;
 mod processor;
 mod validate;
@@ -37,11 +38,7 @@ pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> anyhow::R
     let common = source.common()?;
     let config: IngestConfig = source.section(NAME)?;
     let registry = journey_core::metrics::registry(NAME);
-    let topics = IngestTopics {
-        events: common.topics.events.clone(),
-        identities: common.topics.identities.clone(),
-        repartition: format!("{}-visitor-repartition", config.group_id),
-    };
+    let topics = IngestTopics::new(&common.topics, &config.group_id);
     let processor = Ingest::new(&config, topics.clone(), &registry);
     let spec = ServiceSpec {
         name: NAME,
@@ -49,8 +46,19 @@ pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> anyhow::R
         http_listen: config.http_listen,
         group_id: config.group_id.clone(),
         store: "state",
-        inputs: vec![common.topics.raw_events.clone(), topics.repartition.clone()],
-        internal_inputs: vec![topics.repartition],
+        inputs: vec![
+            common.topics.raw_events.clone(),
+            topics.repartition.clone(),
+            topics.erasure_requests.clone(),
+            topics.erasure_broadcast.clone(),
+            topics.erasure_progress.clone(),
+        ],
+        internal_inputs: vec![topics.repartition, topics.erasure_broadcast.clone()],
+        control_inputs: vec![
+            topics.erasure_requests,
+            topics.erasure_broadcast,
+            topics.erasure_progress,
+        ],
         registry,
         routes: Default::default(),
     };

@@ -10,6 +10,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use journey_core::codec::Codec;
+use journey_core::config::TopicsConfig;
 use journey_core::contract::{Channel, CustomerEvent, EventType, Product};
 use journey_core::runtime::{Context, InputRecord, Processor};
 use journey_core::state::{Clock, StateStore};
@@ -84,10 +85,7 @@ fn round(codec: &Codec, records: &[(String, Vec<u8>, i64)]) -> (Duration, usize)
     let config = SessionizerConfig::default();
     let topics = SessionizerTopics {
         events: TOPIC.into(),
-        identities: "journey.identities".into(),
-        folds: "journey-sessionizer-merge-repartition".into(),
-        sessions: "journey.sessions".into(),
-        late_events: "journey.events.late".into(),
+        ..SessionizerTopics::new(&TopicsConfig::default(), "journey-sessionizer")
     };
     let windows = config.windows().expect("default config is valid");
     let mut sessionizer = Sessionizer::new(windows, None, topics, &registry);

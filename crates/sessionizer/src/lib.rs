@@ -50,13 +50,7 @@ pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> anyhow::R
     let config: SessionizerConfig = source.section(NAME)?;
     let registry = journey_core::metrics::registry(NAME);
     let windows = config.windows()?;
-    let topics = SessionizerTopics {
-        events: common.topics.events.clone(),
-        identities: common.topics.identities.clone(),
-        folds: format!("{}-merge-repartition", config.group_id),
-        sessions: common.topics.sessions.clone(),
-        late_events: common.topics.late_events.clone(),
-    };
+    let topics = SessionizerTopics::new(&common.topics, &config.group_id);
     let processor = Sessionizer::new(windows, config.early_updates(), topics.clone(), &registry);
     let spec = ServiceSpec {
         name: NAME,
@@ -64,8 +58,14 @@ pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> anyhow::R
         http_listen: config.http_listen,
         group_id: config.group_id.clone(),
         store: "sessions",
-        inputs: vec![topics.events, topics.identities, topics.folds.clone()],
+        inputs: vec![
+            topics.events,
+            topics.identities,
+            topics.folds.clone(),
+            topics.erasure.tasks.clone(),
+        ],
         internal_inputs: vec![topics.folds],
+        control_inputs: vec![topics.erasure.tasks],
         registry,
         routes: Default::default(),
     };

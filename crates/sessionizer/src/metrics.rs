@@ -12,6 +12,7 @@ pub(crate) struct Metrics {
     pub folds_sent: IntCounter,
     pub folds_applied: IntCounter,
     pub folds_repeated: IntCounter,
+    pub erased: IntCounter,
     pub open: IntGauge,
 }
 
@@ -53,6 +54,7 @@ impl Metrics {
                 "identity_folds_repeated_total",
                 "Folds received again (re-sent after a crash) and ignored.",
             ),
+            erased: journey_core::erasure::erasures_counter(registry),
             open: journey_core::metrics::register(
                 registry,
                 IntGauge::new(

@@ -13,6 +13,8 @@
 //! event ids and drops a repeat; a repeat of an event whose session already
 //! closed is late, and goes to the late-events topic.
 
+use journey_core::config::TopicsConfig;
+use journey_core::erasure::{self, ErasureTopics};
 use journey_core::ids;
 use journey_core::runtime::{Context, InputRecord, ProcessError, Processor};
 use journey_core::state::Clock;
@@ -47,6 +49,22 @@ pub struct SessionizerTopics {
     pub sessions: String,
     /// Late events as they came (output).
     pub late_events: String,
+    /// Erasure tasks (input) and steps (output).
+    pub erasure: ErasureTopics,
+}
+
+impl SessionizerTopics {
+    /// The pipeline's `topics` and the internal topics of consumer group `group_id`.
+    pub fn new(topics: &TopicsConfig, group_id: &str) -> Self {
+        SessionizerTopics {
+            events: topics.events.clone(),
+            identities: topics.identities.clone(),
+            folds: format!("{group_id}-merge-repartition"),
+            sessions: topics.sessions.clone(),
+            late_events: topics.late_events.clone(),
+            erasure: ErasureTopics::new(topics),
+        }
+    }
 }
 
 /// Builds sessions per customer and emits each one's summary when final.
@@ -169,6 +187,24 @@ impl Sessionizer {
         Ok(())
     }
 
+    /// Forgets the open sessions of an erased id and their timers; nothing
+    /// of them is emitted.
+    fn erase(
+        &mut self,
+        record: &InputRecord<'_>,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), ProcessError> {
+        let task = erasure::task(ctx, record)?;
+        let key = tagged(SESSIONS, task.subject.as_bytes());
+        if let Some(open) = ctx.state().get::<Vec<Session>>(&key)? {
+            ctx.state().delete(&key);
+            self.open_count.adjust(ctx, -(open.len() as i64))?;
+        }
+        ctx.cancel_timers(&key)?;
+        self.metrics.erased.inc();
+        erasure::report_erased(ctx, &self.topics.erasure, crate::NAME, &task)
+    }
+
     /// Emits the sessions of the customer under `key` that are final.
     fn close_final(&mut self, key: &[u8], ctx: &mut Context<'_>) -> Result<(), ProcessError> {
         let customer = String::from_utf8_lossy(&key[1..]).into_owned();
@@ -199,6 +235,8 @@ impl Processor for Sessionizer {
             self.on_identity(record, ctx)
         } else if record.topic == self.topics.folds {
             self.on_fold(record, ctx)
+        } else if record.topic == self.topics.erasure.tasks {
+            self.erase(record, ctx)
         } else {
             self.on_event(record, ctx)
         }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use journey_core::codec::Codec;
 use journey_core::contract::{CustomerEvent, EventType, IdentityMerge, SessionSummary};
+use journey_core::erasure::ErasureTopics;
 use journey_core::runtime::{Context, InputRecord, Output, Processor};
 use journey_core::state::{Clock, StateStore};
 use journey_sessionizer::{
@@ -27,6 +28,10 @@ fn topics() -> SessionizerTopics {
         folds: "folds".into(),
         sessions: "sessions".into(),
         late_events: "late".into(),
+        erasure: ErasureTopics {
+            tasks: "erasure-tasks".into(),
+            progress: "erasure-progress".into(),
+        },
     }
 }
 

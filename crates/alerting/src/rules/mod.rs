@@ -35,6 +35,13 @@ pub const ALL: [&str; 6] = [
     DEAD_LETTER_RATE,
 ];
 
+/// The rules whose alerts are about one customer (the others are about an aggregate).
+pub const PER_CUSTOMER: [&str; 3] = [
+    CART_ABANDONMENT,
+    DETRACTOR_FEEDBACK,
+    VALUED_CUSTOMER_CHURN_RISK,
+];
+
 /// An alert a rule wants raised, before suppression and id assignment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Draft {

@@ -21,6 +21,10 @@ fn topics() -> ClassifierTopics {
         identities: "identities".into(),
         repartition: "merge-repartition".into(),
         stage_changes: "stage-changes".into(),
+        erasure: ErasureTopics {
+            tasks: "erasure-tasks".into(),
+            progress: "erasure-progress".into(),
+        },
     }
 }
 

@@ -39,7 +39,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::contract::{
-    Alert, CustomerEvent, DeadLetter, ErrorKind, IdentityMerge, SessionSummary, StageChange,
+    Alert, CustomerEvent, DeadLetter, ErasureConfirmation, ErasureProgress, ErasureRequest,
+    ErasureTask, ErrorKind, IdentityMerge, SessionSummary, StageChange,
 };
 use readers::RECORDS;
 pub use writers::{SchemaFetchError, SchemaSource};
@@ -108,6 +109,10 @@ avro_record!(StageChange, "stage_change.avsc");
 avro_record!(Alert, "alert.avsc");
 avro_record!(DeadLetter, "dead_letter.avsc");
 avro_record!(IdentityMerge, "identity_merge.avsc");
+avro_record!(ErasureRequest, "erasure_request.avsc");
+avro_record!(ErasureTask, "erasure_task.avsc");
+avro_record!(ErasureProgress, "erasure_progress.avsc");
+avro_record!(ErasureConfirmation, "erasure_confirmation.avsc");
 
 impl sealed::Sealed for CustomerEvent {
     fn read_datum(datum: &[u8], _schema: &serde_avro_fast::Schema) -> Result<Self, DecodeError> {
@@ -128,6 +133,10 @@ impl sealed::Sealed for StageChange {}
 impl sealed::Sealed for Alert {}
 impl sealed::Sealed for DeadLetter {}
 impl sealed::Sealed for IdentityMerge {}
+impl sealed::Sealed for ErasureRequest {}
+impl sealed::Sealed for ErasureTask {}
+impl sealed::Sealed for ErasureProgress {}
+impl sealed::Sealed for ErasureConfirmation {}
 
 /// Why bytes could not be decoded; maps onto a dead letter's error kind.
 #[derive(Debug, thiserror::Error)]
@@ -204,7 +213,8 @@ pub struct Codec {
 impl Codec {
     /// The contract's schemas with fixed ids, also written with them:
     /// CustomerEvent 1, SessionSummary 2, StageChange 3, Alert 4, DeadLetter 5,
-    /// IdentityMerge 6.
+    /// IdentityMerge 6, ErasureRequest 7, ErasureTask 8, ErasureProgress 9,
+    /// ErasureConfirmation 10.
     pub fn builtin() -> Self {
         Codec::empty(None)
             .with_writer_id::<CustomerEvent>(1)
@@ -213,6 +223,10 @@ impl Codec {
             .with_writer_id::<Alert>(4)
             .with_writer_id::<DeadLetter>(5)
             .with_writer_id::<IdentityMerge>(6)
+            .with_writer_id::<ErasureRequest>(7)
+            .with_writer_id::<ErasureTask>(8)
+            .with_writer_id::<ErasureProgress>(9)
+            .with_writer_id::<ErasureConfirmation>(10)
     }
 
     /// A codec that asks `source` for every writer schema it does not know;

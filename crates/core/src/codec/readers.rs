@@ -7,11 +7,12 @@ use apache_avro::Schema;
 
 use super::AvroRecord;
 use crate::contract::{
-    Alert, CustomerEvent, DeadLetter, IdentityMerge, SessionSummary, StageChange,
+    Alert, CustomerEvent, DeadLetter, ErasureConfirmation, ErasureProgress, ErasureRequest,
+    ErasureTask, IdentityMerge, SessionSummary, StageChange,
 };
 
 /// How many record types the contract has.
-pub(super) const RECORDS: usize = 6;
+pub(super) const RECORDS: usize = 10;
 
 /// One contract record's schema, for both libraries.
 pub(super) struct Reader {
@@ -48,6 +49,10 @@ pub(super) fn all() -> &'static [Reader; RECORDS] {
             Reader::of::<Alert>(),
             Reader::of::<DeadLetter>(),
             Reader::of::<IdentityMerge>(),
+            Reader::of::<ErasureRequest>(),
+            Reader::of::<ErasureTask>(),
+            Reader::of::<ErasureProgress>(),
+            Reader::of::<ErasureConfirmation>(),
         ]
     })
 }

@@ -155,6 +155,51 @@ fn every_contract_record_round_trips_on_the_fast_path() {
     round_trips(&codec, &session());
     round_trips(&codec, &alert());
     round_trips(&codec, &dead_letter());
+    let (request, task, progress, confirmation) = erasure_records();
+    round_trips(&codec, &request);
+    round_trips(&codec, &task);
+    round_trips(&codec, &progress);
+    round_trips(&codec, &confirmation);
+}
+
+fn erasure_records() -> (
+    ErasureRequest,
+    ErasureTask,
+    ErasureProgress,
+    ErasureConfirmation,
+) {
+    let request = ErasureRequest {
+        request_id: "r-1".into(),
+        customer_id: "c-1".into(),
+        anonymous_ids: vec!["a-1".into(), "a-2".into()],
+        requested_at: 1_700_000_000_000,
+    };
+    let task = ErasureTask {
+        request_id: "r-1".into(),
+        customer_id: "c-1".into(),
+        subject: "a-1".into(),
+        requested_at: request.requested_at,
+    };
+    let progress = ErasureProgress {
+        request_id: "r-1".into(),
+        customer_id: "c-1".into(),
+        step: ErasureStep::Scanned,
+        service: "ingest".into(),
+        subjects: vec!["a-3".into()],
+        partition: Some(4),
+        partition_count: None,
+        requested_at: request.requested_at,
+        at: request.requested_at + 5,
+    };
+    let confirmation = ErasureConfirmation {
+        request_id: "r-1".into(),
+        customer_id: "c-1".into(),
+        subjects: vec!["c-1".into(), "a-1".into()],
+        services: vec!["ingest".into(), "sessionizer".into()],
+        requested_at: request.requested_at,
+        confirmed_at: request.requested_at + 900,
+    };
+    (request, task, progress, confirmation)
 }
 
 /// Every field with a default, left out of the writer schema, on both paths.
@@ -185,6 +230,9 @@ fn fields_missing_from_the_writer_take_their_defaults_on_both_paths() {
     fields_with_defaults_fill_in(&session());
     fields_with_defaults_fill_in(&alert());
     fields_with_defaults_fill_in(&dead_letter());
+    let (request, _, progress, _) = erasure_records();
+    fields_with_defaults_fill_in(&request);
+    fields_with_defaults_fill_in(&progress);
 }
 
 #[test]

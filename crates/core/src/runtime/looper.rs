@@ -45,6 +45,10 @@ pub struct LoopSettings {
     /// Those inputs the service writes itself (repartition topics): created
     /// if missing, with as many partitions as the other inputs.
     pub internal_inputs: Vec<String>,
+    /// Those inputs whose record timestamps do not move stream time: control
+    /// records (erasure tasks) stamped with the wall clock, which would
+    /// otherwise close the event-time windows of a replay or a backfill.
+    pub control_inputs: Vec<String>,
     pub dead_letter_topic: String,
     /// Compacted topic holding every change of the state.
     pub changelog_topic: String,
@@ -106,10 +110,17 @@ pub async fn run<P: Processor>(
                 .with_label_values(&[topic.as_str()])
         })
         .collect();
+    let control = settings
+        .inputs
+        .iter()
+        .map(|topic| settings.control_inputs.contains(topic))
+        .collect();
     let mut looper = Loop {
         consumer,
         restored_rx,
         work: Work {
+            partitions,
+            control,
             producer: crate::kafka::producer(&settings.kafka)?,
             settings,
             processor,
@@ -154,6 +165,10 @@ struct Loop<P> {
 /// the rest is mutated.
 struct Work<P> {
     settings: LoopSettings,
+    /// Partitions of each input.
+    partitions: i32,
+    /// Per input (by index): whether it is a control input.
+    control: Vec<bool>,
     processor: P,
     codec: Codec,
     store: StateStore,
@@ -496,7 +511,8 @@ impl<P: Processor> Work<P> {
             &mut self.outputs,
             partition,
             stream_time,
-        );
+        )
+        .with_partition_count(self.partitions);
         self.processor
             .on_assigned(partition, &mut ctx)
             .map_err(|e| anyhow::anyhow!(e).context(format!("assigning partition {partition}")))
@@ -581,9 +597,12 @@ impl<P: Processor> Work<P> {
             self.metrics.records_skipped.inc();
             return Ok(());
         }
+        let control = self.control[input];
         let stream_time = {
             let clock = self.clock(partition, arrived)?;
-            clock.observe(record.timestamp, arrived);
+            if !control {
+                clock.observe(record.timestamp, arrived);
+            }
             clock.stream_time
         };
         let mut ctx = Context::new(
@@ -592,7 +611,8 @@ impl<P: Processor> Work<P> {
             &mut self.outputs,
             partition,
             stream_time,
-        );
+        )
+        .with_partition_count(self.partitions);
         match self.processor.process(record, &mut ctx) {
             Ok(()) => {}
             Err(ProcessError::Rejected(rejection)) => {
@@ -626,6 +646,7 @@ impl<P: Processor> Work<P> {
                     payload: self.codec.encode(&dead)?,
                     timestamp: record.timestamp,
                     headers: Vec::new(),
+                    partition: None,
                 });
             }
             Err(ProcessError::Unavailable { kind, message }) => {
@@ -679,7 +700,8 @@ impl<P: Processor> Work<P> {
                         &mut self.outputs,
                         partition,
                         stream_time,
-                    );
+                    )
+                    .with_partition_count(self.partitions);
                     match self.processor.on_timer(clock, at, &key, &mut ctx) {
                         Ok(()) => self.metrics.timers_fired.inc(),
                         Err(ProcessError::Rejected(r)) => {
@@ -706,6 +728,9 @@ impl<P: Processor> Work<P> {
                 .key(&output.key)
                 .payload(&output.payload)
                 .timestamp(output.timestamp);
+            if let Some(partition) = output.partition {
+                record = record.partition(partition);
+            }
             if !output.headers.is_empty() {
                 let headers = output.headers.iter().fold(
                     OwnedHeaders::new_with_capacity(output.headers.len()),

@@ -132,6 +132,8 @@ pub struct Output {
     pub timestamp: i64,
     /// Record headers, name and value; usually none.
     pub headers: Vec<(String, Vec<u8>)>,
+    /// The partition to write to; `None` lets the producer choose by key.
+    pub partition: Option<i32>,
 }
 
 /// What a processor may touch while handling a record or a timer.
@@ -140,11 +142,13 @@ pub struct Context<'a> {
     codec: &'a Codec,
     outputs: &'a mut Vec<Output>,
     partition: i32,
+    partition_count: i32,
     stream_time: i64,
 }
 
 impl<'a> Context<'a> {
-    /// A context over `store` for `partition` at `stream_time`; outputs are collected in `outputs`.
+    /// A context over `store` for `partition` (of one) at `stream_time`;
+    /// outputs are collected in `outputs`.
     pub fn new(
         store: &'a mut StateStore,
         codec: &'a Codec,
@@ -157,8 +161,20 @@ impl<'a> Context<'a> {
             codec,
             outputs,
             partition,
+            partition_count: 1,
             stream_time,
         }
+    }
+
+    /// The same context, with the inputs' partition count (the runtime sets it).
+    pub fn with_partition_count(mut self, partitions: i32) -> Self {
+        self.partition_count = partitions;
+        self
+    }
+
+    /// How many partitions each input has.
+    pub fn partition_count(&self) -> i32 {
+        self.partition_count
     }
 
     /// The state of the current partition.
@@ -211,6 +227,17 @@ impl<'a> Context<'a> {
         self.store.cancel_timer(self.partition, clock, at, key);
     }
 
+    /// Cancels every timer of the partition under `key`, on both clocks,
+    /// whenever due; returns how many. It scans the partition's timers:
+    /// meant for rare deletions (erasure), not for every record.
+    pub fn cancel_timers(&mut self, key: &[u8]) -> Result<usize, StateError> {
+        let pending = self.store.timers_under(self.partition, key)?;
+        for (clock, at) in &pending {
+            self.store.cancel_timer(self.partition, *clock, *at, key);
+        }
+        Ok(pending.len())
+    }
+
     /// Queues `payload` as it is for `topic` under `key` (forwarding a record unchanged).
     pub fn emit_raw(&mut self, topic: &str, key: &[u8], payload: &[u8], timestamp: i64) {
         self.emit_raw_with_headers(topic, key, payload, timestamp, &[]);
@@ -234,6 +261,7 @@ impl<'a> Context<'a> {
                 .iter()
                 .map(|(name, value)| (name.to_string(), value.to_vec()))
                 .collect(),
+            partition: None,
         });
     }
 
@@ -245,6 +273,29 @@ impl<'a> Context<'a> {
         record: &T,
         timestamp: i64,
     ) -> Result<(), ProcessError> {
+        self.emit_to(topic, None, key, record, timestamp)
+    }
+
+    /// Like [`Self::emit`], to `partition` of `topic` whatever the key.
+    pub fn emit_to_partition<T: AvroRecord>(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        key: &str,
+        record: &T,
+        timestamp: i64,
+    ) -> Result<(), ProcessError> {
+        self.emit_to(topic, Some(partition), key, record, timestamp)
+    }
+
+    fn emit_to<T: AvroRecord>(
+        &mut self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &str,
+        record: &T,
+        timestamp: i64,
+    ) -> Result<(), ProcessError> {
         let payload = self.codec.encode(record)?;
         self.outputs.push(Output {
             topic: topic.to_string(),
@@ -252,6 +303,7 @@ impl<'a> Context<'a> {
             payload,
             timestamp,
             headers: Vec::new(),
+            partition,
         });
         Ok(())
     }

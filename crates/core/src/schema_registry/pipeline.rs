@@ -14,7 +14,8 @@ use super::{RegistryClient, RegistryError};
 use crate::codec::{AvroRecord, Codec};
 use crate::config::{KafkaConfig, TopicsConfig};
 use crate::contract::{
-    Alert, CustomerEvent, DeadLetter, IdentityMerge, SessionSummary, StageChange,
+    Alert, CustomerEvent, DeadLetter, ErasureConfirmation, ErasureProgress, ErasureRequest,
+    ErasureTask, IdentityMerge, SessionSummary, StageChange,
 };
 
 /// Longest wait between attempts to reach the registry at start-up.
@@ -83,5 +84,12 @@ fn register(client: &Arc<RegistryClient>, topics: &TopicsConfig) -> Result<Codec
         .with_writer_id::<SessionSummary>(id::<SessionSummary>(client, &topics.sessions)?)
         .with_writer_id::<StageChange>(id::<StageChange>(client, &topics.stage_changes)?)
         .with_writer_id::<Alert>(id::<Alert>(client, &topics.alerts)?)
-        .with_writer_id::<DeadLetter>(id::<DeadLetter>(client, &topics.dead_letters)?))
+        .with_writer_id::<DeadLetter>(id::<DeadLetter>(client, &topics.dead_letters)?)
+        .with_writer_id::<ErasureRequest>(id::<ErasureRequest>(client, &topics.erasure_requests)?)
+        .with_writer_id::<ErasureTask>(id::<ErasureTask>(client, &topics.erasure_tasks)?)
+        .with_writer_id::<ErasureProgress>(id::<ErasureProgress>(client, &topics.erasure_progress)?)
+        .with_writer_id::<ErasureConfirmation>(id::<ErasureConfirmation>(
+            client,
+            &topics.erasure_confirmations,
+        )?))
 }
