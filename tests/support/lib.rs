@@ -233,7 +233,8 @@ pub struct Pipeline {
     pub stop: CancellationToken,
     services: JoinSet<anyhow::Result<()>>,
     pub http: Vec<(&'static str, SocketAddr)>,
-    _state: tempfile::TempDir,
+    source: ConfigSource,
+    state: tempfile::TempDir,
 }
 
 impl Pipeline {
@@ -270,18 +271,41 @@ impl Pipeline {
         let topics = journey_core::kafka::pipeline_topics(&common.topics, common.kafka.partitions);
         journey_core::kafka::ensure_topics(&common.kafka, &topics).await?;
 
+        let (stop, services) = Self::spawn(&source);
+        Ok(Pipeline {
+            stop,
+            services,
+            http,
+            source,
+            state,
+        })
+    }
+
+    fn spawn(source: &ConfigSource) -> (CancellationToken, JoinSet<anyhow::Result<()>>) {
         let stop = CancellationToken::new();
         let mut services = JoinSet::new();
         services.spawn(journey_ingest::run(source.clone(), stop.clone()));
         services.spawn(journey_sessionizer::run(source.clone(), stop.clone()));
         services.spawn(journey_classifier::run(source.clone(), stop.clone()));
         services.spawn(journey_alerting::run(source.clone(), stop.clone()));
-        Ok(Pipeline {
-            stop,
-            services,
-            http,
-            _state: state,
-        })
+        (stop, services)
+    }
+
+    /// Stops every service and starts them again with the same config; with
+    /// `wipe_state`, their state directories are deleted in between, so each
+    /// restores its state from its changelog.
+    pub async fn restart(mut self, wipe_state: bool) -> anyhow::Result<Pipeline> {
+        self.stop_services().await?;
+        if wipe_state {
+            for (name, _) in &self.http {
+                let dir = self.state.path().join(name);
+                if dir.exists() {
+                    std::fs::remove_dir_all(&dir)?;
+                }
+            }
+        }
+        (self.stop, self.services) = Self::spawn(&self.source);
+        Ok(self)
     }
 
     /// The HTTP address of a service.
@@ -295,6 +319,10 @@ impl Pipeline {
 
     /// Stops every service and returns the first failure, if any.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.stop_services().await
+    }
+
+    async fn stop_services(&mut self) -> anyhow::Result<()> {
         self.stop.cancel();
         let mut first = Ok(());
         while let Some(joined) = self.services.join_next().await {
@@ -411,25 +439,65 @@ pub async fn read_all<T: AvroRecord>(kafka: &KafkaConfig, topic: &str) -> anyhow
 }
 
 /// The latest value of every key of a compacted topic such as a changelog,
-/// read from the beginning until no record arrives for a second; a tombstone
-/// removes its key.
+/// read as [`read_log`] does; a tombstone removes its key.
 pub async fn read_table(
     kafka: &KafkaConfig,
     topic: &str,
 ) -> anyhow::Result<BTreeMap<Vec<u8>, Vec<u8>>> {
-    let consumer = reader(kafka, topic)?;
     let mut table = BTreeMap::new();
-    let mut idle = Duration::from_secs(10);
-    while let Ok(message) = tokio::time::timeout(idle, consumer.recv()).await {
-        let message = message?;
-        let key = message.key().unwrap_or_default().to_vec();
-        match message.payload() {
-            Some(value) => table.insert(key, value.to_vec()),
+    for (key, value) in read_log(kafka, topic).await? {
+        match value {
+            Some(value) => table.insert(key, value),
             None => table.remove(&key),
         };
-        idle = Duration::from_secs(1);
     }
     Ok(table)
+}
+
+/// Every record of `topic` as key and value (`None`: a tombstone), from the
+/// beginning up to the end it had when called (a changelog may never go quiet).
+pub async fn read_log(
+    kafka: &KafkaConfig,
+    topic: &str,
+) -> anyhow::Result<Vec<(Vec<u8>, Option<Vec<u8>>)>> {
+    let consumer = reader(kafka, topic)?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map(|t| t.partitions().len() as i32)
+        .with_context(|| format!("no metadata of {topic}"))?;
+    let mut ends = BTreeMap::new();
+    for partition in 0..partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+        if high > low {
+            ends.insert(partition, high);
+        }
+    }
+    let mut records = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ends.is_empty() {
+        let message = tokio::time::timeout_at(deadline.into(), consumer.recv())
+            .await
+            .with_context(|| format!("{topic}: still short of {ends:?} after 60 s"))??;
+        if ends
+            .get(&message.partition())
+            .is_some_and(|end| message.offset() < *end)
+        {
+            records.push((
+                message.key().unwrap_or_default().to_vec(),
+                message.payload().map(<[u8]>::to_vec),
+            ));
+        }
+        if ends
+            .get(&message.partition())
+            .is_some_and(|end| message.offset() + 1 >= *end)
+        {
+            ends.remove(&message.partition());
+        }
+    }
+    Ok(records)
 }
 
 /// The embedded schema registry, serving on `listen` from `topic` until stopped.
