@@ -308,6 +308,11 @@ impl Pipeline {
         Ok(self)
     }
 
+    /// The config file the services run with.
+    pub fn config_path(&self) -> PathBuf {
+        self.state.path().join("journey.toml")
+    }
+
     /// The HTTP address of a service.
     pub fn http(&self, service: &str) -> SocketAddr {
         self.http

@@ -1,6 +1,7 @@
 //! `journey`: run the embedded pipeline, produce synthetic journeys, tail topics.
 
 mod embedded;
+mod erase;
 mod live;
 mod produce;
 mod synth;
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use journey_core::config::ConfigSource;
+use journey_core::contract::ErasureRequest;
 use journey_core::schema_registry::pipeline_codec;
 use journey_core::service::{shutdown_on_signals, CONFIG_ENV};
 use journey_registry::{Registry, RegistryConfig};
@@ -65,6 +67,22 @@ enum Command {
     },
     /// Creates the pipeline's topics if they do not exist.
     Topics,
+    /// Asks every service to erase a customer's data, then waits for the
+    /// confirmation and prints it as JSON.
+    Erase {
+        /// The customer's id.
+        customer_id: String,
+        /// An anonymous (device or cookie) id of the customer's; ids ingest
+        /// linked to the customer are erased anyway. Repeatable.
+        #[arg(long = "anonymous-id")]
+        anonymous_ids: Vec<String>,
+        /// The request's id (default: derived from the customer id and the time).
+        #[arg(long)]
+        request_id: Option<String>,
+        /// Seconds to wait for the confirmation; 0 sends without waiting.
+        #[arg(long, default_value_t = 120)]
+        wait_secs: u64,
+    },
     /// Runs the embedded Confluent-compatible schema registry alone (`[registry]` settings).
     Registry,
 }
@@ -167,6 +185,47 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 journey_core::kafka::ensure_topics(&common.kafka, &specs).await?;
                 for spec in specs {
                     println!("{} ({} partitions)", spec.name, spec.partitions);
+                }
+                Ok(())
+            }
+            Command::Erase {
+                customer_id,
+                anonymous_ids,
+                request_id,
+                wait_secs,
+            } => {
+                let Some(codec) = pipeline_codec(&common.kafka, &common.topics, &stop).await?
+                else {
+                    return Ok(());
+                };
+                let requested_at = journey_core::runtime::now_millis();
+                let request = ErasureRequest {
+                    request_id: request_id.unwrap_or_else(|| {
+                        journey_core::ids::derive(&[
+                            b"erasure",
+                            customer_id.as_bytes(),
+                            &requested_at.to_be_bytes(),
+                        ])
+                    }),
+                    customer_id,
+                    anonymous_ids,
+                    requested_at,
+                };
+                let wait = (wait_secs > 0).then(|| Duration::from_secs(wait_secs));
+                let confirmed =
+                    erase::erase(&common.kafka, &common.topics, &codec, &request, wait, stop)
+                        .await?;
+                match confirmed {
+                    Some(confirmation) => println!(
+                        "{}",
+                        serde_json::json!({
+                            "request_id": confirmation.request_id,
+                            "subjects": confirmation.subjects,
+                            "services": confirmation.services,
+                            "seconds": (confirmation.confirmed_at - confirmation.requested_at) as f64 / 1000.0,
+                        })
+                    ),
+                    None => println!("sent erasure request {}", request.request_id),
                 }
                 Ok(())
             }

@@ -684,7 +684,7 @@ mod tests {
         let keys = store.partition(0).keys_with_prefix(b"r/a").unwrap();
         assert_eq!(keys, vec![b"r/a0".to_vec(), b"r/a2".to_vec()]);
         store.partition(0).put(&[b'x', u8::MAX, u8::MAX], &1u8);
-        store.partition(0).put(&[b'y'], &1u8);
+        store.partition(0).put(b"y", &1u8);
         let keys = store
             .partition(0)
             .keys_with_prefix(&[b'x', u8::MAX])
