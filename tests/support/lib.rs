@@ -491,6 +491,23 @@ impl ServiceProcess {
         ServiceProcess { child }
     }
 
+    /// Starts `binary` with the config file at `config`, its log level as
+    /// the config says and its log lines (standard output) appended to `log`.
+    pub fn start_logging_to(
+        binary: &str,
+        config: &std::path::Path,
+        log: &std::path::Path,
+    ) -> ServiceProcess {
+        let file = std::fs::File::create(log).expect("creating the log file");
+        let child = Command::new(service_bin(binary))
+            .arg("--config")
+            .arg(config)
+            .stdout(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {binary}: {e}"));
+        ServiceProcess { child }
+    }
+
     /// Asks the process to stop (SIGTERM) and waits until it has.
     pub fn stop(mut self) {
         let _ = Command::new("kill")

@@ -229,7 +229,7 @@ pub struct LogConfig {
     /// A tracing filter, e.g. `info` or `info,journey_core=debug`.
     pub filter: String,
     /// Key of the hash that stands for a customer id in log lines
-    /// (`customer=<tag>`, see `telemetry::CustomerTagger`). Unset: a
+    /// (`customer=<tag>`, see [`crate::telemetry::CustomerTagger`]). Unset: a
     /// random key per process, so tags cannot be matched across processes or
     /// restarts, nor looked up with `journey customer-tag`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
