@@ -192,13 +192,17 @@ fn every_http_endpoint_address_is_a_setting_checked_by_name() {
         ("journey", "registry.listen"),
     ] {
         let var = format!("JOURNEY_{}", field.to_ascii_uppercase().replace('.', "__"));
-        let with = |value: &str| check_settings(binary, &BTreeMap::from([(var.clone(), value.into())]));
+        let with =
+            |value: &str| check_settings(binary, &BTreeMap::from([(var.clone(), value.into())]));
         for address in ["0.0.0.0:9100", "10.1.2.3:9100", "[::]:9100", "[::1]:9100"] {
             assert_eq!(with(address), Ok(()), "{var}={address}");
         }
         for address in ["localhost:9100", "10.1.2.3", "*:9100"] {
             let err = with(address).unwrap_err();
-            assert!(err.contains(&format!("field `{field}`")), "{var}={address}: {err}");
+            assert!(
+                err.contains(&format!("field `{field}`")),
+                "{var}={address}: {err}"
+            );
         }
     }
 }

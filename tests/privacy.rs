@@ -120,13 +120,20 @@ async fn logs_and_metrics_hold_no_personal_data_and_tags_find_a_customer() {
         .await
         .unwrap();
     assert_eq!(dead[0].field_path.as_deref(), Some("order.currency"));
-    assert!(!dead[0].message.contains(BAD_CURRENCY), "{}", dead[0].message);
+    assert!(
+        !dead[0].message.contains(BAD_CURRENCY),
+        "{}",
+        dead[0].message
+    );
 
     for (name, addr) in &http {
         let (status, metrics) = http_get(*addr, "/metrics").await.unwrap();
         assert_eq!(status, 200, "{name}");
         for personal in PERSONAL {
-            assert!(!metrics.contains(personal), "{name} metrics hold {personal}");
+            assert!(
+                !metrics.contains(personal),
+                "{name} metrics hold {personal}"
+            );
         }
     }
     for process in processes {
@@ -137,14 +144,21 @@ async fn logs_and_metrics_hold_no_personal_data_and_tags_find_a_customer() {
         .args(["--config", path.to_str().unwrap(), "customer-tag", REJECTED])
         .output()
         .expect("running journey customer-tag");
-    assert!(tag.status.success(), "{}", String::from_utf8_lossy(&tag.stderr));
+    assert!(
+        tag.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tag.stderr)
+    );
     let tag = String::from_utf8(tag.stdout).unwrap().trim().to_string();
     assert_eq!(tag.len(), 16, "{tag}");
 
     let mut all = String::new();
     for name in services {
         let log = std::fs::read_to_string(dir.path().join(format!("{name}.log"))).unwrap();
-        assert!(log.contains("service started"), "{name} logged nothing: {log}");
+        assert!(
+            log.contains("service started"),
+            "{name} logged nothing: {log}"
+        );
         for personal in PERSONAL {
             assert!(!log.contains(personal), "{name} logged {personal}: {log}");
         }

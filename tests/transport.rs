@@ -192,7 +192,11 @@ fn serve<S: Read + Write>(stream: S, seen: &Mutex<Vec<Option<String>>>) {
     let _ = stream.flush();
 }
 
-fn registry_config(url: String, password: &str, ca_file: Option<std::path::PathBuf>) -> KafkaConfig {
+fn registry_config(
+    url: String,
+    password: &str,
+    ca_file: Option<std::path::PathBuf>,
+) -> KafkaConfig {
     KafkaConfig {
         schema_registry_url: Some(url),
         schema_registry_username: Some(USER.into()),
@@ -228,11 +232,16 @@ async fn registry_client_authenticates_with_basic_auth() {
     assert!(codec.is_some());
     let seen = registry.authorizations();
     assert!(seen.len() >= 7, "{seen:?}");
-    assert!(seen.iter().all(|a| a.as_deref().is_some_and(|a| a.starts_with("Basic "))));
+    assert!(seen
+        .iter()
+        .all(|a| a.as_deref().is_some_and(|a| a.starts_with("Basic "))));
 
     // Refused credentials stop start-up at once, without echoing the password.
     for (name, kafka) in [
-        ("a wrong password", registry_config(url.clone(), "wrong-password", None)),
+        (
+            "a wrong password",
+            registry_config(url.clone(), "wrong-password", None),
+        ),
         (
             "no credentials",
             KafkaConfig {
@@ -263,9 +272,7 @@ async fn registry_client_trusts_a_private_ca_over_https() {
 
     let trusted = registry_config(https.clone(), PASSWORD, Some(pki.ca_file()));
     let fetched = tokio::task::spawn_blocking(move || {
-        client(&trusted)
-            .schema_by_id(7)
-            .map(|s| s.canonical_form())
+        client(&trusted).schema_by_id(7).map(|s| s.canonical_form())
     })
     .await
     .unwrap();
@@ -277,7 +284,10 @@ async fn registry_client_trusts_a_private_ca_over_https() {
     // trusted; plain http to a TLS port gets no answer either. Both are
     // retryable outages to the client, and the server saw no request.
     for (kafka, why) in [
-        (registry_config(https.clone(), PASSWORD, None), "certificate"),
+        (
+            registry_config(https.clone(), PASSWORD, None),
+            "certificate",
+        ),
         (
             registry_config(format!("http://{}", registry.addr), PASSWORD, None),
             "",

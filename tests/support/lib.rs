@@ -171,7 +171,10 @@ impl Broker {
             ("sasl.mechanisms", "SCRAM-SHA-512"),
             ("sasl.username", BROKER_USER.0),
             ("sasl.password", BROKER_USER.1),
-            ("ssl.ca.location", pki.ca_file().to_str().expect("a UTF-8 path")),
+            (
+                "ssl.ca.location",
+                pki.ca_file().to_str().expect("a UTF-8 path"),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -14,9 +14,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use journey_core::config::{ConfigSource, LogConfig};
-use journey_core::telemetry::CustomerTagger;
 use journey_core::schema_registry::pipeline_codec;
 use journey_core::service::{shutdown_on_signals, CONFIG_ENV};
+use journey_core::telemetry::CustomerTagger;
 use journey_registry::{Registry, RegistryConfig};
 
 use crate::embedded::Display;

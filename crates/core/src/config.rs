@@ -152,8 +152,14 @@ impl KafkaConfig {
             _ => {}
         }
         let registry_settings = [
-            ("schema_registry_username", self.schema_registry_username.is_some()),
-            ("schema_registry_ca_file", self.schema_registry_ca_file.is_some()),
+            (
+                "schema_registry_username",
+                self.schema_registry_username.is_some(),
+            ),
+            (
+                "schema_registry_ca_file",
+                self.schema_registry_ca_file.is_some(),
+            ),
         ];
         if self.schema_registry_url.is_none() {
             if let Some((name, _)) = registry_settings.iter().find(|(_, set)| *set) {
@@ -583,7 +589,10 @@ mod tests {
             ("JOURNEY_KAFKA__PROPERTIES__SASL_USERNAME", "journey"),
             ("JOURNEY_KAFKA__PROPERTIES__SASL_PASSWORD", "kafka-pw-1"),
             ("JOURNEY_KAFKA__PROPERTIES__SSL_KEY_PASSWORD", "key-pw-2"),
-            ("JOURNEY_KAFKA__SCHEMA_REGISTRY_URL", "https://registry:8081"),
+            (
+                "JOURNEY_KAFKA__SCHEMA_REGISTRY_URL",
+                "https://registry:8081",
+            ),
             ("JOURNEY_KAFKA__SCHEMA_REGISTRY_USERNAME", "journey"),
             ("JOURNEY_KAFKA__SCHEMA_REGISTRY_PASSWORD", "registry-pw-3"),
             ("JOURNEY_LOG__CUSTOMER_ID_KEY", "log-key-4"),
@@ -593,7 +602,10 @@ mod tests {
             .common()
             .unwrap();
         assert_eq!(
-            c.kafka.schema_registry_password.as_ref().map(Secret::expose),
+            c.kafka
+                .schema_registry_password
+                .as_ref()
+                .map(Secret::expose),
             Some("registry-pw-3")
         );
         let shown = format!("{c:?} {c:#?}");

@@ -345,10 +345,22 @@ mod tests {
         let missing = std::env::temp_dir().join("journey-no-such-ca.pem");
         let missing = missing.to_str().unwrap();
         let cases = [
-            (("sasl.mechanism.typo", "PLAIN"), "kafka.properties.sasl.mechanism.typo"),
-            (("security.protocol", "TLS"), "kafka.properties.security.protocol"),
-            (("socket.timeout.ms", "soon"), "kafka.properties.socket.timeout.ms"),
-            (("ssl.ca.location", missing), "kafka.properties.ssl.ca.location"),
+            (
+                ("sasl.mechanism.typo", "PLAIN"),
+                "kafka.properties.sasl.mechanism.typo",
+            ),
+            (
+                ("security.protocol", "TLS"),
+                "kafka.properties.security.protocol",
+            ),
+            (
+                ("socket.timeout.ms", "soon"),
+                "kafka.properties.socket.timeout.ms",
+            ),
+            (
+                ("ssl.ca.location", missing),
+                "kafka.properties.ssl.ca.location",
+            ),
         ];
         for ((key, value), field) in cases {
             // A later pair overrides an earlier one of the same name.
