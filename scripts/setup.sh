@@ -2,11 +2,12 @@
 # Installs what building Journey needs on a fresh Debian machine, then the local broker.
 source "$(dirname "$0")/common.sh"
 
-# librocksdb-sys generates bindings with libclang; rdkafka-sys builds librdkafka with make.
+# librocksdb-sys generates bindings with libclang; rdkafka-sys builds librdkafka with make,
+# against OpenSSL (libssl-dev) for TLS and SASL SCRAM to Kafka.
 # The deployment checks use the real tools: docker-compose resolves
 # docker-compose.yml (no Docker engine needed), promtool and amtool check
 # deploy/, and tests/alerting.rs runs a real Prometheus and Alertmanager.
-packages=(libclang-dev build-essential pkg-config docker-compose prometheus prometheus-alertmanager)
+packages=(libclang-dev build-essential pkg-config libssl-dev docker-compose prometheus prometheus-alertmanager)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

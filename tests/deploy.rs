@@ -182,6 +182,32 @@ fn a_misspelt_or_misplaced_setting_is_caught() {
 }
 
 #[test]
+fn every_http_endpoint_address_is_a_setting_checked_by_name() {
+    // Each service's /metrics, /healthz and /readyz, and the embedded registry.
+    for (binary, field) in [
+        ("journey-ingest", "ingest.http_listen"),
+        ("journey-sessionizer", "sessionizer.http_listen"),
+        ("journey-classifier", "classifier.http_listen"),
+        ("journey-alerting", "alerting.http_listen"),
+        ("journey", "registry.listen"),
+    ] {
+        let var = format!("JOURNEY_{}", field.to_ascii_uppercase().replace('.', "__"));
+        let with =
+            |value: &str| check_settings(binary, &BTreeMap::from([(var.clone(), value.into())]));
+        for address in ["0.0.0.0:9100", "10.1.2.3:9100", "[::]:9100", "[::1]:9100"] {
+            assert_eq!(with(address), Ok(()), "{var}={address}");
+        }
+        for address in ["localhost:9100", "10.1.2.3", "*:9100"] {
+            let err = with(address).unwrap_err();
+            assert!(
+                err.contains(&format!("field `{field}`")),
+                "{var}={address}: {err}"
+            );
+        }
+    }
+}
+
+#[test]
 fn services_scale_out_with_state_on_named_volumes() {
     let compose = resolved_compose();
     let named_volumes = compose["volumes"].as_mapping().expect("named volumes");

@@ -4,6 +4,7 @@
 //! The broker binary comes from `scripts/nisshi.sh install` (or `NISSHI_BIN`).
 
 pub mod bench;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
@@ -18,7 +19,6 @@ use journey_core::contract::{Channel, CustomerEvent, EventType, Order, Page};
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -42,50 +42,171 @@ pub fn free_port() -> u16 {
         .expect("a free port on 127.0.0.1")
 }
 
-/// A nisshi broker with in-memory storage, killed when dropped.
+/// A nisshi broker, killed when dropped.
 pub struct Broker {
     child: Child,
     pub bootstrap: String,
+    /// The librdkafka properties its clients need: TLS and SASL for a
+    /// [`Broker::start_secured`] one, none otherwise.
+    pub properties: BTreeMap<String, String>,
+    /// The secured broker's certificates and storage.
+    _files: Option<(tls::TestPki, tempfile::TempDir)>,
+}
+
+/// User and password of the SCRAM-SHA-512 account of [`Broker::start_secured`].
+pub const BROKER_USER: (&str, &str) = ("journey", "journey-test-password");
+
+fn nisshi(args: &[&str]) -> Child {
+    let bin = nisshi_bin();
+    assert!(
+        bin.exists(),
+        "nisshi broker not found at {}: run `scripts/nisshi.sh install` (or set NISSHI_BIN)",
+        bin.display()
+    );
+    Command::new(&bin)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()))
 }
 
 impl Broker {
-    /// Starts a broker on a free port and waits until it answers metadata requests.
+    /// Starts a broker with in-memory storage on a free port and waits until
+    /// it answers metadata requests.
     pub fn start() -> Broker {
-        let bin = nisshi_bin();
-        assert!(
-            bin.exists(),
-            "nisshi broker not found at {}: run `scripts/nisshi.sh install` (or set NISSHI_BIN)",
-            bin.display()
-        );
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(&bin)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "memory://nisshi/",
-                "--group-initial-rebalance-delay",
-                "0s",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+        let child = nisshi(&[
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "memory://nisshi/",
+            "--group-initial-rebalance-delay",
+            "0s",
+        ]);
         let broker = Broker {
             child,
             bootstrap: format!("127.0.0.1:{port}"),
+            properties: BTreeMap::new(),
+            _files: None,
         };
         broker.wait_ready();
         broker
     }
 
+    /// Starts a broker that takes only TLS connections (a certificate of a
+    /// test CA) authenticated with SASL SCRAM-SHA-512 as [`BROKER_USER`], as
+    /// a production cluster would (`SASL_SSL`). nisshi keeps SCRAM users in
+    /// SQLite and cannot create them while it requires authentication: the
+    /// user is created on a plain broker first, which then restarts secured.
+    pub fn start_secured() -> Broker {
+        let pki = tls::TestPki::new();
+        let storage = tempfile::tempdir().expect("a storage directory");
+        // Four slashes: an absolute path.
+        let engine = format!("sqlite:///{}/nisshi.db", storage.path().display());
+        let setup_port = free_port();
+        let setup_url = format!("tcp://127.0.0.1:{setup_port}");
+        let mut setup = Broker {
+            child: nisshi(&[
+                "broker",
+                "--listener-url",
+                &setup_url,
+                "--advertised-listener-url",
+                &setup_url,
+                "--storage-engine",
+                &engine,
+            ]),
+            bootstrap: format!("127.0.0.1:{setup_port}"),
+            properties: BTreeMap::new(),
+            _files: None,
+        };
+        setup.wait_ready();
+        let created = Command::new(nisshi_bin())
+            .args([
+                "user",
+                "create",
+                "--broker",
+                &setup_url,
+                "--mechanism",
+                "scram512",
+                BROKER_USER.0,
+                BROKER_USER.1,
+            ])
+            .output()
+            .expect("running nisshi user create");
+        assert!(
+            created.status.success(),
+            "nisshi user create: {}",
+            String::from_utf8_lossy(&created.stderr)
+        );
+        let _ = setup.child.kill();
+        let _ = setup.child.wait();
+
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let cert = pki.server_cert_file();
+        let key = pki.server_key_file();
+        let child = nisshi(&[
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            &engine,
+            "--group-initial-rebalance-delay",
+            "0s",
+            "--authentication",
+            "--cert",
+            cert.to_str().expect("a UTF-8 path"),
+            "--key",
+            key.to_str().expect("a UTF-8 path"),
+        ]);
+        let properties = [
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanisms", "SCRAM-SHA-512"),
+            ("sasl.username", BROKER_USER.0),
+            ("sasl.password", BROKER_USER.1),
+            (
+                "ssl.ca.location",
+                pki.ca_file().to_str().expect("a UTF-8 path"),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let broker = Broker {
+            child,
+            bootstrap: format!("127.0.0.1:{port}"),
+            properties,
+            _files: Some((pki, storage)),
+        };
+        broker.wait_ready();
+        broker
+    }
+
+    /// The `[kafka]` section of a config file reaching this broker, with its
+    /// properties (as a `[kafka.properties]` table) and `extra` lines.
+    pub fn kafka_toml(&self, extra: &str) -> String {
+        let mut toml = format!(
+            "[kafka]\nbootstrap_servers = \"{}\"\npartitions = 3\n{extra}\n",
+            self.bootstrap
+        );
+        if !self.properties.is_empty() {
+            toml.push_str("\n[kafka.properties]\n");
+            for (key, value) in &self.properties {
+                toml.push_str(&format!("{key:?} = {value:?}\n"));
+            }
+        }
+        toml
+    }
+
     fn wait_ready(&self) {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
+        let consumer: BaseConsumer = journey_core::kafka::client_config(&self.kafka())
             .create()
             .expect("metadata client");
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -105,6 +226,7 @@ impl Broker {
     pub fn kafka(&self) -> KafkaConfig {
         KafkaConfig {
             bootstrap_servers: self.bootstrap.clone(),
+            properties: self.properties.clone(),
             partitions: 3,
             ..KafkaConfig::default()
         }
@@ -248,9 +370,8 @@ impl Pipeline {
                 .map(|name| (name, SocketAddr::from(([127, 0, 0, 1], free_port()))))
                 .collect();
         let mut toml = format!(
-            "[kafka]\nbootstrap_servers = \"{}\"\npartitions = 3\n\n\
-             [runtime]\nstate_dir = \"{}\"\ncommit_interval = \"200ms\"\ntick_interval = \"100ms\"\nidle_timeout = \"1s\"\n\n",
-            broker.bootstrap,
+            "{}\n[runtime]\nstate_dir = \"{}\"\ncommit_interval = \"200ms\"\ntick_interval = \"100ms\"\nidle_timeout = \"1s\"\n\n",
+            broker.kafka_toml(""),
             state.path().display()
         );
         for (name, addr) in &http {
@@ -401,6 +522,23 @@ impl ServiceProcess {
             .arg(config)
             .env("JOURNEY_LOG__FILTER", "warn")
             .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {binary}: {e}"));
+        ServiceProcess { child }
+    }
+
+    /// Starts `binary` with the config file at `config`, its log level as
+    /// the config says and its log lines (standard output) appended to `log`.
+    pub fn start_logging_to(
+        binary: &str,
+        config: &std::path::Path,
+        log: &std::path::Path,
+    ) -> ServiceProcess {
+        let file = std::fs::File::create(log).expect("creating the log file");
+        let child = Command::new(service_bin(binary))
+            .arg("--config")
+            .arg(config)
+            .stdout(file)
             .spawn()
             .unwrap_or_else(|e| panic!("starting {binary}: {e}"));
         ServiceProcess { child }

@@ -10,6 +10,7 @@ use journey_core::codec::Codec;
 use journey_core::config::{CommonConfig, ConfigSource};
 use journey_core::contract::{Alert, DeadLetter};
 use journey_core::schema_registry::pipeline_codec;
+use journey_core::telemetry::customer_tag;
 use journey_registry::{Registry, RegistryConfig};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
@@ -170,7 +171,8 @@ async fn watch(
                             alert.rule,
                             alert.severity.as_str(),
                             format!("{:?}", alert.status),
-                            alert.customer_id.unwrap_or_default(),
+                            // The tag, as in log lines: plain output is often kept as a log.
+                            alert.customer_id.as_deref().map(|id| customer_tag(id).to_string()).unwrap_or_default(),
                             alert.summary
                         );
                         if display == Display::Lines {

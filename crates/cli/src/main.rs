@@ -1,4 +1,5 @@
-//! `journey`: run the embedded pipeline, produce synthetic journeys, tail topics.
+//! `journey`: run the embedded pipeline, produce synthetic journeys, tail topics,
+//! and tell support staff which log lines are a customer's.
 
 mod embedded;
 mod erase;
@@ -7,15 +8,17 @@ mod produce;
 mod synth;
 mod tail;
 
-use std::io::IsTerminal as _;
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use journey_core::config::ConfigSource;
+use journey_core::config::{ConfigSource, LogConfig};
 use journey_core::contract::ErasureRequest;
 use journey_core::schema_registry::pipeline_codec;
 use journey_core::service::{shutdown_on_signals, CONFIG_ENV};
+use journey_core::telemetry::CustomerTagger;
 use journey_registry::{Registry, RegistryConfig};
 
 use crate::embedded::Display;
@@ -83,6 +86,14 @@ enum Command {
         #[arg(long, default_value_t = 120)]
         wait_secs: u64,
     },
+    /// Prints the tag that stands for each customer (or anonymous) id in the
+    /// services' log lines (`customer=<tag>`), one per line, computed with
+    /// `log.customer_id_key`. Without ids, reads them from standard input,
+    /// one per line (keeping them out of the shell's history).
+    CustomerTag {
+        /// Customer or anonymous ids.
+        ids: Vec<String>,
+    },
     /// Runs the embedded Confluent-compatible schema registry alone (`[registry]` settings).
     Registry,
 }
@@ -127,6 +138,9 @@ fn main() {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let source = ConfigSource::load(cli.config.as_deref())?;
     let common = source.common()?;
+    if let Command::CustomerTag { ids } = &cli.command {
+        return customer_tags(&common.log, ids);
+    }
     let display = match cli.command {
         Command::Run { plain: false, .. } if std::io::stdout().is_terminal() => Display::Live,
         _ => Display::Lines,
@@ -229,6 +243,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 Ok(())
             }
+            Command::CustomerTag { .. } => unreachable!("answered before logging starts"),
             Command::Registry => {
                 let mut config: RegistryConfig = source.section("registry")?;
                 config.kafka = common.kafka.clone();
@@ -238,4 +253,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
     })
+}
+
+/// Prints the log tag of each of `ids` (or of each line of standard input).
+fn customer_tags(log: &LogConfig, ids: &[String]) -> anyhow::Result<()> {
+    let key = log.customer_id_key.as_ref().context(
+        "log.customer_id_key is not set: without it each service tags customers with a \
+         random key of its own, which no one can compute again (set it in the services' \
+         config and here, e.g. JOURNEY_LOG__CUSTOMER_ID_KEY)",
+    )?;
+    let tagger = CustomerTagger::new(key);
+    let mut out = std::io::stdout().lock();
+    if ids.is_empty() {
+        for line in std::io::stdin().lock().lines() {
+            let line = line.context("reading ids from standard input")?;
+            let id = line.trim();
+            if !id.is_empty() {
+                writeln!(out, "{}", tagger.tag(id))?;
+            }
+        }
+    } else {
+        for id in ids {
+            writeln!(out, "{}", tagger.tag(id))?;
+        }
+    }
+    Ok(())
 }

@@ -16,13 +16,39 @@ use serde::{Deserialize, Serialize};
 /// Environment variable prefix for overrides.
 pub const ENV_PREFIX: &str = "JOURNEY_";
 
+/// A setting that must never be printed (a password, a key): `Debug` shows
+/// `"***"`, and only [`Secret::expose`] gives the value.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `value`.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The value itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
 /// Kafka connection settings shared by every client.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Comma-separated `host:port` list.
     pub bootstrap_servers: String,
-    /// Extra librdkafka properties passed to every client (security, tuning).
+    /// Extra librdkafka properties passed to every client (security, tuning),
+    /// e.g. `security.protocol`, `sasl.mechanisms`, `sasl.username`,
+    /// `sasl.password`, `ssl.ca.location`. Checked by librdkafka at start-up.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
     /// Partitions of topics the services create when missing.
@@ -35,6 +61,16 @@ pub struct KafkaConfig {
     /// Journey's own tools read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_registry_url: Option<String>,
+    /// User of the registry's HTTP basic authentication; needs the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_registry_username: Option<String>,
+    /// Password of the registry's HTTP basic authentication; needs the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_registry_password: Option<Secret>,
+    /// PEM file of the certificate authorities trusted for an `https://`
+    /// registry, instead of the built-in public roots (a private CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_registry_ca_file: Option<PathBuf>,
 }
 
 impl Default for KafkaConfig {
@@ -45,7 +81,102 @@ impl Default for KafkaConfig {
             partitions: 6,
             replication_factor: 1,
             schema_registry_url: None,
+            schema_registry_username: None,
+            schema_registry_password: None,
+            schema_registry_ca_file: None,
         }
+    }
+}
+
+/// Whether the librdkafka property `key` holds a secret (a password, a
+/// private key) that must not be printed.
+pub fn is_secret_property(key: &str) -> bool {
+    ["password", "secret", "passphrase"]
+        .iter()
+        .any(|word| key.contains(word))
+        || key.ends_with("key.pem")
+        || key == "sasl.oauthbearer.config"
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    /// Secret properties and the registry password show as `"***"`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let properties: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(key, value)| {
+                let shown = if is_secret_property(key) {
+                    "***"
+                } else {
+                    value.as_str()
+                };
+                (key.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("properties", &properties)
+            .field("partitions", &self.partitions)
+            .field("replication_factor", &self.replication_factor)
+            .field("schema_registry_url", &self.schema_registry_url)
+            .field("schema_registry_username", &self.schema_registry_username)
+            .field("schema_registry_password", &self.schema_registry_password)
+            .field("schema_registry_ca_file", &self.schema_registry_ca_file)
+            .finish()
+    }
+}
+
+impl KafkaConfig {
+    /// Checks what serde cannot: the registry settings fit together, and
+    /// librdkafka accepts every property. The error names the field.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let field = |name: &str, why: &str| {
+            anyhow::anyhow!("invalid configuration: field `kafka.{name}`: {why}")
+        };
+        match (
+            &self.schema_registry_username,
+            &self.schema_registry_password,
+        ) {
+            (Some(_), None) => {
+                return Err(field(
+                    "schema_registry_password",
+                    "missing: `kafka.schema_registry_username` is set",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(field(
+                    "schema_registry_username",
+                    "missing: `kafka.schema_registry_password` is set",
+                ))
+            }
+            _ => {}
+        }
+        let registry_settings = [
+            (
+                "schema_registry_username",
+                self.schema_registry_username.is_some(),
+            ),
+            (
+                "schema_registry_ca_file",
+                self.schema_registry_ca_file.is_some(),
+            ),
+        ];
+        if self.schema_registry_url.is_none() {
+            if let Some((name, _)) = registry_settings.iter().find(|(_, set)| *set) {
+                return Err(field(name, "set without `kafka.schema_registry_url`"));
+            }
+        }
+        let https = self
+            .schema_registry_url
+            .as_deref()
+            .is_some_and(|url| url.starts_with("https://"));
+        if self.schema_registry_ca_file.is_some() && !https {
+            return Err(field(
+                "schema_registry_ca_file",
+                "only used with an `https://` `kafka.schema_registry_url`",
+            ));
+        }
+        crate::kafka::check_properties(self)
     }
 }
 
@@ -115,6 +246,12 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// A tracing filter, e.g. `info` or `info,journey_core=debug`.
     pub filter: String,
+    /// Key of the hash that stands for a customer id in log lines
+    /// (`customer=<tag>`, see [`crate::telemetry::CustomerTagger`]). Unset: a
+    /// random key per process, so tags cannot be matched across processes or
+    /// restarts, nor looked up with `journey customer-tag`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id_key: Option<Secret>,
 }
 
 impl Default for LogConfig {
@@ -122,6 +259,7 @@ impl Default for LogConfig {
         LogConfig {
             format: LogFormat::Pretty,
             filter: "info".into(),
+            customer_id_key: None,
         }
     }
 }
@@ -241,12 +379,14 @@ impl ConfigSource {
         Ok(())
     }
 
-    /// The settings shared by every service.
+    /// The settings shared by every service, checked (see [`KafkaConfig::check`]).
     pub fn common(&self) -> anyhow::Result<CommonConfig> {
-        Figment::from(Serialized::defaults(CommonConfig::default()))
+        let common: CommonConfig = Figment::from(Serialized::defaults(CommonConfig::default()))
             .merge(self.layers.clone())
             .extract()
-            .map_err(|e| anyhow::anyhow!(describe(e, "")))
+            .map_err(|e| anyhow::anyhow!(describe(e, "")))?;
+        common.kafka.check()?;
+        Ok(common)
     }
 
     /// One service's section, `[name]`, over its defaults.
@@ -261,17 +401,28 @@ impl ConfigSource {
     }
 }
 
+/// Prefix of the variables that set one librdkafka property each.
+const PROPERTIES_PREFIX: &str = "kafka__properties__";
+
 /// The settings `vars` make: `JOURNEY_<SECTION>__<FIELD>` as the dotted path
 /// `section.field`, its value parsed as figment's own `Env` provider parses
 /// it. Only variables with a `__` configure: `JOURNEY_CONFIG` and the like do not.
+///
+/// `JOURNEY_KAFKA__PROPERTIES__<NAME>` sets the librdkafka property `<name>`
+/// with `_` read as `.` (`..._SASL_PASSWORD` is `sasl.password`; no settable
+/// property has a `_`), its value kept as the string it is.
 fn env_settings(
     vars: impl IntoIterator<Item = (String, String)>,
 ) -> impl Iterator<Item = (String, figment::value::Value)> {
     vars.into_iter().filter_map(|(key, value)| {
-        let key = key.strip_prefix(ENV_PREFIX)?;
+        let key = key.strip_prefix(ENV_PREFIX)?.to_ascii_lowercase();
+        if let Some(name) = key.strip_prefix(PROPERTIES_PREFIX) {
+            let mut property = figment::value::Dict::new();
+            property.insert(name.replace('_', "."), value.into());
+            return Some(("kafka.properties".to_string(), property.into()));
+        }
         let value = value.parse().expect("parsing a value is infallible");
-        key.contains("__")
-            .then(|| (key.to_ascii_lowercase().replace("__", "."), value))
+        key.contains("__").then(|| (key.replace("__", "."), value))
     })
 }
 
@@ -392,6 +543,130 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("state_directory"), "{err}");
+    }
+
+    #[test]
+    fn kafka_properties_come_from_the_file_and_the_environment() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            f,
+            "[kafka]\nbootstrap_servers = \"broker:9093\"\n\n[kafka.properties]\n\
+             \"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanisms\" = \"SCRAM-SHA-512\""
+        )
+        .unwrap();
+        let vars = env(&[
+            ("JOURNEY_KAFKA__PROPERTIES__SASL_USERNAME", "journey"),
+            ("JOURNEY_KAFKA__PROPERTIES__SASL_PASSWORD", "12345"),
+            ("JOURNEY_KAFKA__PROPERTIES__SOCKET_TIMEOUT_MS", "30000"),
+        ]);
+        let c = ConfigSource::with_env(Some(f.path()), vars)
+            .unwrap()
+            .common()
+            .unwrap();
+        let properties: Vec<(&str, &str)> = c
+            .kafka
+            .properties
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            properties,
+            [
+                ("sasl.mechanisms", "SCRAM-SHA-512"),
+                ("sasl.password", "12345"),
+                ("sasl.username", "journey"),
+                ("security.protocol", "SASL_SSL"),
+                ("socket.timeout.ms", "30000"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_property_librdkafka_refuses_stops_loading_by_name() {
+        let vars = env(&[("JOURNEY_KAFKA__PROPERTIES__SECURITY_PROTOCOL", "TLS")]);
+        let err = ConfigSource::with_env(None, vars)
+            .unwrap()
+            .common()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("field `kafka.properties.security.protocol`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn debug_output_hides_every_secret() {
+        let vars = env(&[
+            ("JOURNEY_KAFKA__PROPERTIES__SASL_USERNAME", "journey"),
+            ("JOURNEY_KAFKA__PROPERTIES__SASL_PASSWORD", "kafka-pw-1"),
+            ("JOURNEY_KAFKA__PROPERTIES__SSL_KEY_PASSWORD", "key-pw-2"),
+            (
+                "JOURNEY_KAFKA__SCHEMA_REGISTRY_URL",
+                "https://registry:8081",
+            ),
+            ("JOURNEY_KAFKA__SCHEMA_REGISTRY_USERNAME", "journey"),
+            ("JOURNEY_KAFKA__SCHEMA_REGISTRY_PASSWORD", "registry-pw-3"),
+            ("JOURNEY_LOG__CUSTOMER_ID_KEY", "log-key-4"),
+        ]);
+        let c = ConfigSource::with_env(None, vars)
+            .unwrap()
+            .common()
+            .unwrap();
+        assert_eq!(
+            c.kafka
+                .schema_registry_password
+                .as_ref()
+                .map(Secret::expose),
+            Some("registry-pw-3")
+        );
+        let shown = format!("{c:?} {c:#?}");
+        for secret in ["kafka-pw-1", "key-pw-2", "registry-pw-3", "log-key-4"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("journey"), "{shown}");
+    }
+
+    #[test]
+    fn registry_settings_that_do_not_fit_together_are_refused_by_name() {
+        let cases: [(&[(&str, &str)], &str); 4] = [
+            (
+                &[
+                    ("JOURNEY_KAFKA__SCHEMA_REGISTRY_URL", "http://r:8081"),
+                    ("JOURNEY_KAFKA__SCHEMA_REGISTRY_USERNAME", "u"),
+                ],
+                "kafka.schema_registry_password",
+            ),
+            (
+                &[
+                    ("JOURNEY_KAFKA__SCHEMA_REGISTRY_URL", "http://r:8081"),
+                    ("JOURNEY_KAFKA__SCHEMA_REGISTRY_PASSWORD", "p"),
+                ],
+                "kafka.schema_registry_username",
+            ),
+            (
+                &[
+                    ("JOURNEY_KAFKA__SCHEMA_REGISTRY_USERNAME", "u"),
+                    ("JOURNEY_KAFKA__SCHEMA_REGISTRY_PASSWORD", "p"),
+                ],
+                "kafka.schema_registry_username",
+            ),
+            (
+                &[
+                    ("JOURNEY_KAFKA__SCHEMA_REGISTRY_URL", "http://r:8081"),
+                    ("JOURNEY_KAFKA__SCHEMA_REGISTRY_CA_FILE", "/etc/ca.pem"),
+                ],
+                "kafka.schema_registry_ca_file",
+            ),
+        ];
+        for (vars, field) in cases {
+            let err = ConfigSource::with_env(None, env(vars))
+                .unwrap()
+                .common()
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("field `{field}`")), "{err}");
+        }
     }
 
     #[test]

@@ -7,12 +7,15 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::FutureProducer;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, FutureProducer};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::{KafkaConfig, TopicsConfig};
 
-/// A client config with the bootstrap servers and the pass-through properties.
+/// A client config with the bootstrap servers and the pass-through
+/// properties (`kafka.properties`: security, tuning). Every Kafka client of
+/// Journey starts from this one, so TLS and SASL settings reach them all.
 pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &kafka.bootstrap_servers);
@@ -22,14 +25,68 @@ pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
     config
 }
 
-/// An idempotent producer: retries never duplicate or reorder a partition's records.
-pub fn producer(kafka: &KafkaConfig) -> anyhow::Result<FutureProducer> {
-    client_config(kafka)
+/// Checks `kafka.properties` with librdkafka itself, as start-up does before
+/// any client exists: each property alone (unknown names, bad values, a
+/// feature not built in), then all together in a client that connects
+/// nowhere (files such as `ssl.ca.location`, settings that conflict). The
+/// error names the field, `kafka.properties.<name>`, never a value.
+pub fn check_properties(kafka: &KafkaConfig) -> anyhow::Result<()> {
+    if kafka.properties.is_empty() {
+        return Ok(());
+    }
+    for (key, value) in &kafka.properties {
+        if let Err(e) = ClientConfig::new().set(key, value).create_native_config() {
+            let reason = match e {
+                KafkaError::ClientConfig(_, description, _, _) => description,
+                other => other.to_string(),
+            };
+            anyhow::bail!("invalid configuration: field `kafka.properties.{key}`: {reason}");
+        }
+    }
+    let mut config = ClientConfig::new();
+    for (key, value) in &kafka.properties {
+        config.set(key, value);
+    }
+    // No bootstrap servers: the client is created and dropped without connecting.
+    config.remove("bootstrap.servers");
+    let created: Result<BaseProducer, KafkaError> = config.create();
+    match created {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let reason = match e {
+                KafkaError::ClientCreation(message) => message,
+                other => other.to_string(),
+            };
+            let field = kafka
+                .properties
+                .keys()
+                .filter(|key| reason.contains(key.as_str()))
+                .max_by_key(|key| key.len())
+                .map_or_else(
+                    || "kafka.properties".to_string(),
+                    |key| format!("kafka.properties.{key}"),
+                );
+            anyhow::bail!("invalid configuration: field `{field}`: {reason}")
+        }
+    }
+}
+
+/// Settings of an idempotent producer: retries never duplicate or reorder a
+/// partition's records.
+pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut config = client_config(kafka);
+    config
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
         // Java clients' partitioner, so keys land where Kafka Streams and Java producers put them.
-        .set("partitioner", "murmur2_random")
+        .set("partitioner", "murmur2_random");
+    config
+}
+
+/// An idempotent producer ([`producer_config`]).
+pub fn producer(kafka: &KafkaConfig) -> anyhow::Result<FutureProducer> {
+    producer_config(kafka)
         .create()
         .context("creating Kafka producer")
 }
@@ -230,7 +287,103 @@ pub async fn ensure_topics(kafka: &KafkaConfig, specs: &[TopicSpec]) -> anyhow::
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
+
+    fn with_properties(pairs: &[(&str, &str)]) -> KafkaConfig {
+        KafkaConfig {
+            properties: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+            ..KafkaConfig::default()
+        }
+    }
+
+    const SASL_SSL: [(&str, &str); 4] = [
+        ("security.protocol", "SASL_SSL"),
+        ("sasl.mechanisms", "SCRAM-SHA-512"),
+        ("sasl.username", "journey"),
+        ("sasl.password", "s3cret"),
+    ];
+
+    #[test]
+    fn properties_reach_every_kind_of_client_config() {
+        let kafka = with_properties(&SASL_SSL);
+        for (kind, config) in [
+            ("plain", client_config(&kafka)),
+            ("consumer", consumer_config(&kafka, "g")),
+            ("producer", producer_config(&kafka)),
+        ] {
+            for (key, value) in SASL_SSL {
+                assert_eq!(config.get(key), Some(value), "{kind}: {key}");
+            }
+            assert_eq!(config.get("bootstrap.servers"), Some("127.0.0.1:9092"));
+        }
+    }
+
+    #[test]
+    fn tls_and_sasl_configs_are_accepted_by_librdkafka() {
+        // Fails with "OpenSSL not available at build time" without the `ssl` feature.
+        for mechanism in ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] {
+            let mut kafka = with_properties(&SASL_SSL);
+            kafka
+                .properties
+                .insert("sasl.mechanisms".into(), mechanism.into());
+            check_properties(&kafka).unwrap_or_else(|e| panic!("{mechanism}: {e:#}"));
+        }
+        check_properties(&with_properties(&[
+            ("security.protocol", "SSL"),
+            ("ssl.endpoint.identification.algorithm", "https"),
+        ]))
+        .unwrap();
+        // Created for real (it connects lazily), as every service's clients are.
+        let producer: Result<FutureProducer, _> =
+            producer_config(&with_properties(&SASL_SSL)).create();
+        assert!(producer.is_ok(), "{:?}", producer.err());
+    }
+
+    #[test]
+    fn a_property_librdkafka_refuses_names_the_field() {
+        let missing = std::env::temp_dir().join("journey-no-such-ca.pem");
+        let missing = missing.to_str().unwrap();
+        let cases = [
+            (
+                ("sasl.mechanism.typo", "PLAIN"),
+                "kafka.properties.sasl.mechanism.typo",
+            ),
+            (
+                ("security.protocol", "TLS"),
+                "kafka.properties.security.protocol",
+            ),
+            (
+                ("socket.timeout.ms", "soon"),
+                "kafka.properties.socket.timeout.ms",
+            ),
+            (
+                ("ssl.ca.location", missing),
+                "kafka.properties.ssl.ca.location",
+            ),
+        ];
+        for ((key, value), field) in cases {
+            // A later pair overrides an earlier one of the same name.
+            let properties = [("security.protocol", "SSL"), (key, value)];
+            let err = check_properties(&with_properties(&properties))
+                .expect_err(key)
+                .to_string();
+            assert!(err.contains(&format!("field `{field}`")), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_refused_secret_is_not_echoed() {
+        let err = check_properties(&with_properties(&[("sasl.pasword", "hunter2-secret")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("kafka.properties.sasl.pasword"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
 
     #[test]
     fn pipeline_topics_carry_their_retention_dead_letters_their_own() {

@@ -1,4 +1,8 @@
 //! Semantic rules an event must meet beyond its schema.
+//!
+//! A rejection names the field and the rule, never the value: reasons end up
+//! in logs and on dashboards, while the value may be personal data or free
+//! text (the dead-letter record keeps the original bytes for replay).
 
 use journey_core::contract::{CustomerEvent, EventType};
 use journey_core::runtime::Rejection;
@@ -38,43 +42,34 @@ pub fn validate(event: &CustomerEvent, now: i64, limits: &Limits) -> Result<(), 
         return Err(Rejection::semantic(
             "occurred_at",
             format!(
-                "occurred_at {} is more than {} ms in the future",
-                event.occurred_at, limits.max_future_skew_ms
+                "occurred_at is more than {} ms in the future",
+                limits.max_future_skew_ms
             ),
         ));
     }
     if event.occurred_at < limits.min_occurred_at {
         return Err(Rejection::semantic(
             "occurred_at",
-            format!(
-                "occurred_at {} is before the floor {}",
-                event.occurred_at, limits.min_occurred_at
-            ),
+            format!("occurred_at is before the floor {}", limits.min_occurred_at),
         ));
     }
     if let Some(feedback) = &event.feedback {
-        if let Some(nps) = feedback.nps.filter(|n| !(0..=10).contains(n)) {
-            return Err(Rejection::semantic(
-                "feedback.nps",
-                format!("NPS {nps} is outside 0-10"),
-            ));
+        if feedback.nps.is_some_and(|n| !(0..=10).contains(&n)) {
+            return Err(Rejection::semantic("feedback.nps", "NPS is outside 0-10"));
         }
-        if let Some(csat) = feedback.csat.filter(|c| !(1..=5).contains(c)) {
-            return Err(Rejection::semantic(
-                "feedback.csat",
-                format!("CSAT {csat} is outside 1-5"),
-            ));
+        if feedback.csat.is_some_and(|c| !(1..=5).contains(&c)) {
+            return Err(Rejection::semantic("feedback.csat", "CSAT is outside 1-5"));
         }
     }
-    if let Some(price) = event
+    if event
         .product
         .as_ref()
         .and_then(|p| p.price)
-        .filter(|p| *p < 0.0 || !p.is_finite())
+        .is_some_and(|p| p < 0.0 || !p.is_finite())
     {
         return Err(Rejection::semantic(
             "product.price",
-            format!("price {price} is negative or not finite"),
+            "price is negative or not finite",
         ));
     }
     if let Some(order) = &event.order {
@@ -84,16 +79,13 @@ pub fn validate(event: &CustomerEvent, now: i64, limits: &Limits) -> Result<(), 
         if order.revenue < 0.0 || !order.revenue.is_finite() {
             return Err(Rejection::semantic(
                 "order.revenue",
-                format!("revenue {} is negative or not finite", order.revenue),
+                "revenue is negative or not finite",
             ));
         }
         if !is_currency_code(&order.currency) {
             return Err(Rejection::semantic(
                 "order.currency",
-                format!(
-                    "currency {:?} is not a three-letter ISO 4217 code",
-                    order.currency
-                ),
+                "currency is not a three-letter ISO 4217 code",
             ));
         }
     }
@@ -343,6 +335,61 @@ mod tests {
                 .err()
                 .and_then(|r| r.field_path);
             assert_eq!(got.as_deref(), field, "{name}");
+        }
+    }
+
+    #[test]
+    fn rejection_messages_do_not_echo_values() {
+        const MARK: &str = "alice@example.com";
+        let weird = 13_579_i32;
+        let cases = [
+            CustomerEvent {
+                occurred_at: NOW + 86_400_000 + 13_579,
+                ..base(EventType::PageView)
+            },
+            CustomerEvent {
+                occurred_at: 13_579,
+                ..base(EventType::PageView)
+            },
+            CustomerEvent {
+                feedback: feedback(Some(weird), None),
+                ..base(EventType::Feedback)
+            },
+            CustomerEvent {
+                feedback: feedback(None, Some(weird)),
+                ..base(EventType::Feedback)
+            },
+            CustomerEvent {
+                product: Some(Product {
+                    product_id: MARK.into(),
+                    price: Some(-13_579.0),
+                    ..Product::default()
+                }),
+                ..base(EventType::ProductView)
+            },
+            CustomerEvent {
+                order: order(-13_579.0, "EUR"),
+                ..base(EventType::Purchase)
+            },
+            CustomerEvent {
+                order: order(1.0, MARK),
+                ..base(EventType::Purchase)
+            },
+            CustomerEvent {
+                customer_id: Some(MARK.into()),
+                anonymous_id: Some(MARK.into()),
+                feedback: Some(Feedback {
+                    comment: Some(MARK.into()),
+                    ..Feedback::default()
+                }),
+                ..base(EventType::Feedback)
+            },
+        ];
+        for event in cases {
+            let rejection = validate(&event, NOW, &LIMITS).expect_err("rejected");
+            let text = format!("{} {:?}", rejection.message, rejection.field_path);
+            assert!(!text.contains(MARK), "{text}");
+            assert!(!text.contains("13579"), "{text}");
         }
     }
 }

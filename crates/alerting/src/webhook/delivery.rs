@@ -7,6 +7,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::thread;
 
 use journey_core::contract::Alert;
+use journey_core::telemetry::{customer_tag, CustomerTag};
 use prometheus::IntCounter;
 
 use super::payload::notification;
@@ -84,6 +85,7 @@ impl Notifier {
                         receiver = receiver.name,
                         alert_id = alert.alert_id,
                         rule = alert.rule,
+                        customer = customer_field(alert),
                         "webhook queue full: notification dropped (the alert is on the alerts topic)"
                     );
                 }
@@ -92,12 +94,21 @@ impl Notifier {
                     tracing::error!(
                         receiver = receiver.name,
                         alert_id = alert.alert_id,
+                        customer = customer_field(alert),
                         "webhook delivery thread is gone: notification dropped"
                     );
                 }
             }
         }
     }
+}
+
+/// The log field of `alert`'s customer: its tag, never the id.
+fn customer_field(alert: &Alert) -> Option<tracing::field::DisplayValue<CustomerTag>> {
+    alert
+        .customer_id
+        .as_deref()
+        .map(|id| tracing::field::display(customer_tag(id)))
 }
 
 /// Delivers queued notifications one after the other, each with retries.

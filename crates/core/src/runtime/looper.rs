@@ -624,6 +624,7 @@ impl<P: Processor> Work<P> {
                     topic,
                     partition,
                     offset = record.offset,
+                    customer = %crate::telemetry::key_tag(record.key.unwrap_or_default()),
                     kind = rejection.kind.as_str(),
                     reason = %rejection.message,
                     "record dead-lettered"

@@ -5,17 +5,24 @@
 //! synchronous processing code, and only on a cache miss. On a tokio
 //! multi-thread runtime the call moves the worker's other tasks elsewhere
 //! while it waits (`block_in_place`); on a current-thread runtime, call it
-//! from `spawn_blocking`. Plain `http://` only: no TLS stack is built in.
+//! from `spawn_blocking`.
+//!
+//! `http://` and `https://` (rustls; Mozilla's roots built in, or the CAs of
+//! a PEM file for a private registry), with optional HTTP basic
+//! authentication, as Confluent's `basic.auth.user.info`.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use apache_avro::Schema;
+use base64::Engine as _;
 use serde::de::DeserializeOwned;
 use tokio::runtime::{Handle, RuntimeFlavor};
 
 use crate::codec::{SchemaFetchError, SchemaSource};
+use crate::config::{KafkaConfig, Secret};
 
 use super::wire::{
     ErrorBody, RegisteredId, SchemaRequest, SchemaText, SubjectVersion, CONTENT_TYPE,
@@ -48,6 +55,9 @@ pub enum RegistryError {
     /// The client was given a URL it cannot use.
     #[error("invalid schema registry URL {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
+    /// The file of trusted certificate authorities cannot be used.
+    #[error("cannot use {path} as the schema registry's CA file: {reason}")]
+    InvalidCaFile { path: PathBuf, reason: String },
 }
 
 impl RegistryError {
@@ -66,14 +76,110 @@ const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct RegistryClient {
     base: String,
     agent: ureq::Agent,
+    /// `Basic <base64 of user:password>`, sent with every request.
+    authorization: Option<Secret>,
     schemas: RwLock<HashMap<u32, Arc<Schema>>>,
+}
+
+/// Settings of a [`RegistryClient`] beyond its URL.
+pub struct RegistryClientBuilder {
+    url: String,
+    connect: Duration,
+    request: Duration,
+    basic_auth: Option<(String, Secret)>,
+    ca_file: Option<PathBuf>,
+}
+
+impl RegistryClientBuilder {
+    /// The connect timeout and the timeout of a whole call.
+    pub fn timeouts(mut self, connect: Duration, request: Duration) -> Self {
+        self.connect = connect;
+        self.request = request;
+        self
+    }
+
+    /// HTTP basic authentication with `user` and `password` on every request.
+    pub fn basic_auth(mut self, user: impl Into<String>, password: Secret) -> Self {
+        self.basic_auth = Some((user.into(), password));
+        self
+    }
+
+    /// Trusts the certificate authorities of the PEM file at `path` for
+    /// `https://`, instead of the built-in public roots.
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// The client; refuses a URL it cannot use or a CA file without certificates.
+    pub fn build(self) -> Result<RegistryClient, RegistryError> {
+        let url = self.url.as_str();
+        let invalid = |reason: &str| RegistryError::InvalidUrl {
+            url: url.to_string(),
+            reason: reason.to_string(),
+        };
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+            .ok_or_else(|| invalid("only http:// and https:// URLs are supported"))?;
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(invalid("no host"));
+        }
+        if rest.contains(['@', '?', '#']) {
+            return Err(invalid(
+                "user info, query and fragment are not supported (set the credentials apart)",
+            ));
+        }
+        let mut config = ureq::Agent::config_builder()
+            .timeout_connect(Some(self.connect))
+            .timeout_global(Some(self.request))
+            .http_status_as_error(false);
+        if let Some(path) = &self.ca_file {
+            let roots = ureq::tls::RootCerts::new_with_certs(&read_certificates(path)?);
+            config = config.tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build());
+        }
+        let authorization = self.basic_auth.map(|(user, password)| {
+            let pair = format!("{user}:{}", password.expose());
+            Secret::new(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
+            ))
+        });
+        Ok(RegistryClient {
+            base: url.trim_end_matches('/').to_string(),
+            agent: config.build().into(),
+            authorization,
+            schemas: RwLock::new(HashMap::new()),
+        })
+    }
+}
+
+/// The certificates of the PEM file at `path`; at least one.
+fn read_certificates(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, RegistryError> {
+    let invalid = |reason: String| RegistryError::InvalidCaFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| invalid(e.to_string()))?;
+    let mut certificates = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        if let ureq::tls::PemItem::Certificate(certificate) =
+            item.map_err(|e| invalid(e.to_string()))?
+        {
+            certificates.push(certificate);
+        }
+    }
+    if certificates.is_empty() {
+        return Err(invalid("no PEM certificate in it".to_string()));
+    }
+    Ok(certificates)
 }
 
 impl RegistryClient {
     /// A client of the registry at `url`, e.g. `http://127.0.0.1:8081`, with
     /// a 2 s connect timeout and a 10 s timeout per call.
     pub fn new(url: &str) -> Result<RegistryClient, RegistryError> {
-        RegistryClient::with_timeouts(url, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT)
+        RegistryClient::builder(url).build()
     }
 
     /// A client with its own connect timeout and timeout per call.
@@ -82,29 +188,51 @@ impl RegistryClient {
         connect: Duration,
         request: Duration,
     ) -> Result<RegistryClient, RegistryError> {
-        let invalid = |reason: &str| RegistryError::InvalidUrl {
-            url: url.to_string(),
-            reason: reason.to_string(),
-        };
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| invalid("only http:// URLs are supported"))?;
-        if rest.is_empty() || rest.starts_with('/') {
-            return Err(invalid("no host"));
-        }
-        if rest.contains(['@', '?', '#']) {
-            return Err(invalid("user info, query and fragment are not supported"));
-        }
-        let agent = ureq::Agent::config_builder()
-            .timeout_connect(Some(connect))
-            .timeout_global(Some(request))
-            .http_status_as_error(false)
+        RegistryClient::builder(url)
+            .timeouts(connect, request)
             .build()
-            .into();
-        Ok(RegistryClient {
-            base: url.trim_end_matches('/').to_string(),
-            agent,
-            schemas: RwLock::new(HashMap::new()),
+    }
+
+    /// Settings for a client of the registry at `url`, with the default
+    /// timeouts, no credentials and the built-in public roots.
+    pub fn builder(url: &str) -> RegistryClientBuilder {
+        RegistryClientBuilder {
+            url: url.to_string(),
+            connect: DEFAULT_CONNECT_TIMEOUT,
+            request: DEFAULT_REQUEST_TIMEOUT,
+            basic_auth: None,
+            ca_file: None,
+        }
+    }
+
+    /// The client `kafka` configures (`kafka.schema_registry_*`), `None`
+    /// without a registry URL. A setting it cannot use is named in the error.
+    pub fn from_config(kafka: &KafkaConfig) -> anyhow::Result<Option<RegistryClient>> {
+        let Some(url) = &kafka.schema_registry_url else {
+            return Ok(None);
+        };
+        let mut builder = RegistryClient::builder(url);
+        if let (Some(user), Some(password)) = (
+            &kafka.schema_registry_username,
+            &kafka.schema_registry_password,
+        ) {
+            if !url.starts_with("https://") {
+                tracing::warn!(
+                    registry = url,
+                    "schema registry credentials are sent over plain http: use https://"
+                );
+            }
+            builder = builder.basic_auth(user, password.clone());
+        }
+        if let Some(path) = &kafka.schema_registry_ca_file {
+            builder = builder.ca_file(path);
+        }
+        builder.build().map(Some).map_err(|e| {
+            let field = match e {
+                RegistryError::InvalidCaFile { .. } => "schema_registry_ca_file",
+                _ => "schema_registry_url",
+            };
+            anyhow::anyhow!("invalid configuration: field `kafka.{field}`: {e}")
         })
     }
 
@@ -162,18 +290,26 @@ impl RegistryClient {
     fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, RegistryError> {
         let url = format!("{}{path}", self.base);
         self.call(path, || {
-            self.agent.get(&url).header("Accept", CONTENT_TYPE).call()
+            let mut request = self.agent.get(&url).header("Accept", CONTENT_TYPE);
+            if let Some(authorization) = &self.authorization {
+                request = request.header("Authorization", authorization.expose());
+            }
+            request.call()
         })
     }
 
     fn post<T: DeserializeOwned>(&self, path: &str, body: String) -> Result<T, RegistryError> {
         let url = format!("{}{path}", self.base);
         self.call(path, || {
-            self.agent
+            let mut request = self
+                .agent
                 .post(&url)
                 .header("Accept", CONTENT_TYPE)
-                .header("Content-Type", CONTENT_TYPE)
-                .send(body.as_str())
+                .header("Content-Type", CONTENT_TYPE);
+            if let Some(authorization) = &self.authorization {
+                request = request.header("Authorization", authorization.expose());
+            }
+            request.send(body.as_str())
         })
     }
 
@@ -203,6 +339,15 @@ impl RegistryClient {
 fn classify(status: u16, body: &str, path: &str) -> RegistryError {
     let error: Option<ErrorBody> = serde_json::from_str(body).ok();
     match (status, error) {
+        // Whatever the body (a proxy's page), retrying with the same credentials won't help.
+        (401 | 403, error) => RegistryError::Rejected {
+            status,
+            code: error.as_ref().map_or(u32::from(status), |e| e.error_code),
+            message: format!(
+                "{path}: credentials missing or refused (kafka.schema_registry_username, \
+                 kafka.schema_registry_password)"
+            ),
+        },
         (404, Some(e)) if (40400..40500).contains(&e.error_code) => RegistryError::NotFound {
             code: e.error_code,
             message: e.message,
@@ -299,9 +444,24 @@ mod tests {
     }
 
     #[test]
-    fn urls_other_than_plain_http_are_refused() {
+    fn refused_credentials_are_not_retryable() {
+        for (status, body) in [
+            (401, r#"{"error_code":40101,"message":"Unauthorized"}"#),
+            (401, "<html>login</html>"),
+            (403, ""),
+        ] {
+            let error = classify(status, body, "/x");
+            assert!(!error.is_retryable(), "{status} {body}: {error}");
+            assert!(error.to_string().contains("credentials"), "{error}");
+        }
+    }
+
+    #[test]
+    fn urls_other_than_http_and_https_are_refused() {
         for url in [
-            "https://r:8081",
+            "ftp://r:8081",
+            "https://",
+            "https://u:p@r:8081",
             "r:8081",
             "http://",
             "http://u:p@r:8081",
@@ -316,6 +476,25 @@ mod tests {
             );
         }
         assert!(RegistryClient::new("http://127.0.0.1:8081/").is_ok());
+        assert!(RegistryClient::new("https://registry.example:8081").is_ok());
+    }
+
+    #[test]
+    fn a_ca_file_without_certificates_is_refused_by_field() {
+        let empty = tempfile::NamedTempFile::new().unwrap();
+        let kafka = KafkaConfig {
+            schema_registry_url: Some("https://registry.example:8081".into()),
+            schema_registry_ca_file: Some(empty.path().to_path_buf()),
+            ..KafkaConfig::default()
+        };
+        let err = RegistryClient::from_config(&kafka)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains("field `kafka.schema_registry_ca_file`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -35,13 +35,11 @@ pub async fn pipeline_codec(
     topics: &TopicsConfig,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Option<Codec>> {
-    let Some(url) = kafka.schema_registry_url.clone() else {
+    let Some(client) = RegistryClient::from_config(kafka)? else {
         return Ok(Some(Codec::builtin()));
     };
-    let client = Arc::new(
-        RegistryClient::new(&url)
-            .context("invalid configuration: field `kafka.schema_registry_url`")?,
-    );
+    let client = Arc::new(client);
+    let url = kafka.schema_registry_url.clone().unwrap_or_default();
     let mut backoff = Duration::from_millis(200);
     loop {
         let registering = Arc::clone(&client);
