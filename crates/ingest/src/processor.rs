@@ -111,7 +111,7 @@ impl IngestMetrics {
             ),
             erasure_requests: counter(
                 "erasure_requests_total",
-                "Erasure requests taken (repeats of a request id count once).",
+                "Erasure requests received (a repeat of a request id counts again).",
             ),
             erasures_confirmed: counter(
                 "erasures_confirmed_total",
