@@ -94,7 +94,10 @@ pub async fn run<P: Processor>(
         crate::kafka::consumer_config(&settings.kafka, &settings.group_id)
             .set("partition.assignment.strategy", strategy)
             .set("statistics.interval.ms", "5000")
-            .create_with_context(LoopContext::new(metrics.consumer_lag.clone()))
+            .create_with_context(LoopContext::new(
+                metrics.consumer_lag.clone(),
+                metrics.offset_commit_failures.clone(),
+            ))
             .context("creating Kafka consumer")?;
     let inputs: Vec<&str> = settings.inputs.iter().map(String::as_str).collect();
     consumer
@@ -404,9 +407,11 @@ impl<P: Processor> Loop<P> {
         let offsets = self.work.write_back().await?;
         if offsets.count() > 0 {
             // The state already holds these offsets; Kafka's copy only tells the
-            // next owner where to start fetching. A commit refused during a
-            // rebalance is made good by the next one, or skipped by the new owner.
-            if let Err(e) = self.consumer.commit(&offsets, CommitMode::Sync) {
+            // next owner where to start fetching. It is sent without waiting
+            // (the loop never blocks on the broker here): a commit refused, say
+            // during a rebalance, is made good by the next one, or skipped by
+            // the new owner, and counted by the consumer context.
+            if let Err(e) = self.consumer.commit(&offsets, CommitMode::Async) {
                 self.work.metrics.offset_commit_failures.inc();
                 tracing::warn!(error = %e, "offset commit refused; the next commit retries");
             }

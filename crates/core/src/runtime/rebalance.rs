@@ -13,7 +13,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use prometheus::IntGaugeVec;
+use prometheus::{IntCounter, IntGaugeVec};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaResult;
 use rdkafka::types::RDKafkaRespErr;
@@ -41,15 +41,18 @@ pub(crate) struct LoopContext {
     /// since nobody is left to commit them and closing waits for the release.
     closing: AtomicBool,
     lag: IntGaugeVec,
+    /// Offset commits the broker refused or that failed in flight.
+    commit_failures: IntCounter,
 }
 
 impl LoopContext {
-    pub(crate) fn new(lag: IntGaugeVec) -> Self {
+    pub(crate) fn new(lag: IntGaugeVec, commit_failures: IntCounter) -> Self {
         LoopContext {
             changes: Mutex::new(Vec::new()),
             changed: Notify::new(),
             closing: AtomicBool::new(false),
             lag,
+            commit_failures,
         }
     }
 
@@ -99,6 +102,16 @@ impl ClientContext for LoopContext {
 }
 
 impl ConsumerContext for LoopContext {
+    /// The outcome of an asynchronous offset commit. The state already holds
+    /// the offsets; Kafka's copy only tells the next owner where to start
+    /// fetching, so a failed commit is made good by the next one.
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            self.commit_failures.inc();
+            tracing::warn!(error = %e, "offset commit failed; the next commit retries");
+        }
+    }
+
     fn rebalance(
         &self,
         consumer: &BaseConsumer<Self>,
