@@ -10,13 +10,13 @@
 //! big-endian), so each partition's state can be committed, discarded,
 //! changelogged and restored on its own.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use rocksdb::{
-    BlockBasedOptions, Cache, Direction, IteratorMode, Options, WriteBatch, WriteBufferManager, DB,
+    BlockBasedOptions, Cache, Options, ReadOptions, WriteBatch, WriteBufferManager, DB,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -114,6 +114,11 @@ pub struct StateStore {
     /// Pending writes (`None` deletes), timers apart: they are scanned in order.
     overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
     timers: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Per partition and clock, a time no live timer is earlier than: timer
+    /// scans start there instead of wading through the tombstones of every
+    /// timer fired or cancelled before (RocksDB drops them only when
+    /// compaction reaches the last level).
+    timer_floors: HashMap<(i32, u8), i64>,
     memory: &'static StateMemory,
 }
 
@@ -141,6 +146,7 @@ impl StateStore {
             db: Arc::new(db),
             overlay: HashMap::new(),
             timers: BTreeMap::new(),
+            timer_floors: HashMap::new(),
             memory,
         })
     }
@@ -180,6 +186,9 @@ impl StateStore {
 
     /// Schedules a timer at `at` for `key` on `partition`.
     pub fn set_timer(&mut self, partition: i32, clock: Clock, at: i64, key: &[u8]) {
+        if let Some(floor) = self.timer_floors.get_mut(&(partition, clock.tag())) {
+            *floor = (*floor).min(at);
+        }
         self.timers
             .insert(timer_key(partition, clock, at, key), Some(Vec::new()));
     }
@@ -192,24 +201,33 @@ impl StateStore {
 
     /// Timers of `partition` on `clock` due at `now` (`at <= now`), earliest first.
     pub fn due_timers(
-        &self,
+        &mut self,
         partition: i32,
         clock: Clock,
         now: i64,
     ) -> Result<Vec<(i64, Vec<u8>)>, StateError> {
-        let from = timer_key(partition, clock, i64::MIN, &[]);
+        let floor = self
+            .timer_floors
+            .get(&(partition, clock.tag()))
+            .copied()
+            .unwrap_or(i64::MIN);
+        let from = timer_key(partition, clock, floor, &[]);
         let to = match now.checked_add(1) {
             Some(next) => timer_key(partition, clock, next, &[]),
             None => scoped(TIMER, partition, &[clock.tag() + 1]),
         };
-        Ok(self
-            .keys_between(&from, &to)?
+        let due: Vec<(i64, Vec<u8>)> = self
+            .keys_between(&from, &to, usize::MAX)?
             .into_iter()
             .map(|k| {
                 let at = time_from_bytes(&k[6..14]);
                 (at, k[14..].to_vec())
             })
-            .collect())
+            .collect();
+        // Nothing live before the first due timer, nor (with none due) up to `now`.
+        let floor = due.first().map_or(now.saturating_add(1), |(at, _)| *at);
+        self.timer_floors.insert((partition, clock.tag()), floor);
+        Ok(due)
     }
 
     /// Pending changes that belong in the changelog.
@@ -235,6 +253,8 @@ impl StateStore {
     pub fn discard(&mut self, partition: i32) {
         self.overlay.retain(|k, _| partition_of(k) != partition);
         self.timers.retain(|k, _| partition_of(k) != partition);
+        // A new owner may restore timers of any time.
+        self.timer_floors.retain(|(p, _), _| *p != partition);
     }
 
     /// Writes every pending change to RocksDB in one atomic batch.
@@ -306,29 +326,67 @@ impl StateStore {
         }
     }
 
-    /// Committed and pending timer keys with `from <= key < to`, in key order.
-    fn keys_between(&self, from: &[u8], to: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
-        let mut merged: BTreeSet<Vec<u8>> = BTreeSet::new();
-        for item in self
-            .db
-            .iterator(IteratorMode::From(from, Direction::Forward))
-        {
-            let (k, _) = item?;
-            if k.as_ref() >= to {
-                break;
+    /// Committed and pending keys with `from <= key < to`, in key order, at
+    /// most `limit`. RocksDB is read only within the bounds, so tombstones
+    /// outside them are never visited.
+    fn keys_between(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StateError> {
+        let in_range = |k: &[u8]| k >= from && k < to;
+        let mut pending: Vec<(&[u8], bool)> = if from[0] == TIMER {
+            self.timers
+                .range::<[u8], _>((Bound::Included(from), Bound::Excluded(to)))
+                .map(|(k, v)| (k.as_slice(), v.is_some()))
+                .collect()
+        } else {
+            let mut pending: Vec<(&[u8], bool)> = self
+                .overlay
+                .iter()
+                .filter(|(k, _)| in_range(k))
+                .map(|(k, v)| (k.as_slice(), v.is_some()))
+                .collect();
+            pending.sort_unstable();
+            pending
+        };
+        pending.reverse();
+        let mut keys = Vec::new();
+        let mut options = ReadOptions::default();
+        options.set_iterate_lower_bound(from.to_vec());
+        options.set_iterate_upper_bound(to.to_vec());
+        let mut iter = self.db.raw_iterator_opt(options);
+        iter.seek(from);
+        while keys.len() < limit {
+            let committed = iter.key();
+            // The smaller of the next committed and the next pending key; pending wins a tie.
+            let next_pending = pending.last().copied();
+            match (committed, next_pending) {
+                (None, None) => break,
+                (Some(c), Some((p, live))) if p <= c => {
+                    if p == c {
+                        iter.next();
+                    }
+                    pending.pop();
+                    if live {
+                        keys.push(p.to_vec());
+                    }
+                }
+                (Some(c), _) => {
+                    keys.push(c.to_vec());
+                    iter.next();
+                }
+                (None, Some((p, live))) => {
+                    pending.pop();
+                    if live {
+                        keys.push(p.to_vec());
+                    }
+                }
             }
-            merged.insert(k.to_vec());
         }
-        let pending = self
-            .timers
-            .range::<[u8], _>((Bound::Included(from), Bound::Excluded(to)));
-        for (k, v) in pending {
-            match v {
-                Some(_) => merged.insert(k.clone()),
-                None => merged.remove(k),
-            };
-        }
-        Ok(merged.into_iter().collect())
+        iter.status()?;
+        Ok(keys)
     }
 }
 
@@ -449,6 +507,7 @@ impl PartitionState<'_> {
         let full = self.key(key);
         self.store.overlay.insert(full, None);
     }
+
 }
 
 /// Longest full key (prefix included) built on the stack rather than the heap.
@@ -588,6 +647,25 @@ mod tests {
             store.due_timers(0, Clock::Wall, i64::MAX).unwrap(),
             vec![(1, b"w".to_vec())]
         );
+    }
+
+    #[test]
+    fn a_timer_set_before_the_last_scan_still_comes_due() {
+        let (_dir, mut store) = open();
+        store.set_timer(0, Clock::Event, 10, b"a");
+        store.commit().unwrap();
+        assert_eq!(store.due_timers(0, Clock::Event, 20).unwrap().len(), 1);
+        store.cancel_timer(0, Clock::Event, 10, b"a");
+        store.commit().unwrap();
+        assert!(store.due_timers(0, Clock::Event, 30).unwrap().is_empty());
+        store.set_timer(0, Clock::Event, 5, b"b");
+        assert_eq!(
+            store.due_timers(0, Clock::Event, 30).unwrap(),
+            vec![(5, b"b".to_vec())]
+        );
+        store.commit().unwrap();
+        store.discard(0);
+        assert_eq!(store.due_timers(0, Clock::Event, 30).unwrap().len(), 1);
     }
 
     #[test]
