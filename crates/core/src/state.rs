@@ -119,6 +119,8 @@ pub struct StateStore {
     /// timer fired or cancelled before (RocksDB drops them only when
     /// compaction reaches the last level).
     timer_floors: HashMap<(i32, u8), i64>,
+    /// Where values are encoded before they are copied into the overlay.
+    scratch: Vec<u8>,
     memory: &'static StateMemory,
 }
 
@@ -147,6 +149,7 @@ impl StateStore {
             overlay: HashMap::new(),
             timers: BTreeMap::new(),
             timer_floors: HashMap::new(),
+            scratch: Vec::new(),
             memory,
         })
     }
@@ -263,8 +266,12 @@ impl StateStore {
             return Ok(());
         }
         let mut batch = WriteBatch::default();
+        // In key order: the memtable's skip list then inserts each key next to
+        // the last one instead of searching from the top for every key.
+        let mut changes: Vec<(Vec<u8>, Option<Vec<u8>>)> = self.overlay.drain().collect();
+        changes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let timers = std::mem::take(&mut self.timers);
-        for (key, value) in std::mem::take(&mut self.overlay).into_iter().chain(timers) {
+        for (key, value) in changes.into_iter().chain(timers) {
             match value {
                 Some(v) => batch.put(key, v),
                 None => batch.delete(key),
@@ -310,7 +317,13 @@ impl StateStore {
     }
 
     fn put_encoded<T: Serialize>(&mut self, key: Vec<u8>, value: &T) {
-        self.overlay.insert(key, Some(encode(value)));
+        // Encoded into a buffer kept for the purpose, then copied at its
+        // size: one allocation instead of one per doubling.
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let scratch = encode_into(value, scratch);
+        self.overlay.insert(key, Some(scratch.as_slice().to_vec()));
+        self.scratch = scratch;
     }
 
     /// Like [`Self::put_encoded`], but re-uses the pending entry's key and
