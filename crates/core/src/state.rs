@@ -133,6 +133,12 @@ impl StateStore {
         table.set_block_cache(&memory.cache);
         table.set_cache_index_and_filter_blocks(true);
         table.set_bloom_filter(10.0, false);
+        // Every point read consults the filter and index of each L0 file and
+        // the top-level index of each level: pinned, they are neither looked
+        // up in the block cache on every read nor evicted by data blocks
+        // (and still charged to the budget).
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        table.set_pin_top_level_index_and_filter(true);
         let mut options = Options::default();
         options.create_if_missing(true);
         options.set_block_based_table_factory(&table);
