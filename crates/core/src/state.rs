@@ -527,6 +527,48 @@ impl PartitionState<'_> {
         self.store.overlay.insert(full, None);
     }
 
+    /// Keys starting with `prefix` and sorting after `after` (from the first,
+    /// if `None`), committed and pending alike, in order; at most `limit`.
+    pub fn keys(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StateError> {
+        let first = self.key(prefix);
+        let from = match after {
+            // The least key after `after`.
+            Some(after) => [&self.prefix[..], after, &[0]].concat().max(first),
+            None => first,
+        };
+        let to = match successor(&self.key(prefix)) {
+            Some(to) => to,
+            None => return Ok(Vec::new()),
+        };
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let keys = self.store.keys_between(&from, &to, limit)?;
+        Ok(keys
+            .into_iter()
+            .map(|mut k| {
+                k.drain(..self.prefix.len());
+                k
+            })
+            .collect())
+    }
+}
+
+/// The least key greater than every key starting with `prefix`, if any.
+fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut next = prefix.to_vec();
+    while let Some(last) = next.pop() {
+        if last < u8::MAX {
+            next.push(last + 1);
+            return Some(next);
+        }
+    }
+    None
 }
 
 /// Longest full key (prefix included) built on the stack rather than the heap.
@@ -685,6 +727,33 @@ mod tests {
         store.commit().unwrap();
         store.discard(0);
         assert_eq!(store.due_timers(0, Clock::Event, 30).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn keys_merge_committed_and_pending_in_order_within_the_prefix() {
+        let (_dir, mut store) = open();
+        let mut state = store.partition(1);
+        for key in [&b"p/b"[..], b"p/d", b"p/e", b"q/a", b"p"] {
+            state.put(key, &1u8);
+        }
+        store.commit().unwrap();
+        store.partition(0).put(b"p/a", &1u8);
+        let mut state = store.partition(1);
+        state.put(b"p/c", &1u8);
+        state.delete(b"p/d");
+        state.put(b"p/f", &1u8);
+        let mut keys = |after: Option<&[u8]>, limit| {
+            store.partition(1).keys(b"p/", after, limit).unwrap()
+        };
+        let all: Vec<Vec<u8>> = [&b"p/b"[..], b"p/c", b"p/e", b"p/f"]
+            .map(<[u8]>::to_vec)
+            .to_vec();
+        assert_eq!(keys(None, usize::MAX), all);
+        assert_eq!(keys(None, 2), all[..2]);
+        assert_eq!(keys(Some(b"p/c"), 10), all[2..]);
+        assert_eq!(keys(Some(b"p/cc"), 1), all[2..3]);
+        assert!(keys(Some(b"p/f"), 10).is_empty());
+        assert_eq!(keys(Some(b"a"), 1), all[..1]);
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! ```
 
 mod config;
+mod dedup;
 mod identity;
 mod processor;
 mod validate;

@@ -7,6 +7,7 @@ use journey_core::state::Clock;
 use prometheus::{IntCounter, Registry};
 
 use crate::config::IngestConfig;
+use crate::dedup::Dedup;
 use crate::identity::{drop_placeholders, stitch, visitor_key};
 use crate::validate::{validate, Limits};
 
@@ -26,7 +27,7 @@ pub struct IngestTopics {
 pub struct Ingest {
     limits: Limits,
     max_record_bytes: usize,
-    dedup_window_ms: i64,
+    dedup: Dedup,
     topics: IngestTopics,
     metrics: IngestMetrics,
 }
@@ -74,7 +75,7 @@ impl Ingest {
         Ingest {
             limits: Limits::from(config),
             max_record_bytes: config.max_record_bytes,
-            dedup_window_ms: config.dedup_window.as_millis() as i64,
+            dedup: Dedup::new(config.dedup_window.as_millis() as i64),
             topics,
             metrics: IngestMetrics::new(registry),
         }
@@ -87,17 +88,13 @@ impl Ingest {
         now: i64,
         ctx: &mut Context<'_>,
     ) -> Result<(), ProcessError> {
-        let seen = dedup_key(event.event_id.as_bytes());
-        if ctx.state().get::<i64>(&seen)?.is_some() {
+        if !self
+            .dedup
+            .first_sighting(ctx, event.event_id.as_bytes(), now)?
+        {
             self.metrics.duplicates.inc();
             return Ok(());
         }
-        ctx.state().put(&seen, &now);
-        ctx.set_timer(
-            Clock::Wall,
-            now + self.dedup_window_ms,
-            event.event_id.as_bytes(),
-        );
 
         let link = event.anonymous_id.as_deref().map(link_key);
         let linked: Option<String> = match &link {
@@ -174,18 +171,20 @@ impl Processor for Ingest {
     fn on_timer(
         &mut self,
         _clock: Clock,
-        _at: i64,
-        event_id: &[u8],
+        at: i64,
+        key: &[u8],
         ctx: &mut Context<'_>,
     ) -> Result<(), ProcessError> {
-        ctx.state().delete(&dedup_key(event_id));
+        if !self.dedup.on_timer(ctx, at, key)? {
+            // A timer of an event id, from state written before ids were bucketed.
+            ctx.state().delete(&[b"d/".as_slice(), key].concat());
+        }
         Ok(())
     }
-}
 
-/// State key remembering an event id until its dedup window ends.
-fn dedup_key(event_id: &[u8]) -> Vec<u8> {
-    [b"d/".as_slice(), event_id].concat()
+    fn on_revoked(&mut self, partition: i32) {
+        self.dedup.revoked(partition);
+    }
 }
 
 /// State key of the customer an anonymous id is linked to.
