@@ -15,9 +15,7 @@ use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-use rocksdb::{
-    BlockBasedOptions, Cache, Options, ReadOptions, WriteBatch, WriteBufferManager, DB,
-};
+use rocksdb::{BlockBasedOptions, Cache, Options, ReadOptions, WriteBatch, WriteBufferManager, DB};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -742,9 +740,8 @@ mod tests {
         state.put(b"p/c", &1u8);
         state.delete(b"p/d");
         state.put(b"p/f", &1u8);
-        let mut keys = |after: Option<&[u8]>, limit| {
-            store.partition(1).keys(b"p/", after, limit).unwrap()
-        };
+        let mut keys =
+            |after: Option<&[u8]>, limit| store.partition(1).keys(b"p/", after, limit).unwrap();
         let all: Vec<Vec<u8>> = [&b"p/b"[..], b"p/c", b"p/e", b"p/f"]
             .map(<[u8]>::to_vec)
             .to_vec();

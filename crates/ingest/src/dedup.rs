@@ -93,7 +93,8 @@ impl Dedup {
                 .saturating_mul(self.width)
                 .saturating_add(self.window);
             ctx.set_timer(Clock::Wall, expires, &expiry_key(current, None));
-            self.armed.retain(|(_, bucket)| *bucket >= current - BUCKETS);
+            self.armed
+                .retain(|(_, bucket)| *bucket >= current - BUCKETS);
         }
         Ok(true)
     }
@@ -136,7 +137,12 @@ fn seen_key(bucket: i64, event_id: &[u8]) -> Vec<u8> {
 
 /// Timer key of the expiry of `bucket`, resuming after the id `after`.
 fn expiry_key(bucket: i64, after: Option<&[u8]>) -> Vec<u8> {
-    [&[EXPIRY][..], &bucket.to_be_bytes(), after.unwrap_or_default()].concat()
+    [
+        &[EXPIRY][..],
+        &bucket.to_be_bytes(),
+        after.unwrap_or_default(),
+    ]
+    .concat()
 }
 
 /// The bucket and the id to resume after, of an expiry timer key.
@@ -195,7 +201,11 @@ mod tests {
         }
 
         fn remembered(&mut self) -> usize {
-            self.store.partition(0).keys(SEEN, None, usize::MAX).unwrap().len()
+            self.store
+                .partition(0)
+                .keys(SEEN, None, usize::MAX)
+                .unwrap()
+                .len()
         }
     }
 
@@ -207,7 +217,10 @@ mod tests {
             assert!(!h.first("e", first), "at once");
             assert!(!h.first("e", first + WINDOW - 1), "a ms inside the window");
             assert!(h.first("e", first + WINDOW), "at the window's end");
-            assert!(!h.first("e", first + WINDOW + 1), "seen again from there on");
+            assert!(
+                !h.first("e", first + WINDOW + 1),
+                "seen again from there on"
+            );
         }
     }
 
@@ -245,7 +258,11 @@ mod tests {
         h.store.commit().unwrap();
         h.tick(2 * WIDTH + WINDOW);
         assert_eq!(h.remembered(), 0);
-        assert!(h.store.due_timers(0, Clock::Wall, i64::MAX).unwrap().is_empty());
+        assert!(h
+            .store
+            .due_timers(0, Clock::Wall, i64::MAX)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
