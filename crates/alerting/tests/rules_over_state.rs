@@ -649,7 +649,7 @@ fn an_erased_customer_leaves_no_state_timers_or_firing_alerts() {
         assert!(
             h.store
                 .partition(PARTITION)
-                .keys_with_prefix(key)
+                .keys(key, None, usize::MAX)
                 .unwrap()
                 .is_empty(),
             "{} left",

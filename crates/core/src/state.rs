@@ -10,14 +10,12 @@
 //! big-endian), so each partition's state can be committed, discarded,
 //! changelogged and restored on its own.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-use rocksdb::{
-    BlockBasedOptions, Cache, Direction, IteratorMode, Options, WriteBatch, WriteBufferManager, DB,
-};
+use rocksdb::{BlockBasedOptions, Cache, Options, ReadOptions, WriteBatch, WriteBufferManager, DB};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -114,6 +112,13 @@ pub struct StateStore {
     /// Pending writes (`None` deletes), timers apart: they are scanned in order.
     overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
     timers: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Per partition and clock, a time no live timer is earlier than: timer
+    /// scans start there instead of wading through the tombstones of every
+    /// timer fired or cancelled before (RocksDB drops them only when
+    /// compaction reaches the last level).
+    timer_floors: HashMap<(i32, u8), i64>,
+    /// Where values are encoded before they are copied into the overlay.
+    scratch: Vec<u8>,
     memory: &'static StateMemory,
 }
 
@@ -126,6 +131,12 @@ impl StateStore {
         table.set_block_cache(&memory.cache);
         table.set_cache_index_and_filter_blocks(true);
         table.set_bloom_filter(10.0, false);
+        // Every point read consults the filter and index of each L0 file and
+        // the top-level index of each level: pinned, they are neither looked
+        // up in the block cache on every read nor evicted by data blocks
+        // (and still charged to the budget).
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        table.set_pin_top_level_index_and_filter(true);
         let mut options = Options::default();
         options.create_if_missing(true);
         options.set_block_based_table_factory(&table);
@@ -141,6 +152,8 @@ impl StateStore {
             db: Arc::new(db),
             overlay: HashMap::new(),
             timers: BTreeMap::new(),
+            timer_floors: HashMap::new(),
+            scratch: Vec::new(),
             memory,
         })
     }
@@ -180,6 +193,9 @@ impl StateStore {
 
     /// Schedules a timer at `at` for `key` on `partition`.
     pub fn set_timer(&mut self, partition: i32, clock: Clock, at: i64, key: &[u8]) {
+        if let Some(floor) = self.timer_floors.get_mut(&(partition, clock.tag())) {
+            *floor = (*floor).min(at);
+        }
         self.timers
             .insert(timer_key(partition, clock, at, key), Some(Vec::new()));
     }
@@ -192,24 +208,33 @@ impl StateStore {
 
     /// Timers of `partition` on `clock` due at `now` (`at <= now`), earliest first.
     pub fn due_timers(
-        &self,
+        &mut self,
         partition: i32,
         clock: Clock,
         now: i64,
     ) -> Result<Vec<(i64, Vec<u8>)>, StateError> {
-        let from = timer_key(partition, clock, i64::MIN, &[]);
+        let floor = self
+            .timer_floors
+            .get(&(partition, clock.tag()))
+            .copied()
+            .unwrap_or(i64::MIN);
+        let from = timer_key(partition, clock, floor, &[]);
         let to = match now.checked_add(1) {
             Some(next) => timer_key(partition, clock, next, &[]),
             None => scoped(TIMER, partition, &[clock.tag() + 1]),
         };
-        Ok(self
-            .keys_between(&from, &to)?
+        let due: Vec<(i64, Vec<u8>)> = self
+            .keys_between(&from, &to, usize::MAX)?
             .into_iter()
             .map(|k| {
                 let at = time_from_bytes(&k[6..14]);
                 (at, k[14..].to_vec())
             })
-            .collect())
+            .collect();
+        // Nothing live before the first due timer, nor (with none due) up to `now`.
+        let floor = due.first().map_or(now.saturating_add(1), |(at, _)| *at);
+        self.timer_floors.insert((partition, clock.tag()), floor);
+        Ok(due)
     }
 
     /// The timers of `partition` under exactly `key`, on either clock, as
@@ -222,7 +247,7 @@ impl StateStore {
         let from = scoped(TIMER, partition, &[]);
         let to = scoped(TIMER, partition + 1, &[]);
         Ok(self
-            .keys_between(&from, &to)?
+            .keys_between(&from, &to, usize::MAX)?
             .into_iter()
             .filter(|k| &k[14..] == key)
             .map(|k| {
@@ -259,6 +284,8 @@ impl StateStore {
     pub fn discard(&mut self, partition: i32) {
         self.overlay.retain(|k, _| partition_of(k) != partition);
         self.timers.retain(|k, _| partition_of(k) != partition);
+        // A new owner may restore timers of any time.
+        self.timer_floors.retain(|(p, _), _| *p != partition);
     }
 
     /// Writes every pending change to RocksDB in one atomic batch.
@@ -267,8 +294,12 @@ impl StateStore {
             return Ok(());
         }
         let mut batch = WriteBatch::default();
+        // In key order: the memtable's skip list then inserts each key next to
+        // the last one instead of searching from the top for every key.
+        let mut changes: Vec<(Vec<u8>, Option<Vec<u8>>)> = self.overlay.drain().collect();
+        changes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let timers = std::mem::take(&mut self.timers);
-        for (key, value) in std::mem::take(&mut self.overlay).into_iter().chain(timers) {
+        for (key, value) in changes.into_iter().chain(timers) {
             match value {
                 Some(v) => batch.put(key, v),
                 None => batch.delete(key),
@@ -314,7 +345,13 @@ impl StateStore {
     }
 
     fn put_encoded<T: Serialize>(&mut self, key: Vec<u8>, value: &T) {
-        self.overlay.insert(key, Some(encode(value)));
+        // Encoded into a buffer kept for the purpose, then copied at its
+        // size: one allocation instead of one per doubling.
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let scratch = encode_into(value, scratch);
+        self.overlay.insert(key, Some(scratch.as_slice().to_vec()));
+        self.scratch = scratch;
     }
 
     /// Like [`Self::put_encoded`], but re-uses the pending entry's key and
@@ -330,58 +367,66 @@ impl StateStore {
         }
     }
 
-    /// Committed and pending timer keys with `from <= key < to`, in key order.
-    fn keys_between(&self, from: &[u8], to: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
-        let mut merged = self.committed_keys_between(from, to)?;
-        let pending = self
-            .timers
-            .range::<[u8], _>((Bound::Included(from), Bound::Excluded(to)));
-        for (k, v) in pending {
-            match v {
-                Some(_) => merged.insert(k.clone()),
-                None => merged.remove(k),
-            };
-        }
-        Ok(merged.into_iter().collect())
-    }
-
-    /// Committed and pending user keys starting with `prefix`, in key order.
-    fn keys_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
-        let mut end = prefix.to_vec();
-        // The first key after every key with the prefix; a prefix of 0xff bytes
-        // only is never built (keys start with a namespace byte).
-        while end.last() == Some(&u8::MAX) {
-            end.pop();
-        }
-        if let Some(last) = end.last_mut() {
-            *last += 1;
-        }
-        let mut merged = self.committed_keys_between(prefix, &end)?;
-        for (k, v) in self.overlay.iter().filter(|(k, _)| k.starts_with(prefix)) {
-            match v {
-                Some(_) => merged.insert(k.clone()),
-                None => merged.remove(k),
-            };
-        }
-        Ok(merged.into_iter().collect())
-    }
-
-    fn committed_keys_between(
+    /// Committed and pending keys with `from <= key < to`, in key order, at
+    /// most `limit`. RocksDB is read only within the bounds, so tombstones
+    /// outside them are never visited.
+    fn keys_between(
         &self,
         from: &[u8],
         to: &[u8],
-    ) -> Result<BTreeSet<Vec<u8>>, StateError> {
-        let mut keys = BTreeSet::new();
-        for item in self
-            .db
-            .iterator(IteratorMode::From(from, Direction::Forward))
-        {
-            let (k, _) = item?;
-            if k.as_ref() >= to {
-                break;
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StateError> {
+        let in_range = |k: &[u8]| k >= from && k < to;
+        let mut pending: Vec<(&[u8], bool)> = if from[0] == TIMER {
+            self.timers
+                .range::<[u8], _>((Bound::Included(from), Bound::Excluded(to)))
+                .map(|(k, v)| (k.as_slice(), v.is_some()))
+                .collect()
+        } else {
+            let mut pending: Vec<(&[u8], bool)> = self
+                .overlay
+                .iter()
+                .filter(|(k, _)| in_range(k))
+                .map(|(k, v)| (k.as_slice(), v.is_some()))
+                .collect();
+            pending.sort_unstable();
+            pending
+        };
+        pending.reverse();
+        let mut keys = Vec::new();
+        let mut options = ReadOptions::default();
+        options.set_iterate_lower_bound(from.to_vec());
+        options.set_iterate_upper_bound(to.to_vec());
+        let mut iter = self.db.raw_iterator_opt(options);
+        iter.seek(from);
+        while keys.len() < limit {
+            let committed = iter.key();
+            // The smaller of the next committed and the next pending key; pending wins a tie.
+            let next_pending = pending.last().copied();
+            match (committed, next_pending) {
+                (None, None) => break,
+                (Some(c), Some((p, live))) if p <= c => {
+                    if p == c {
+                        iter.next();
+                    }
+                    pending.pop();
+                    if live {
+                        keys.push(p.to_vec());
+                    }
+                }
+                (Some(c), _) => {
+                    keys.push(c.to_vec());
+                    iter.next();
+                }
+                (None, Some((p, live))) => {
+                    pending.pop();
+                    if live {
+                        keys.push(p.to_vec());
+                    }
+                }
             }
-            keys.insert(k.to_vec());
         }
+        iter.status()?;
         Ok(keys)
     }
 }
@@ -498,23 +543,54 @@ impl PartitionState<'_> {
         }
     }
 
-    /// The keys starting with `prefix`, pending writes included, in order.
-    /// Scans RocksDB: for rare lookups (erasure), not for every record.
-    pub fn keys_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
-        let full = self.key(prefix);
-        Ok(self
-            .store
-            .keys_with_prefix(&full)?
-            .into_iter()
-            .map(|k| k[self.prefix.len()..].to_vec())
-            .collect())
-    }
-
     /// Removes `key`.
     pub fn delete(&mut self, key: &[u8]) {
         let full = self.key(key);
         self.store.overlay.insert(full, None);
     }
+
+    /// Keys starting with `prefix` and sorting after `after` (from the first,
+    /// if `None`), committed and pending alike, in order; at most `limit`.
+    pub fn keys(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StateError> {
+        let first = self.key(prefix);
+        let from = match after {
+            // The least key after `after`.
+            Some(after) => [&self.prefix[..], after, &[0]].concat().max(first),
+            None => first,
+        };
+        let to = match successor(&self.key(prefix)) {
+            Some(to) => to,
+            None => return Ok(Vec::new()),
+        };
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let keys = self.store.keys_between(&from, &to, limit)?;
+        Ok(keys
+            .into_iter()
+            .map(|mut k| {
+                k.drain(..self.prefix.len());
+                k
+            })
+            .collect())
+    }
+}
+
+/// The least key greater than every key starting with `prefix`, if any.
+fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut next = prefix.to_vec();
+    while let Some(last) = next.pop() {
+        if last < u8::MAX {
+            next.push(last + 1);
+            return Some(next);
+        }
+    }
+    None
 }
 
 /// Longest full key (prefix included) built on the stack rather than the heap.
@@ -672,24 +748,48 @@ mod tests {
     }
 
     #[test]
-    fn keys_with_a_prefix_merge_committed_and_pending_writes() {
+    fn a_timer_set_before_the_last_scan_still_comes_due() {
         let (_dir, mut store) = open();
-        for key in [&b"r/a1"[..], b"r/a2", b"r/b", b"s"] {
-            store.partition(0).put(key, &1u8);
-        }
-        store.partition(1).put(b"r/a3", &1u8);
+        store.set_timer(0, Clock::Event, 10, b"a");
         store.commit().unwrap();
-        store.partition(0).delete(b"r/a1");
-        store.partition(0).put(b"r/a0", &1u8);
-        let keys = store.partition(0).keys_with_prefix(b"r/a").unwrap();
-        assert_eq!(keys, vec![b"r/a0".to_vec(), b"r/a2".to_vec()]);
-        store.partition(0).put(&[b'x', u8::MAX, u8::MAX], &1u8);
-        store.partition(0).put(b"y", &1u8);
-        let keys = store
-            .partition(0)
-            .keys_with_prefix(&[b'x', u8::MAX])
-            .unwrap();
-        assert_eq!(keys, vec![vec![b'x', u8::MAX, u8::MAX]]);
+        assert_eq!(store.due_timers(0, Clock::Event, 20).unwrap().len(), 1);
+        store.cancel_timer(0, Clock::Event, 10, b"a");
+        store.commit().unwrap();
+        assert!(store.due_timers(0, Clock::Event, 30).unwrap().is_empty());
+        store.set_timer(0, Clock::Event, 5, b"b");
+        assert_eq!(
+            store.due_timers(0, Clock::Event, 30).unwrap(),
+            vec![(5, b"b".to_vec())]
+        );
+        store.commit().unwrap();
+        store.discard(0);
+        assert_eq!(store.due_timers(0, Clock::Event, 30).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn keys_merge_committed_and_pending_in_order_within_the_prefix() {
+        let (_dir, mut store) = open();
+        let mut state = store.partition(1);
+        for key in [&b"p/b"[..], b"p/d", b"p/e", b"q/a", b"p"] {
+            state.put(key, &1u8);
+        }
+        store.commit().unwrap();
+        store.partition(0).put(b"p/a", &1u8);
+        let mut state = store.partition(1);
+        state.put(b"p/c", &1u8);
+        state.delete(b"p/d");
+        state.put(b"p/f", &1u8);
+        let mut keys =
+            |after: Option<&[u8]>, limit| store.partition(1).keys(b"p/", after, limit).unwrap();
+        let all: Vec<Vec<u8>> = [&b"p/b"[..], b"p/c", b"p/e", b"p/f"]
+            .map(<[u8]>::to_vec)
+            .to_vec();
+        assert_eq!(keys(None, usize::MAX), all);
+        assert_eq!(keys(None, 2), all[..2]);
+        assert_eq!(keys(Some(b"p/c"), 10), all[2..]);
+        assert_eq!(keys(Some(b"p/cc"), 1), all[2..3]);
+        assert!(keys(Some(b"p/f"), 10).is_empty());
+        assert_eq!(keys(Some(b"a"), 1), all[..1]);
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! Ingest throughput on one core, in-process: the real processor over a real
-//! state store, beside apache-avro's generic decode of the same records in the
-//! same run (the baseline) and the codec's decode alone.
+//! state store, driven as the runtime drives it (wall-clock timers fired and
+//! state committed every batch), beside apache-avro's generic decode of the
+//! same records in the same run (the baseline) and the codec's decode alone.
+//! Once with the default dedup window, once with one short enough that
+//! remembered ids expire during the round.
 //!
 //! Run: `cargo bench -p journey-ingest --bench ingest_throughput`
 
@@ -13,7 +16,7 @@ use journey_core::contract::{
     Campaign, Channel, CustomerEvent, Device, EventType, Feedback, Order, Page, Product, Support,
 };
 use journey_core::runtime::{now_millis, Context, InputRecord, Processor};
-use journey_core::state::StateStore;
+use journey_core::state::{Clock, StateStore};
 use journey_ingest::{visitor_key, Ingest, IngestConfig, IngestTopics};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -23,6 +26,10 @@ const COMMIT_EVERY: usize = 10_000;
 const ROUNDS: usize = 3;
 const STATE_MEMORY: usize = 64 << 20;
 const INPUT_TOPIC: &str = "journey.events.raw";
+/// The default dedup window: nothing expires within a round.
+const DEDUP_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// A window short enough that ids expire throughout a round (of a second or so).
+const SHORT_DEDUP_WINDOW: Duration = Duration::from_millis(200);
 
 /// Varied, valid events: a mix of touchpoints, known and anonymous visitors,
 /// details by event type, campaigns and free-form properties.
@@ -142,13 +149,22 @@ fn timed(work: impl FnOnce()) -> Duration {
 
 /// One round of the ingest processor over all `framed` records (keyed by
 /// visitor, as producers should), with a fresh state store so that the
-/// deduplication sees no repeats.
-fn ingest_round(codec: &Codec, framed: &[(String, Vec<u8>)], now: i64) -> Duration {
+/// deduplication sees no repeats, ids remembered for `dedup_window`.
+fn ingest_round(
+    codec: &Codec,
+    framed: &[(String, Vec<u8>)],
+    now: i64,
+    dedup_window: Duration,
+) -> Duration {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut store = StateStore::open(dir.path(), STATE_MEMORY).expect("state store");
     let registry = prometheus::Registry::new();
     let topics = IngestTopics::new(&TopicsConfig::default(), "journey-ingest");
-    let mut ingest = Ingest::new(&IngestConfig::default(), topics, &registry);
+    let config = IngestConfig {
+        dedup_window,
+        ..IngestConfig::default()
+    };
+    let mut ingest = Ingest::new(&config, topics, &registry);
     let mut outputs = Vec::with_capacity(COMMIT_EVERY);
     timed(|| {
         for (offset, (key, record)) in (0i64..).zip(framed) {
@@ -164,8 +180,17 @@ fn ingest_round(codec: &Codec, framed: &[(String, Vec<u8>)], now: i64) -> Durati
             ingest
                 .process(&input, &mut ctx)
                 .expect("generated events are valid");
-            // As the runtime does per batch: hand the outputs over, commit state with offsets.
+            // As the runtime does per batch: fire due wall-clock timers (the
+            // dedup window's expiry), hand the outputs over, commit state with offsets.
             if (offset + 1) % COMMIT_EVERY as i64 == 0 {
+                let wall = now_millis();
+                for (at, key) in store.due_timers(0, Clock::Wall, wall).expect("timers") {
+                    store.cancel_timer(0, Clock::Wall, at, &key);
+                    let mut ctx = Context::new(&mut store, codec, &mut outputs, 0, now);
+                    ingest
+                        .on_timer(Clock::Wall, at, &key, &mut ctx)
+                        .expect("timer");
+                }
                 black_box(&outputs);
                 outputs.clear();
                 store.set_input_offset(INPUT_TOPIC, 0, offset + 1);
@@ -208,7 +233,8 @@ fn main() {
             }
         })
     });
-    let ingest = rate(|| ingest_round(&codec, &keyed, now));
+    let ingest = rate(|| ingest_round(&codec, &keyed, now, DEDUP_WINDOW));
+    let expiring = rate(|| ingest_round(&codec, &keyed, now, SHORT_DEDUP_WINDOW));
 
     println!(
         "ingest throughput: {EVENTS} varied CustomerEvents ({} bytes on average), one thread, median of {ROUNDS} rounds",
@@ -225,6 +251,10 @@ fn main() {
     row(
         "(b) ingest: decode, validate, dedup, stitch, re-encode",
         ingest,
+    );
+    row(
+        "(b') the same, ids expiring (200 ms dedup window)",
+        expiring,
     );
     row("(c) codec decode alone", decode);
 }

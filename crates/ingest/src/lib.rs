@@ -16,6 +16,7 @@
 //! ```
 
 mod config;
+mod dedup;
 mod erasure;
 mod identity;
 mod processor;

@@ -11,12 +11,13 @@ use journey_core::state::Clock;
 use prometheus::{Histogram, HistogramOpts, IntCounter, Registry};
 
 use crate::config::IngestConfig;
+use crate::dedup::Dedup;
 use crate::erasure::{Pending, Tracker};
 use crate::identity::{drop_placeholders, is_placeholder, stitch, visitor_key};
 use crate::validate::{validate, Limits};
 
-/// Timer key prefix of erasure requests to forget; event ids (the dedup
-/// timers' keys) never start with a NUL byte.
+/// Timer key prefix of erasure requests to forget; no dedup timer key (an
+/// expiry byte, or a legacy event id) starts with a NUL byte.
 const ERASURE_TIMER: &[u8] = b"\0erasure/";
 
 /// How long a request is remembered after its first step: repeats within it
@@ -65,7 +66,7 @@ impl IngestTopics {
 pub struct Ingest {
     limits: Limits,
     max_record_bytes: usize,
-    dedup_window_ms: i64,
+    dedup: Dedup,
     /// The services that confirm an erasure, ingest first.
     erasure_services: Vec<String>,
     topics: IngestTopics,
@@ -144,7 +145,7 @@ impl Ingest {
         Ingest {
             limits: Limits::from(config),
             max_record_bytes: config.max_record_bytes,
-            dedup_window_ms: config.dedup_window.as_millis() as i64,
+            dedup: Dedup::new(config.dedup_window.as_millis() as i64),
             erasure_services: std::iter::once(crate::NAME.to_string())
                 .chain(config.erasure_services.iter().cloned())
                 .collect(),
@@ -160,17 +161,13 @@ impl Ingest {
         now: i64,
         ctx: &mut Context<'_>,
     ) -> Result<(), ProcessError> {
-        let seen = dedup_key(event.event_id.as_bytes());
-        if ctx.state().get::<i64>(&seen)?.is_some() {
+        if !self
+            .dedup
+            .first_sighting(ctx, event.event_id.as_bytes(), now)?
+        {
             self.metrics.duplicates.inc();
             return Ok(());
         }
-        ctx.state().put(&seen, &now);
-        ctx.set_timer(
-            Clock::Wall,
-            now + self.dedup_window_ms,
-            event.event_id.as_bytes(),
-        );
 
         let link = event.anonymous_id.as_deref().map(link_key);
         let linked: Option<String> = match &link {
@@ -263,17 +260,22 @@ impl Processor for Ingest {
     fn on_timer(
         &mut self,
         _clock: Clock,
-        _at: i64,
+        at: i64,
         key: &[u8],
         ctx: &mut Context<'_>,
     ) -> Result<(), ProcessError> {
-        match key.strip_prefix(ERASURE_TIMER) {
-            Some(request_id) => self.forget_erasure(request_id, ctx),
-            None => {
-                ctx.state().delete(&dedup_key(key));
-                Ok(())
-            }
+        if let Some(request_id) = key.strip_prefix(ERASURE_TIMER) {
+            return self.forget_erasure(request_id, ctx);
         }
+        if !self.dedup.on_timer(ctx, at, key)? {
+            // A timer of an event id, from state written before ids were bucketed.
+            ctx.state().delete(&[b"d/".as_slice(), key].concat());
+        }
+        Ok(())
+    }
+
+    fn on_revoked(&mut self, partition: i32) {
+        self.dedup.revoked(partition);
     }
 }
 
@@ -348,7 +350,7 @@ impl Ingest {
         let prefix = reverse_link_key(customer, "");
         let mut found: Vec<String> = ctx
             .state()
-            .keys_with_prefix(&prefix)?
+            .keys(&prefix, None, usize::MAX)?
             .into_iter()
             .map(|key| String::from_utf8_lossy(&key[prefix.len()..]).into_owned())
             .collect();
@@ -461,11 +463,6 @@ impl Ingest {
         ctx.state().delete(&key);
         Ok(())
     }
-}
-
-/// State key remembering an event id until its dedup window ends.
-fn dedup_key(event_id: &[u8]) -> Vec<u8> {
-    [b"d/".as_slice(), event_id].concat()
 }
 
 /// State key of the customer an anonymous id is linked to.

@@ -2,10 +2,11 @@
 //! visitor's open sessions (on the anonymous id's partition) move to the
 //! customer's partition and merge into the customer's sessions there.
 //!
-//! The anonymous partition takes its open sessions out of state (with their
-//! timers) and sends them, as one [`Fold`], over the sessionizer's own
-//! repartition topic keyed by the customer id; the customer's partition
-//! places each session by the usual window rules and re-arms the timers.
+//! The anonymous partition takes its open sessions out of state (their close
+//! timer, left behind, finds nothing when it fires) and sends them, as one
+//! [`Fold`], over the sessionizer's own repartition topic keyed by the
+//! customer id; the customer's partition places each session by the usual
+//! window rules and arms a close timer where one is needed.
 //! Both steps go through the runtime's state and outputs, so they survive a
 //! crash like everything else. A crash after the fold was sent but before the
 //! anonymous partition committed sends it again: the customer's partition
@@ -51,12 +52,9 @@ impl Sessionizer {
         let Some(sessions) = ctx.state().get::<Vec<Session>>(&key)? else {
             return Ok(());
         };
+        // Their close timer stays: it finds no sessions when it fires.
         ctx.state().delete(&key);
         self.open_count.adjust(ctx, -(sessions.len() as i64))?;
-        for session in &sessions {
-            let at = self.windows.close_time(session.end).saturating_add(1);
-            ctx.cancel_timer(Clock::Event, at, &key);
-        }
         let fold = Fold {
             merge_id: merge.merge_id,
             customer_id: merge.customer_id,
@@ -97,8 +95,9 @@ impl Sessionizer {
         let mut open: Vec<Session> = ctx.state().get(&key)?.unwrap_or_default();
         let before = open.len();
         for session in fold.sessions {
+            let earliest_before = self.earliest_close(&open);
             let placed = self.windows.place_session(&mut open, session);
-            self.rearm(ctx, &key, &open, &placed);
+            self.arm(ctx, &key, &open, &placed, earliest_before);
             self.metrics.folds_applied.inc();
         }
         ctx.state().put(&key, &open);

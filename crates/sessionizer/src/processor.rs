@@ -3,8 +3,16 @@
 //!
 //! State: `s<customer>` holds the customer's open sessions, sorted by start;
 //! `f<merge id>` remembers an identity fold already applied (see [`crate::fold`]).
-//! Each open session has an event-time timer keyed `s<customer>`, due one
-//! millisecond after its close time.
+//!
+//! Close timers: a customer with open sessions has an event-time timer keyed
+//! `s<customer>` due no later than one millisecond after the earliest close
+//! time among them. Extending a session (the common event) moves its close
+//! time later and leaves the timer where it is: when it fires, the sessions
+//! final by then are emitted and the timer is re-armed at the new earliest
+//! close. Only an event that opens a session closing before every other one
+//! sets a timer of its own. So a timer may fire early, never late, and one
+//! may fire for a key without open sessions (they moved away in an identity
+//! fold): it then does nothing.
 //!
 //! Repeats: the runtime never applies an input record twice (records whose
 //! offsets the state already reflects are skipped), but an upstream service
@@ -109,26 +117,28 @@ impl Sessionizer {
         }
     }
 
-    /// The timer that closes a session ending at `end`: due once stream time passes its close time.
-    fn timer_at(&self, end: i64) -> i64 {
-        self.windows.close_time(end).saturating_add(1)
+    /// The earliest close time among `open`, if any.
+    pub(crate) fn earliest_close(&self, open: &[Session]) -> Option<i64> {
+        open.iter().map(|s| self.windows.close_time(s.end)).min()
     }
 
-    /// Moves the close timers of `key` (tagged customer) after `placed` changed `open`.
-    pub(crate) fn rearm(
+    /// Keeps a close timer of `key` (tagged customer) due by the earliest
+    /// close time of `open` after `placed` changed it; `earliest_before` is
+    /// the earliest close time before. A merged or extended session closes no
+    /// earlier than the sessions it replaced, so only a session that joined
+    /// none and closes first needs a timer of its own.
+    pub(crate) fn arm(
         &self,
         ctx: &mut Context<'_>,
         key: &[u8],
         open: &[Session],
         placed: &Placed,
+        earliest_before: Option<i64>,
     ) {
-        for &close in &placed.replaced_close_times {
-            // Sessions ending together share a timer: keep it while one is left.
-            if !open.iter().any(|s| self.windows.close_time(s.end) == close) {
-                ctx.cancel_timer(Clock::Event, close.saturating_add(1), key);
-            }
+        let close = self.windows.close_time(open[placed.index].end);
+        if earliest_before.is_none_or(|earliest| close < earliest) {
+            ctx.set_timer(Clock::Event, close.saturating_add(1), key);
         }
-        ctx.set_timer(Clock::Event, self.timer_at(open[placed.index].end), key);
         if placed.capped {
             self.metrics.split.inc();
         }
@@ -144,6 +154,7 @@ impl Sessionizer {
         let key = tagged(SESSIONS, customer.as_bytes());
         let mut open: Vec<Session> = ctx.state().get(&key)?.unwrap_or_default();
         let before = open.len();
+        let earliest_before = self.earliest_close(&open);
         match self
             .windows
             .place_event(&mut open, Session::of(&event), stream_time)
@@ -163,7 +174,7 @@ impl Sessionizer {
             }
             Placement::Duplicate => self.metrics.duplicates.inc(),
             Placement::Placed(placed) => {
-                self.rearm(ctx, &key, &open, &placed);
+                self.arm(ctx, &key, &open, &placed, earliest_before);
                 if let Some(every) = self.early_updates {
                     let session = &mut open[placed.index];
                     if stream_time
@@ -205,17 +216,28 @@ impl Sessionizer {
         erasure::report_erased(ctx, &self.topics.erasure, crate::NAME, &task)
     }
 
-    /// Emits the sessions of the customer under `key` that are final.
+    /// Emits the sessions of the customer under `key` that are final, and
+    /// re-arms the close timer for those still open.
     fn close_final(&mut self, key: &[u8], ctx: &mut Context<'_>) -> Result<(), ProcessError> {
-        let customer = String::from_utf8_lossy(&key[1..]).into_owned();
-        let mut open: Vec<Session> = ctx.state().get(key)?.unwrap_or_default();
+        let Some(mut open) = ctx.state().get::<Vec<Session>>(key)? else {
+            // The sessions moved away in an identity fold: nothing to close.
+            return Ok(());
+        };
         let done = self.windows.take_final(&mut open, ctx.stream_time());
+        if let Some(earliest) = self.earliest_close(&open) {
+            // Still open (extended since the timer was set): wait for the new close.
+            ctx.set_timer(Clock::Event, earliest.saturating_add(1), key);
+        }
+        if done.is_empty() {
+            return Ok(());
+        }
         if open.is_empty() {
             ctx.state().delete(key);
         } else {
             ctx.state().put(key, &open);
         }
         self.open_count.adjust(ctx, -(done.len() as i64))?;
+        let customer = String::from_utf8_lossy(&key[1..]).into_owned();
         for session in done {
             let summary = session.summary(session_id(&customer, session.start), &customer, false);
             ctx.emit(&self.topics.sessions, &customer, &summary, session.end)?;

@@ -334,3 +334,52 @@ fn open_sessions_are_counted_through_folds_and_closes_and_across_a_restart() {
     h.sessionizer.on_revoked(1);
     assert_eq!(h.gauge("open_sessions"), 0.0, "a partition that moved away");
 }
+
+#[test]
+fn an_extended_session_closes_at_its_new_close_time_after_its_first_timer_fired() {
+    let mut h = Harness::new(None);
+    h.event(0, "c", 0, "a");
+    h.event(0, "c", 20 * MIN, "b");
+    assert!(
+        h.tick(0, 36 * MIN).is_empty(),
+        "the timer set at the first event fires and finds the session extended"
+    );
+    assert!(h.tick(0, 55 * MIN).is_empty());
+    let closed = summaries(&h.tick(0, 55 * MIN + 1));
+    assert_eq!(closed.len(), 1);
+    assert_eq!(
+        (closed[0].start, closed[0].end, closed[0].event_count),
+        (0, 20 * MIN, 2)
+    );
+}
+
+#[test]
+fn a_session_opened_out_of_order_closing_first_closes_on_time() {
+    let mut h = Harness::new(None);
+    h.event(0, "c", 100 * MIN, "a");
+    // More than the gap before the open session, so apart from it, and
+    // within grace: its own session closes at 101 min, before the other's.
+    h.event(0, "c", 66 * MIN, "b");
+    assert!(h.tick(0, 101 * MIN).is_empty());
+    let first = summaries(&h.tick(0, 101 * MIN + 1));
+    assert_eq!(
+        first.iter().map(|s| s.start).collect::<Vec<_>>(),
+        vec![66 * MIN]
+    );
+    let second = summaries(&h.tick(0, 135 * MIN + 1));
+    assert_eq!(
+        second.iter().map(|s| s.start).collect::<Vec<_>>(),
+        vec![100 * MIN]
+    );
+}
+
+#[test]
+fn extending_a_session_writes_its_state_and_no_timer() {
+    let mut h = Harness::new(None);
+    h.event(0, "c", 0, "a");
+    h.store.commit().unwrap();
+    h.event(0, "c", MIN, "b");
+    let changes = h.store.pending_changes();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0].key[5..], *b"sc");
+}
