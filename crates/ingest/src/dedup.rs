@@ -2,10 +2,10 @@
 //! timer per event.
 //!
 //! An event id seen at `t` is kept under a key of the time bucket `t` falls in
-//! (`d/` + bucket + id, valued `t`); the buckets are [`BUCKETS`]ths of the
-//! window. A new id is looked up in the buckets that can hold a sighting
-//! within the window, and is a repeat only if that sighting is less than the
-//! window old, so the answer is exact whatever the bucketing. One wall-clock
+//! (`d/` + bucket + id, valued `t`); a window spans [`BUCKETS`] buckets. A
+//! new id is looked up in the buckets that can hold a sighting within the
+//! window, and is a repeat only if that sighting is less than the window
+//! old, so the answer is exact whatever the bucketing. One wall-clock
 //! timer per bucket deletes the bucket's keys once all of them are out of the
 //! window, a chunk at a time (each delete reaches the changelog), so state
 //! holds at most a window and a bucket of ids.
