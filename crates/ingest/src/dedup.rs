@@ -2,10 +2,10 @@
 //! timer per event.
 //!
 //! An event id seen at `t` is kept under a key of the time bucket `t` falls in
-//! (`d/` + bucket + id, valued `t`); the buckets are [`BUCKETS`]ths of the
-//! window. A new id is looked up in the buckets that can hold a sighting
-//! within the window, and is a repeat only if that sighting is less than the
-//! window old, so the answer is exact whatever the bucketing. One wall-clock
+//! (`d/` + bucket + id, valued `t`); a window spans [`BUCKETS`] buckets. A
+//! new id is looked up in the buckets that can hold a sighting within the
+//! window, and is a repeat only if that sighting is less than the window
+//! old, so the answer is exact whatever the bucketing. One wall-clock
 //! timer per bucket deletes the bucket's keys once all of them are out of the
 //! window, a chunk at a time (each delete reaches the changelog), so state
 //! holds at most a window and a bucket of ids.
@@ -68,6 +68,10 @@ impl Dedup {
         event_id: &[u8],
         now: i64,
     ) -> Result<bool, StateError> {
+        if self.window == 0 {
+            // Nothing is a repeat within no time: remember nothing.
+            return Ok(true);
+        }
         self.latest = self.latest.max(now);
         let now = self.latest;
         let current = now.div_euclid(self.width);
@@ -257,6 +261,20 @@ mod tests {
         assert_eq!(h.remembered(), 1);
         h.store.commit().unwrap();
         h.tick(2 * WIDTH + WINDOW);
+        assert_eq!(h.remembered(), 0);
+        assert!(h
+            .store
+            .due_timers(0, Clock::Wall, i64::MAX)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn no_window_remembers_nothing() {
+        let mut h = Harness::new();
+        h.dedup = Dedup::new(0);
+        assert!(h.first("e", 10));
+        assert!(h.first("e", 10));
         assert_eq!(h.remembered(), 0);
         assert!(h
             .store
