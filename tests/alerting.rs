@@ -9,14 +9,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use journey_core::codec::Codec;
 use journey_core::config::ConfigSource;
 use journey_core::contract::{
     Alert, AlertStatus, CustomerEvent, EventType, Feedback, Order, Product,
 };
 use journey_core::runtime::now_millis;
 use journey_tests::web_event as event;
-use journey_tests::{collect, free_port, http_get, metric, produce, repo_root, Broker};
+use journey_tests::{
+    collect, free_port, http_get, keyed_by_customer, metric, produce, repo_root, Broker,
+};
 use tokio_util::sync::CancellationToken;
 
 /// A webhook receiver answering 200 to every POST; sends each body on.
@@ -152,15 +153,9 @@ async fn firing(addr: SocketAddr) -> Vec<String> {
 }
 
 async fn send(kafka: &journey_core::config::KafkaConfig, events: &[CustomerEvent]) {
-    let codec = Codec::builtin();
-    let records: Vec<(String, Vec<u8>, i64)> = events
-        .iter()
-        .map(|e| {
-            let key = e.customer_key().unwrap().to_string();
-            (key, codec.encode(e).unwrap(), e.occurred_at)
-        })
-        .collect();
-    produce(kafka, "journey.events", &records).await.unwrap();
+    produce(kafka, "journey.events", &keyed_by_customer(events))
+        .await
+        .unwrap();
 }
 
 /// Polls `check` every 100 ms until it holds; fails after `limit`.

@@ -12,7 +12,9 @@ use journey_core::codec::Codec;
 use journey_core::config::ConfigSource;
 use journey_core::contract::{CustomerEvent, EventType, IdentityMerge, Order, Stage, StageChange};
 use journey_core::runtime::now_millis;
-use journey_tests::{collect, free_port, metric, produce, Broker, ServiceProcess};
+use journey_tests::{
+    collect, free_port, keyed_by_customer, metric, produce, Broker, ServiceProcess,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const GROUP: &str = "cls-e2e";
@@ -29,20 +31,6 @@ fn event(id: &str, customer: &str, event_type: EventType, at: i64) -> CustomerEv
         });
     }
     event
-}
-
-fn keyed(events: &[CustomerEvent]) -> Vec<(String, Vec<u8>, i64)> {
-    let codec = Codec::builtin();
-    events
-        .iter()
-        .map(|e| {
-            (
-                e.customer_key().unwrap().to_string(),
-                codec.encode(e).unwrap(),
-                e.occurred_at,
-            )
-        })
-        .collect()
 }
 
 /// One classifier instance's config: its own state and port, the shared
@@ -157,7 +145,7 @@ async fn stages_churn_merges_and_queries_across_two_instances() {
     produce(
         &kafka,
         "journey.events",
-        &keyed(&[
+        &keyed_by_customer(&[
             event("a1", "alice", EventType::PageView, t),
             event("a2", "alice", EventType::ProductView, t + 1),
             event("b1", "bob", EventType::AdClick, t),
@@ -220,7 +208,7 @@ async fn stages_churn_merges_and_queries_across_two_instances() {
     produce(
         &kafka,
         "journey.events",
-        &keyed(&[event("b3", "bob", EventType::PageView, now_millis())]),
+        &keyed_by_customer(&[event("b3", "bob", EventType::PageView, now_millis())]),
     )
     .await
     .unwrap();

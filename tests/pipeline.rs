@@ -4,14 +4,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use journey_core::codec::Codec;
 use journey_core::contract::{
     Alert, Channel, CustomerEvent, DeadLetter, ErrorKind, EventType, Feedback, FunnelStep, Order,
     Product, SessionSummary, Stage, StageChange,
 };
 use journey_core::runtime::now_millis;
 use journey_tests::web_event as event;
-use journey_tests::{collect, http_get, produce, Broker, Pipeline};
+use journey_tests::{collect, http_get, keyed_by_customer, produce, Broker, Pipeline};
 
 const SECOND: i64 = 1_000;
 
@@ -89,19 +88,9 @@ async fn scripted_journeys_produce_exact_sessions_stages_alerts_and_dead_letters
     let broker = Broker::start();
     let pipeline = Pipeline::start(&broker, "e2e", "").await.unwrap();
     let kafka = broker.kafka();
-    let codec = Codec::builtin();
 
     let t = now_millis() - 10 * 60 * SECOND;
-    let mut records: Vec<(String, Vec<u8>, i64)> = scenario(t)
-        .iter()
-        .map(|e| {
-            (
-                e.customer_key().unwrap().to_string(),
-                codec.encode(e).unwrap(),
-                e.occurred_at,
-            )
-        })
-        .collect();
+    let mut records = keyed_by_customer(&scenario(t));
     records.push(("eve".into(), b"{\"event\":\"not avro\"}".to_vec(), t));
     produce(&kafka, "journey.events.raw", &records)
         .await

@@ -10,13 +10,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use journey_core::codec::Codec;
 use journey_core::contract::{
     Alert, Channel, CustomerEvent, DeadLetter, EventType, Feedback, Order,
 };
 use journey_core::runtime::now_millis;
 use journey_tests::{
-    collect, free_port, http_get, produce, service_bin, web_event, Broker, ServiceProcess,
+    collect, free_port, http_get, keyed_by_customer, produce, service_bin, web_event, Broker,
+    ServiceProcess,
 };
 
 const KEY: &str = "privacy-test-key";
@@ -97,14 +97,7 @@ async fn logs_and_metrics_hold_no_personal_data_and_tags_find_a_customer() {
         })
         .collect();
 
-    let codec = Codec::builtin();
-    let records: Vec<(String, Vec<u8>, i64)> = scenario(now_millis() - 10 * 60 * 1_000)
-        .iter()
-        .map(|e| {
-            let key = e.customer_key().unwrap().to_string();
-            (key, codec.encode(e).unwrap(), e.occurred_at)
-        })
-        .collect();
+    let records = keyed_by_customer(&scenario(now_millis() - 10 * 60 * 1_000));
     produce(&kafka, "journey.events.raw", &records)
         .await
         .unwrap();

@@ -8,13 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
-use journey_core::codec::Codec;
 use journey_core::config::{KafkaConfig, Secret, TopicsConfig};
 use journey_core::contract::{Alert, Channel, EventType, Feedback, SessionSummary};
 use journey_core::runtime::now_millis;
 use journey_core::schema_registry::{pipeline_codec, RegistryClient, RegistryError};
 use journey_tests::tls::TestPki;
-use journey_tests::{collect, produce, web_event, Broker, Pipeline};
+use journey_tests::{collect, keyed_by_customer, produce, web_event, Broker, Pipeline};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use tokio_util::sync::CancellationToken;
 
@@ -53,7 +52,6 @@ async fn pipeline_runs_on_a_broker_requiring_sasl_scram_over_tls() {
     // changelogs, the classifier's instances topic), the test's producer and
     // readers: every client takes the properties from the config.
     let pipeline = Pipeline::start(&broker, "sasl", "").await.unwrap();
-    let codec = Codec::builtin();
     let t = now_millis() - 10 * 60 * 1_000;
     let mut feedback = web_event("c2", "carol", EventType::Feedback, t + 1_000);
     feedback.channel = Channel::Survey;
@@ -61,17 +59,11 @@ async fn pipeline_runs_on_a_broker_requiring_sasl_scram_over_tls() {
         nps: Some(1),
         ..Feedback::default()
     });
-    let records: Vec<(String, Vec<u8>, i64)> = [
+    let records = keyed_by_customer(&[
         web_event("a1", "alice", EventType::PageView, t),
         web_event("c1", "carol", EventType::PageView, t),
         feedback,
-    ]
-    .iter()
-    .map(|e| {
-        let key = e.customer_key().unwrap().to_string();
-        (key, codec.encode(e).unwrap(), e.occurred_at)
-    })
-    .collect();
+    ]);
     produce(&kafka, "journey.events.raw", &records)
         .await
         .unwrap();

@@ -769,6 +769,26 @@ pub async fn run_python(script: &str, args: Vec<String>) -> String {
     String::from_utf8(out.stdout).expect("UTF-8 output")
 }
 
+/// `events` Avro-encoded as raw-topic records `(key, payload, timestamp)`,
+/// keyed by customer key (the customer id, else the anonymous id).
+pub fn keyed_by_customer(events: &[CustomerEvent]) -> Vec<(String, Vec<u8>, i64)> {
+    let codec = Codec::builtin();
+    events
+        .iter()
+        .map(|e| {
+            let key = e
+                .customer_key()
+                .expect("events with a customer key")
+                .to_string();
+            (
+                key,
+                codec.encode(e).expect("encodable event"),
+                e.occurred_at,
+            )
+        })
+        .collect()
+}
+
 /// A web event of `customer` with nothing but its id, type and time.
 pub fn web_event(id: &str, customer: &str, event_type: EventType, at: i64) -> CustomerEvent {
     CustomerEvent {

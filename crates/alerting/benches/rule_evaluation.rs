@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use journey_alerting::{AlertingConfig, RuleSet, Topics};
 use journey_core::codec::Codec;
+use journey_core::config::TopicsConfig;
 use journey_core::contract::{
     Channel, CustomerEvent, EventType, Feedback, FunnelStep, Order, Product, SessionSummary, Stage,
     StageChange,
@@ -233,10 +234,7 @@ fn main() {
         stage_changes: "stage-changes".into(),
         dead_letters: "dead-letters".into(),
         alerts: "alerts".into(),
-        erasure: ErasureTopics {
-            tasks: "erasure-tasks".into(),
-            progress: "erasure-progress".into(),
-        },
+        erasure: ErasureTopics::new(&TopicsConfig::default()),
     };
     // Ten-minute carts, so that carts open, come due and fire within the run.
     let rules = RuleSet::parse("[cart_abandonment]\nafter = \"10m\"\n", None).expect("valid rules");

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use journey_core::codec::Codec;
+use journey_core::config::TopicsConfig;
 use journey_core::contract::{CustomerEvent, EventType, IdentityMerge, SessionSummary};
 use journey_core::erasure::ErasureTopics;
 use journey_core::runtime::{Context, InputRecord, Output, Processor};
@@ -28,10 +29,7 @@ fn topics() -> SessionizerTopics {
         folds: "folds".into(),
         sessions: "sessions".into(),
         late_events: "late".into(),
-        erasure: ErasureTopics {
-            tasks: "erasure-tasks".into(),
-            progress: "erasure-progress".into(),
-        },
+        erasure: ErasureTopics::new(&TopicsConfig::default()),
     }
 }
 

@@ -21,10 +21,7 @@ fn topics() -> ClassifierTopics {
         identities: "identities".into(),
         repartition: "merge-repartition".into(),
         stage_changes: "stage-changes".into(),
-        erasure: ErasureTopics {
-            tasks: "erasure-tasks".into(),
-            progress: "erasure-progress".into(),
-        },
+        erasure: ErasureTopics::new(&TopicsConfig::default()),
     }
 }
 
