@@ -19,12 +19,11 @@ use journey_core::contract::{ErasureProgress, ErasureStep};
 use serde::{Deserialize, Serialize};
 
 /// What is known of one erasure request, kept under its request id.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Tracker {
     /// Steps gathered so far.
     Pending(Pending),
     /// Confirmed: later repeats of its steps are ignored.
-    #[default]
     Confirmed,
 }
 
