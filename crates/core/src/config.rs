@@ -289,7 +289,8 @@ pub struct RuntimeConfig {
     /// A partition with no records for this long lets its stream time follow the wall clock.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
-    /// Memory budget of all RocksDB state in the process (block cache and write buffers), bytes.
+    /// Memory budget of all state in the process (record caches, RocksDB block
+    /// cache and write buffers), bytes.
     pub state_memory_bytes: usize,
 }
 

@@ -65,6 +65,8 @@ pub struct RuntimeMetrics {
     pub block_cache_bytes: IntGauge,
     /// Bytes in RocksDB memtables.
     pub memtable_bytes: IntGauge,
+    /// Bytes in the state stores' record caches.
+    pub record_cache_bytes: IntGauge,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -199,6 +201,11 @@ impl RuntimeMetrics {
                 "Bytes in the process's RocksDB block cache, memtables included.",
             ),
             memtable_bytes: gauge(registry, "memtable_bytes", "Bytes in RocksDB memtables."),
+            record_cache_bytes: gauge(
+                registry,
+                "record_cache_bytes",
+                "Bytes in the process's state record caches (recent values and pending writes).",
+            ),
         }
     }
 }

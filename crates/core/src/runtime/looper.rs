@@ -527,6 +527,8 @@ impl<P: Processor> Work<P> {
         if !self.restoring.insert(partition) {
             return;
         }
+        // The restore writes RocksDB directly: nothing of the partition may stay cached.
+        self.store.discard(partition);
         let kafka = self.settings.kafka.clone();
         let changelog = self.settings.changelog_topic.clone();
         let restorer = self.store.restorer();
@@ -853,6 +855,9 @@ impl<P: Processor> Work<P> {
         self.metrics
             .memtable_bytes
             .set(memory.memtable_bytes() as i64);
+        self.metrics
+            .record_cache_bytes
+            .set(memory.record_cache_bytes() as i64);
         Ok(offsets)
     }
 }

@@ -1,23 +1,38 @@
-//! Per-service state in RocksDB, with a write-back cache in front.
+//! Per-service state in RocksDB, with a write-back record cache in front.
 //!
-//! Writes go to an in-memory overlay and reach RocksDB in one atomic write
-//! batch at [`StateStore::commit`], together with the runtime's metadata for
-//! the same partitions: the input offsets the state reflects, stream time,
-//! timers and the changelog position. Because state and offsets land in one
-//! batch, a restart resumes exactly where the state left off.
+//! Writes go to the record cache ([`cache`]) and reach RocksDB in one atomic
+//! write batch at [`StateStore::commit`], together with the runtime's
+//! metadata for the same partitions: the input offsets the state reflects,
+//! stream time, timers and the changelog position. Because state and offsets
+//! land in one batch, a restart resumes exactly where the state left off.
+//! The cache keeps recently used values after the commit, so the hot keys of
+//! a stream are read without touching RocksDB.
+//!
+//! RocksDB's write-ahead log is off, as in Kafka Streams: the changelog is
+//! the log. A crash loses the memtables, which takes the state back to its
+//! last flush as a whole (a batch never spans two memtables), offsets
+//! included; the restore then replays the changelog from the position that
+//! flushed state records, and the input resumes from where that brings it.
 //!
 //! Keys start with a namespace byte and the input partition (4 bytes,
 //! big-endian), so each partition's state can be committed, discarded,
 //! changelogged and restored on its own.
+
+mod cache;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-use rocksdb::{BlockBasedOptions, Cache, Options, ReadOptions, WriteBatch, WriteBufferManager, DB};
+use rocksdb::{
+    BlockBasedOptions, Cache, Options, ReadOptions, WriteBatch, WriteBufferManager, WriteOptions,
+    DB,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+use cache::{CacheBudget, RecordCache};
 
 /// A state failure: storage or a value that does not deserialize.
 #[derive(Debug, thiserror::Error)]
@@ -58,12 +73,14 @@ impl Clock {
     }
 }
 
-/// The process-wide memory budget of every state store: one block cache that
-/// also carries the memtables (write buffers), so total RocksDB memory stays
-/// within the configured bytes however many stores the process opens.
+/// The process-wide memory budget of every state store: a quarter for the
+/// record caches, the rest for one block cache that also carries the
+/// memtables (write buffers), so total state memory stays within the
+/// configured bytes however many stores the process opens.
 pub struct StateMemory {
     cache: Cache,
     write_buffers: WriteBufferManager,
+    records: CacheBudget,
 }
 
 static MEMORY: OnceLock<StateMemory> = OnceLock::new();
@@ -72,8 +89,10 @@ impl StateMemory {
     /// The process's budget, created with `bytes` on first use.
     pub fn global(bytes: usize) -> &'static StateMemory {
         MEMORY.get_or_init(|| {
-            let cache = Cache::new_lru_cache(bytes);
-            // Memtables are charged to the cache; half the budget may be write buffers.
+            let records = bytes / 4;
+            let cache = Cache::new_lru_cache(bytes - records);
+            // Memtables are charged to the block cache; half the budget may
+            // be write buffers.
             let write_buffers = WriteBufferManager::new_write_buffer_manager_with_cache(
                 bytes / 2,
                 false,
@@ -82,8 +101,14 @@ impl StateMemory {
             StateMemory {
                 cache,
                 write_buffers,
+                records: CacheBudget::new(records),
             }
         })
+    }
+
+    /// Bytes held by the record caches.
+    pub fn record_cache_bytes(&self) -> usize {
+        self.records.used()
     }
 
     /// Bytes held by the block cache, memtables included.
@@ -109,16 +134,15 @@ pub struct Change {
 /// The RocksDB-backed state of one service instance.
 pub struct StateStore {
     db: Arc<DB>,
-    /// Pending writes (`None` deletes), timers apart: they are scanned in order.
-    overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Recently used values and the writes pending since the last commit;
+    /// timers apart: they are scanned in order.
+    cache: RecordCache,
     timers: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// Per partition and clock, a time no live timer is earlier than: timer
     /// scans start there instead of wading through the tombstones of every
     /// timer fired or cancelled before (RocksDB drops them only when
     /// compaction reaches the last level).
     timer_floors: HashMap<(i32, u8), i64>,
-    /// Where values are encoded before they are copied into the overlay.
-    scratch: Vec<u8>,
     memory: &'static StateMemory,
 }
 
@@ -150,10 +174,9 @@ impl StateStore {
         let db = DB::open(&options, dir)?;
         Ok(StateStore {
             db: Arc::new(db),
-            overlay: HashMap::new(),
+            cache: RecordCache::new(&memory.records),
             timers: BTreeMap::new(),
             timer_floors: HashMap::new(),
-            scratch: Vec::new(),
             memory,
         })
     }
@@ -178,7 +201,7 @@ impl StateStore {
 
     /// Records the stream time of `partition`.
     pub fn set_stream_time(&mut self, partition: i32, time: i64) {
-        self.put_encoded(scoped(META, partition, b"stream_time"), &time);
+        self.put_encoded(&scoped(META, partition, b"stream_time"), &time);
     }
 
     /// The next offset of `topic`/`partition` the state has not applied yet.
@@ -188,7 +211,7 @@ impl StateStore {
 
     /// Records that the state reflects `topic`/`partition` up to `next_offset` (exclusive).
     pub fn set_input_offset(&mut self, topic: &str, partition: i32, next_offset: i64) {
-        self.put_encoded(offset_key(topic, partition), &next_offset);
+        self.put_encoded(&offset_key(topic, partition), &next_offset);
     }
 
     /// Schedules a timer at `at` for `key` on `partition`.
@@ -263,26 +286,31 @@ impl StateStore {
 
     /// Pending changes that belong in the changelog.
     pub fn pending_changes(&self) -> Vec<Change> {
-        self.overlay
+        let timers = self
+            .timers
             .iter()
-            .chain(&self.timers)
+            .map(|(k, v)| (k.as_slice(), v.as_deref()));
+        self.cache
+            .dirty()
+            .chain(timers)
             .filter(|(k, _)| k[0] != LOCAL)
             .map(|(k, v)| Change {
                 partition: partition_of(k),
-                key: k.clone(),
-                value: v.clone(),
+                key: k.to_vec(),
+                value: v.map(<[u8]>::to_vec),
             })
             .collect()
     }
 
     /// Records the changelog position of `partition`, committed with the state.
     pub fn set_changelog_position(&mut self, partition: i32, next_offset: i64) {
-        self.put_encoded(scoped(LOCAL, partition, b"changelog"), &next_offset);
+        self.put_encoded(&scoped(LOCAL, partition, b"changelog"), &next_offset);
     }
 
-    /// Forgets the uncommitted changes of `partition` (it moved to another instance).
+    /// Forgets what is cached of `partition` and its uncommitted changes (it
+    /// moved to another instance, or is about to be restored).
     pub fn discard(&mut self, partition: i32) {
-        self.overlay.retain(|k, _| partition_of(k) != partition);
+        self.cache.forget(|k| partition_of(k) == partition);
         self.timers.retain(|k, _| partition_of(k) != partition);
         // A new owner may restore timers of any time.
         self.timer_floors.retain(|(p, _), _| *p != partition);
@@ -290,23 +318,23 @@ impl StateStore {
 
     /// Writes every pending change to RocksDB in one atomic batch.
     pub fn commit(&mut self) -> Result<(), StateError> {
-        if self.overlay.is_empty() && self.timers.is_empty() {
+        if self.cache.is_clean() && self.timers.is_empty() {
             return Ok(());
         }
         let mut batch = WriteBatch::default();
         // In key order: the memtable's skip list then inserts each key next to
         // the last one instead of searching from the top for every key.
-        let mut changes: Vec<(Vec<u8>, Option<Vec<u8>>)> = self.overlay.drain().collect();
-        changes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let timers = std::mem::take(&mut self.timers);
-        for (key, value) in changes.into_iter().chain(timers) {
+        self.cache.drain_dirty(|key, value| match value {
+            Some(v) => batch.put(key, v),
+            None => batch.delete(key),
+        });
+        for (key, value) in std::mem::take(&mut self.timers) {
             match value {
                 Some(v) => batch.put(key, v),
                 None => batch.delete(key),
             }
         }
-        self.db.write(batch)?;
-        Ok(())
+        write_unlogged(&self.db, batch)
     }
 
     /// A handle that restores partitions from their changelog while the
@@ -333,9 +361,11 @@ impl StateStore {
             .unwrap_or(0)
     }
 
+    /// The value under `key`: from the cache, else from RocksDB (not cached:
+    /// a value read is nearly always written back, and then cached).
     fn get_decoded<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StateError> {
-        match self.overlay.get(key) {
-            Some(pending) => pending.as_deref().map(|v| decode(key, v)).transpose(),
+        match self.cache.get(key) {
+            Some(cached) => cached.map(|v| decode(key, v)).transpose(),
             None => self
                 .db
                 .get_pinned(key)?
@@ -344,27 +374,15 @@ impl StateStore {
         }
     }
 
-    fn put_encoded<T: Serialize>(&mut self, key: Vec<u8>, value: &T) {
-        // Encoded into a buffer kept for the purpose, then copied at its
-        // size: one allocation instead of one per doubling.
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.clear();
-        let scratch = encode_into(value, scratch);
-        self.overlay.insert(key, Some(scratch.as_slice().to_vec()));
-        self.scratch = scratch;
+    /// Sets `key` to `value`, re-using the cached entry's buffer: a hot key
+    /// costs no allocation.
+    fn put_encoded<T: Serialize>(&mut self, key: &[u8], value: &T) {
+        self.cache
+            .put(key, Some(|buffer| encode_into(value, buffer)));
     }
 
-    /// Like [`Self::put_encoded`], but re-uses the pending entry's key and
-    /// buffer when there is one: the common case of a hot key costs no allocation.
-    fn put_in_place<T: Serialize>(&mut self, key: &[u8], value: &T) {
-        match self.overlay.get_mut(key) {
-            Some(slot) => {
-                let mut buffer = slot.take().unwrap_or_default();
-                buffer.clear();
-                *slot = Some(encode_into(value, buffer));
-            }
-            None => self.put_encoded(key.to_vec(), value),
-        }
+    fn delete(&mut self, key: &[u8]) {
+        self.cache.put(key, None::<fn(Vec<u8>) -> Vec<u8>>);
     }
 
     /// Committed and pending keys with `from <= key < to`, in key order, at
@@ -384,10 +402,10 @@ impl StateStore {
                 .collect()
         } else {
             let mut pending: Vec<(&[u8], bool)> = self
-                .overlay
-                .iter()
+                .cache
+                .dirty()
                 .filter(|(k, _)| in_range(k))
-                .map(|(k, v)| (k.as_slice(), v.is_some()))
+                .map(|(k, v)| (k, v.is_some()))
                 .collect();
             pending.sort_unstable();
             pending
@@ -461,8 +479,7 @@ impl Restorer {
             }
         }
         batch.put(scoped(LOCAL, partition, b"changelog"), encode(&next_offset));
-        self.db.write(batch)?;
-        Ok(())
+        write_unlogged(&self.db, batch)
     }
 
     /// Deletes every committed key of `partition` (before a full restore).
@@ -473,8 +490,7 @@ impl Restorer {
             let to = scoped(namespace, partition + 1, &[]);
             batch.delete_range(from, to);
         }
-        self.db.write(batch)?;
-        Ok(())
+        write_unlogged(&self.db, batch)
     }
 }
 
@@ -511,42 +527,19 @@ impl PartitionState<'_> {
         [&self.prefix[..], key].concat()
     }
 
-    /// Calls `f` with the full key, built on the stack when it is short.
-    fn with_key<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
-        let len = self.prefix.len() + key.len();
-        if len <= STACK_KEY {
-            let mut full = [0u8; STACK_KEY];
-            full[..self.prefix.len()].copy_from_slice(&self.prefix);
-            full[self.prefix.len()..len].copy_from_slice(key);
-            f(&full[..len])
-        } else {
-            f(&self.key(key))
-        }
-    }
-
     /// The value under `key`, if any.
     pub fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StateError> {
-        self.with_key(key, |full| self.store.get_decoded(full))
+        with_full_key(self.prefix, key, |full| self.store.get_decoded(full))
     }
 
     /// Sets `key` to `value`.
     pub fn put<T: Serialize>(&mut self, key: &[u8], value: &T) {
-        let len = self.prefix.len() + key.len();
-        if len <= STACK_KEY {
-            let mut full = [0u8; STACK_KEY];
-            full[..self.prefix.len()].copy_from_slice(&self.prefix);
-            full[self.prefix.len()..len].copy_from_slice(key);
-            self.store.put_in_place(&full[..len], value);
-        } else {
-            let full = self.key(key);
-            self.store.put_encoded(full, value);
-        }
+        with_full_key(self.prefix, key, |full| self.store.put_encoded(full, value));
     }
 
     /// Removes `key`.
     pub fn delete(&mut self, key: &[u8]) {
-        let full = self.key(key);
-        self.store.overlay.insert(full, None);
+        with_full_key(self.prefix, key, |full| self.store.delete(full));
     }
 
     /// Keys starting with `prefix` and sorting after `after` (from the first,
@@ -593,8 +586,30 @@ fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+/// Writes `batch` atomically, without the write-ahead log (see the module doc).
+fn write_unlogged(db: &DB, batch: WriteBatch) -> Result<(), StateError> {
+    let mut options = WriteOptions::default();
+    options.disable_wal(true);
+    db.write_opt(batch, &options)?;
+    Ok(())
+}
+
 /// Longest full key (prefix included) built on the stack rather than the heap.
 const STACK_KEY: usize = 128;
+
+/// Calls `f` with `prefix` followed by `key`, built on the stack when it is
+/// short, as it is for each state access.
+fn with_full_key<R>(prefix: [u8; 5], key: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
+    let len = prefix.len() + key.len();
+    if len <= STACK_KEY {
+        let mut full = [0u8; STACK_KEY];
+        full[..prefix.len()].copy_from_slice(&prefix);
+        full[prefix.len()..len].copy_from_slice(key);
+        f(&full[..len])
+    } else {
+        f(&[&prefix[..], key].concat())
+    }
+}
 
 /// Namespace byte and partition, the start of every key; on the stack, as it is
 /// built for each state access.

@@ -1,0 +1,371 @@
+//! The write-back record cache in front of RocksDB (Kafka Streams' record
+//! cache): recently used values, as encoded bytes, serve reads without a trip
+//! through the memtable's skip list and the block cache; writes stay here,
+//! marked dirty, until the commit writes them to RocksDB in one batch.
+//!
+//! Its size counts against the process's state memory budget: every cache of
+//! the process adds its bytes to one shared total, and a cache over the
+//! shared capacity evicts its own clean entries (CLOCK, an approximation of
+//! least recently used). Dirty entries are never evicted: the commit interval
+//! and batch bound them.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use foldhash::fast::RandomState;
+use indexmap::IndexMap;
+
+/// What one entry costs beyond its key and value allocations: its bucket in
+/// the map (hash, key and slot headers, 72 bytes) and its index, with the
+/// slack of vectors that double as they grow.
+const ENTRY_OVERHEAD: usize = 128;
+
+/// The bytes the allocator hands out for a request of `n`: a header, rounded
+/// up to 16, at least 32 (glibc's chunks).
+fn allocated(n: usize) -> usize {
+    ((n + 8 + 15) & !15).max(32)
+}
+
+#[derive(Debug)]
+pub struct CacheBudget {
+    capacity: usize,
+    used: AtomicUsize,
+}
+
+impl CacheBudget {
+    pub fn new(capacity: usize) -> Self {
+        CacheBudget {
+            capacity,
+            used: AtomicUsize::new(0),
+        }
+    }
+
+    /// Bytes held by all record caches of the process.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn over(&self) -> bool {
+        self.used() > self.capacity
+    }
+}
+
+/// A cached value: `None` records that the key is absent (or deleted).
+#[derive(Debug)]
+struct Slot {
+    value: Option<Vec<u8>>,
+    /// Changed since the last commit: where the entry's index is in
+    /// [`RecordCache::dirty`].
+    dirty: Option<u32>,
+    /// Read since the CLOCK hand last passed: an entry only ever written (a
+    /// key seen once) goes first.
+    referenced: Cell<bool>,
+}
+
+/// The record cache of one state store.
+pub struct RecordCache {
+    entries: IndexMap<Vec<u8>, Slot, RandomState>,
+    /// Indices of the dirty entries, each once.
+    dirty: Vec<usize>,
+    /// The CLOCK hand: the next entry considered for eviction.
+    hand: usize,
+    /// Bytes of this cache, also counted in `budget`.
+    bytes: usize,
+    budget: &'static CacheBudget,
+}
+
+fn cost(key: &[u8], value: &Option<Vec<u8>>) -> usize {
+    let value = value.as_ref().map_or(0, |v| allocated(v.capacity()));
+    allocated(key.len()) + value + ENTRY_OVERHEAD
+}
+
+impl RecordCache {
+    pub fn new(budget: &'static CacheBudget) -> Self {
+        RecordCache {
+            entries: IndexMap::default(),
+            dirty: Vec::new(),
+            hand: 0,
+            bytes: 0,
+            budget,
+        }
+    }
+
+    /// The cached value of `key`: `Some(None)` if it is known to be absent,
+    /// `None` if the cache does not know.
+    pub fn get(&self, key: &[u8]) -> Option<Option<&[u8]>> {
+        let slot = self.entries.get(key)?;
+        slot.referenced.set(true);
+        Some(slot.value.as_deref())
+    }
+
+    /// Sets `key` to the value `write` leaves in the buffer it is given (the
+    /// entry's own buffer when it has one, cleared), or deletes it if `write`
+    /// is `None`; the entry is dirty until the next commit.
+    pub fn put(&mut self, key: &[u8], write: Option<impl FnOnce(Vec<u8>) -> Vec<u8>>) {
+        let (index, before) = match self.entries.get_index_of(key) {
+            Some(index) => (index, cost(key, &self.entries[index].value)),
+            None => {
+                let slot = Slot {
+                    value: None,
+                    dirty: None,
+                    referenced: Cell::new(false),
+                };
+                (self.entries.insert_full(key.to_vec(), slot).0, 0)
+            }
+        };
+        let slot = &mut self.entries[index];
+        let buffer = slot.value.take().map(|mut b| {
+            b.clear();
+            b
+        });
+        slot.value = write.map(|write| write(buffer.unwrap_or_default()));
+        if slot.dirty.is_none() {
+            slot.dirty = Some(self.dirty.len() as u32);
+            self.dirty.push(index);
+        }
+        let after = cost(key, &slot.value);
+        self.shrink(before);
+        self.grow(after);
+        self.evict();
+    }
+
+    /// The dirty entries, in no particular order.
+    pub fn dirty(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        self.dirty.iter().map(|&index| {
+            let (key, slot) = self.entries.get_index(index).expect("dirty entries stay");
+            (key.as_slice(), slot.value.as_deref())
+        })
+    }
+
+    /// Whether nothing is dirty.
+    pub fn is_clean(&self) -> bool {
+        self.dirty.is_empty()
+    }
+
+    /// Hands each dirty entry to `write`, in key order, and marks it clean.
+    pub fn drain_dirty(&mut self, mut write: impl FnMut(&[u8], Option<&[u8]>)) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable_by(|&a, &b| self.key_at(a).cmp(self.key_at(b)));
+        for index in dirty.drain(..) {
+            let (key, slot) = self
+                .entries
+                .get_index_mut(index)
+                .expect("dirty entries stay");
+            slot.dirty = None;
+            write(key, slot.value.as_deref());
+        }
+        // The vector's capacity serves the next commit.
+        self.dirty = dirty;
+    }
+
+    fn key_at(&self, index: usize) -> &[u8] {
+        self.entries
+            .get_index(index)
+            .map(|(key, _)| key.as_slice())
+            .expect("dirty entries stay")
+    }
+
+    /// Forgets every entry, clean or dirty, whose key `matches`.
+    pub fn forget(&mut self, matches: impl Fn(&[u8]) -> bool) {
+        let mut freed = 0;
+        self.entries.retain(|key, slot| {
+            let keep = !matches(key);
+            if !keep {
+                freed += cost(key, &slot.value);
+            }
+            keep
+        });
+        // Entries moved: index the dirty ones again.
+        self.dirty.clear();
+        for (index, (_, slot)) in self.entries.iter_mut().enumerate() {
+            if slot.dirty.is_some() {
+                slot.dirty = Some(self.dirty.len() as u32);
+                self.dirty.push(index);
+            }
+        }
+        self.shrink(freed);
+        self.hand = 0;
+    }
+
+    fn grow(&mut self, bytes: usize) {
+        self.bytes += bytes;
+        self.budget.used.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn shrink(&mut self, bytes: usize) {
+        self.bytes -= bytes;
+        self.budget.used.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Evicts clean entries while the process's caches are over capacity,
+    /// sparing (once) those used since the hand last passed them.
+    fn evict(&mut self) {
+        // Two turns of the hand clear every reference bit; past that, only
+        // dirty entries are left.
+        let mut steps = 2 * self.entries.len();
+        while self.budget.over() && steps > 0 && !self.entries.is_empty() {
+            steps -= 1;
+            if self.hand >= self.entries.len() {
+                self.hand = 0;
+            }
+            let (_, slot) = self
+                .entries
+                .get_index(self.hand)
+                .expect("the hand points into the map");
+            if slot.dirty.is_some() || slot.referenced.replace(false) {
+                self.hand += 1;
+                continue;
+            }
+            let (key, slot) = self
+                .entries
+                .swap_remove_index(self.hand)
+                .expect("the hand points into the map");
+            self.shrink(cost(&key, &slot.value));
+            // The last entry moved under the hand (it is considered next).
+            if let Some(moved) = self
+                .entries
+                .get_index(self.hand)
+                .and_then(|(_, slot)| slot.dirty)
+            {
+                self.dirty[moved as usize] = self.hand;
+            }
+        }
+    }
+}
+
+impl Drop for RecordCache {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cost of an entry with a key and a value of up to 8 bytes.
+    const ENTRY: usize = ENTRY_OVERHEAD + 64;
+
+    fn budget(capacity: usize) -> &'static CacheBudget {
+        Box::leak(Box::new(CacheBudget::new(capacity)))
+    }
+
+    fn put(cache: &mut RecordCache, key: &[u8], value: &[u8]) {
+        cache.put(
+            key,
+            Some(|mut b: Vec<u8>| {
+                b.extend_from_slice(value);
+                b
+            }),
+        );
+    }
+
+    #[test]
+    fn reads_see_clean_dirty_and_absent_entries() {
+        let mut cache = RecordCache::new(budget(1 << 20));
+        assert_eq!(cache.get(b"a"), None);
+        put(&mut cache, b"a", b"1");
+        cache.put(b"gone", None::<fn(Vec<u8>) -> Vec<u8>>);
+        cache.drain_dirty(|_, _| {});
+        put(&mut cache, b"b", b"2");
+        assert_eq!(cache.get(b"a"), Some(Some(&b"1"[..])));
+        assert_eq!(cache.get(b"gone"), Some(None));
+        assert_eq!(cache.get(b"b"), Some(Some(&b"2"[..])));
+        cache.put(b"a", None::<fn(Vec<u8>) -> Vec<u8>>);
+        assert_eq!(cache.get(b"a"), Some(None));
+    }
+
+    #[test]
+    fn only_changes_since_the_last_commit_are_dirty() {
+        let mut cache = RecordCache::new(budget(1 << 20));
+        put(&mut cache, b"clean", b"0");
+        cache.drain_dirty(|_, _| {});
+        put(&mut cache, b"z", b"1");
+        put(&mut cache, b"a", b"2");
+        put(&mut cache, b"z", b"3");
+        let mut dirty: Vec<_> = cache.dirty().collect();
+        dirty.sort();
+        assert_eq!(
+            dirty,
+            vec![(&b"a"[..], Some(&b"2"[..])), (&b"z"[..], Some(&b"3"[..]))]
+        );
+        let mut written = Vec::new();
+        cache.drain_dirty(|k, v| written.push((k.to_vec(), v.map(<[u8]>::to_vec))));
+        assert_eq!(
+            written,
+            vec![
+                (b"a".to_vec(), Some(b"2".to_vec())),
+                (b"z".to_vec(), Some(b"3".to_vec()))
+            ]
+        );
+        assert!(cache.is_clean());
+        assert_eq!(cache.get(b"z"), Some(Some(&b"3"[..])));
+    }
+
+    #[test]
+    fn eviction_keeps_the_shared_budget_and_spares_dirty_entries() {
+        let shared = budget(20 * ENTRY);
+        let mut first = RecordCache::new(shared);
+        let mut second = RecordCache::new(shared);
+        for i in 0..10u64 {
+            put(&mut first, &i.to_be_bytes(), &[0; 8]);
+        }
+        for i in 0..1000u64 {
+            put(&mut second, &i.to_be_bytes(), &[0; 8]);
+            second.drain_dirty(|_, _| {});
+            assert!(shared.used() <= shared.capacity + ENTRY);
+        }
+        // The dirty entries of the first cache all stayed; the second made room.
+        assert_eq!(first.dirty().count(), 10);
+        assert!(second.entries.len() <= 10);
+        assert_eq!(shared.used(), first.bytes + second.bytes);
+        drop(second);
+        assert_eq!(shared.used(), first.bytes);
+    }
+
+    #[test]
+    fn evicting_clean_entries_keeps_every_dirty_one_with_its_value() {
+        let shared = budget(30 * ENTRY);
+        let mut cache = RecordCache::new(shared);
+        for i in 0..20u64 {
+            put(&mut cache, &i.to_be_bytes(), &[0; 8]);
+        }
+        cache.drain_dirty(|_, _| {});
+        // Dirty entries land last; each eviction moves the last one forward.
+        for i in 100..125u64 {
+            put(&mut cache, &i.to_be_bytes(), &i.to_be_bytes());
+        }
+        let mut written = Vec::new();
+        cache.drain_dirty(|k, v| written.push((k.to_vec(), v.map(<[u8]>::to_vec))));
+        let expected: Vec<_> = (100..125u64)
+            .map(|i| (i.to_be_bytes().to_vec(), Some(i.to_be_bytes().to_vec())))
+            .collect();
+        assert_eq!(written, expected);
+    }
+
+    #[test]
+    fn recently_read_entries_outlive_the_others() {
+        let shared = budget(4 * ENTRY);
+        let mut cache = RecordCache::new(shared);
+        put(&mut cache, b"hot", b"h");
+        for i in 0..100u64 {
+            assert!(cache.get(b"hot").is_some(), "evicted at {i}");
+            put(&mut cache, &i.to_be_bytes(), b"c");
+            cache.drain_dirty(|_, _| {});
+        }
+    }
+
+    #[test]
+    fn forgetting_frees_clean_and_dirty_entries() {
+        let shared = budget(1 << 20);
+        let mut cache = RecordCache::new(shared);
+        put(&mut cache, b"p1/a", b"1");
+        cache.drain_dirty(|_, _| {});
+        put(&mut cache, b"p1/b", b"2");
+        put(&mut cache, b"p2/c", b"3");
+        cache.forget(|k| k.starts_with(b"p1/"));
+        assert_eq!(cache.get(b"p1/a"), None);
+        assert_eq!(cache.dirty().count(), 1);
+        assert_eq!(shared.used(), cache.bytes);
+    }
+}
