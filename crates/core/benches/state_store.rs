@@ -30,7 +30,9 @@ fn key(i: u64) -> [u8; 8] {
     i.to_be_bytes()
 }
 
-fn rocksdb_run(keys: u64) -> f64 {
+/// Get-modify-put over `keys` keys; returns operations per second and the
+/// state memory accounted at the end (block cache with memtables, record cache).
+fn rocksdb_run(keys: u64) -> (f64, usize, usize) {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut store = StateStore::open(dir.path(), BUDGET).expect("open store");
     for i in 0..keys {
@@ -61,7 +63,13 @@ fn rocksdb_run(keys: u64) -> f64 {
         }
     }
     store.commit().expect("commit");
-    OPERATIONS as f64 / started.elapsed().as_secs_f64()
+    let rate = OPERATIONS as f64 / started.elapsed().as_secs_f64();
+    let memory = store.memory();
+    (
+        rate,
+        memory.block_cache_bytes(),
+        memory.record_cache_bytes(),
+    )
 }
 
 fn hashmap_run(keys: u64) -> f64 {
@@ -95,8 +103,8 @@ fn peak_rss_bytes() -> u64 {
 
 fn main() {
     if std::env::args().any(|a| a == "--rss-only") {
-        let rate = rocksdb_run(1_000_000);
-        println!("{} {rate:.0}", peak_rss_bytes());
+        let (_, block_cache, record_cache) = rocksdb_run(1_000_000);
+        println!("{} {block_cache} {record_cache}", peak_rss_bytes());
         return;
     }
     // Peak RSS in a process of its own, so the HashMap baseline does not count.
@@ -106,11 +114,13 @@ fn main() {
         .output()
         .expect("RSS run");
     let text = String::from_utf8_lossy(&output.stdout);
-    let rss: u64 = text
+    let figures: Vec<u64> = text
         .split_whitespace()
-        .next()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+        .map(|v| v.parse().expect("figures of the RSS run"))
+        .collect();
+    let [rss, block_cache, record_cache] = figures[..] else {
+        panic!("the RSS run printed {text:?}");
+    };
 
     println!("state store: get-modify-put, {OPERATIONS} operations, commit every {COMMIT_EVERY}");
     println!(
@@ -118,7 +128,7 @@ fn main() {
         "keys", "rocksdb ops/s", "hashmap ops/s", "ratio"
     );
     for keys in [100_000u64, 1_000_000] {
-        let rocks = rocksdb_run(keys);
+        let (rocks, _, _) = rocksdb_run(keys);
         let memory = hashmap_run(keys);
         println!(
             "{keys:>10} {rocks:>16.0} {memory:>16.0} {:>10.2}",
@@ -130,5 +140,12 @@ fn main() {
         rss as f64 / (1 << 20) as f64,
         BUDGET >> 20,
         rss as f64 / BUDGET as f64
+    );
+    let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
+    println!(
+        "  state memory at the end: block cache (memtables included) {:.1} MiB, record cache {:.1} MiB; the rest of the RSS {:.1} MiB",
+        mib(block_cache),
+        mib(record_cache),
+        mib(rss.saturating_sub(block_cache + record_cache))
     );
 }
