@@ -7,9 +7,11 @@ pub mod bench;
 pub mod tls;
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -32,6 +34,33 @@ pub fn nisshi_bin() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_default();
     home.join(".cache/journey/nisshi-0.8.1/bin/nisshi")
+}
+
+/// How long a test process may go on after a panic before it exits.
+const STUCK_AFTER_PANIC: Duration = Duration::from_secs(30);
+
+/// Makes a test process that panicked exit with a failure if it has not
+/// finished within [`STUCK_AFTER_PANIC`]. A failed assertion drops the
+/// broker under services still running in the process, whose Kafka clients
+/// may then wait for it forever: the test run must fail, not hang.
+fn exit_if_stuck_after_a_panic() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            previous(info);
+            let message = info.to_string();
+            std::thread::spawn(move || {
+                std::thread::sleep(STUCK_AFTER_PANIC);
+                // Straight to stderr: the test harness's capture would keep it.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "a test panicked and the process is still running {STUCK_AFTER_PANIC:?} later: exiting\n{message}"
+                );
+                std::process::exit(101);
+            });
+        }));
+    });
 }
 
 /// A free TCP port on 127.0.0.1.
@@ -75,6 +104,7 @@ impl Broker {
     /// Starts a broker with in-memory storage on a free port and waits until
     /// it answers metadata requests.
     pub fn start() -> Broker {
+        exit_if_stuck_after_a_panic();
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
         let child = nisshi(&[
@@ -104,6 +134,7 @@ impl Broker {
     /// SQLite and cannot create them while it requires authentication: the
     /// user is created on a plain broker first, which then restarts secured.
     pub fn start_secured() -> Broker {
+        exit_if_stuck_after_a_panic();
         let pki = tls::TestPki::new();
         let storage = tempfile::tempdir().expect("a storage directory");
         // Four slashes: an absolute path.
