@@ -26,6 +26,10 @@ use crate::kafka::TopicSpec;
 use crate::metrics::RuntimeMetrics;
 use crate::state::{Clock, StateStore};
 
+/// A map looked up for every record: keyed by partition numbers, which need
+/// no protection from crafted keys, so hashed with a fast hasher.
+type PerRecordMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Records handled per wake-up of the loop before timers and commits are checked.
 const DRAIN_BATCH: usize = 512;
 
@@ -135,11 +139,11 @@ pub async fn run<P: Processor>(
             owned: BTreeMap::new(),
             restoring: BTreeSet::new(),
             rewinds: HashMap::new(),
-            clocks: HashMap::new(),
+            clocks: PerRecordMap::default(),
             stream_times_written: HashMap::new(),
-            applied: HashMap::new(),
+            applied: PerRecordMap::default(),
             processed,
-            to_commit: HashMap::new(),
+            to_commit: PerRecordMap::default(),
             outputs: Vec::new(),
             in_flight: Vec::new(),
             changelog_ends: HashMap::new(),
@@ -185,12 +189,12 @@ struct Work<P> {
     restoring: BTreeSet<i32>,
     /// First offset of a record that arrived during its partition's restore.
     rewinds: HashMap<(String, i32), i64>,
-    clocks: HashMap<i32, PartitionClock>,
+    clocks: PerRecordMap<i32, PartitionClock>,
     stream_times_written: HashMap<i32, i64>,
     /// Next offset per input (topic index, partition) that the state has not applied.
-    applied: HashMap<(usize, i32), i64>,
+    applied: PerRecordMap<(usize, i32), i64>,
     /// Offsets to record in state and commit to Kafka at the next commit.
-    to_commit: HashMap<(usize, i32), i64>,
+    to_commit: PerRecordMap<(usize, i32), i64>,
     /// `records_processed_total` of each input, resolved once.
     processed: Vec<IntCounter>,
     outputs: Vec<Output>,
