@@ -115,6 +115,13 @@ impl Dedup {
         }
         key[SEEN.len()..SEEN.len() + 8].copy_from_slice(&current.to_be_bytes());
         ctx.state().put(&key, &now);
+        if !filters.contains_key(&current) {
+            // Buckets see about as many ids as the one before: one layer
+            // sized for that many keeps lookups to a cache miss per bucket.
+            let before = filters.range(..current).next_back();
+            let capacity = before.map_or(0, |(_, f)| f.len() + f.len() / 4);
+            filters.insert(current, Bloom::with_capacity(capacity));
+        }
         filters.entry(current).or_default().insert(hash);
         if self.armed.insert((partition, current)) {
             // Buckets out of the window are never probed again.
