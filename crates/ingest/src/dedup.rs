@@ -22,7 +22,7 @@
 //! a bucket whose filter has certainly not seen the id is not probed.
 //! Filters have no false negatives, so the answer stays exact.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{hash_map, BTreeMap, HashMap, HashSet};
 
 use crate::bloom::{Bloom, KeyHash};
 
@@ -96,11 +96,10 @@ impl Dedup {
             .div_euclid(self.width);
         let hash = KeyHash::of(event_id);
         let partition = ctx.partition();
-        if !self.filters.contains_key(&partition) {
-            let built = build_filters(ctx)?;
-            self.filters.insert(partition, built);
-        }
-        let filters = self.filters.entry(partition).or_default();
+        let filters = match self.filters.entry(partition) {
+            hash_map::Entry::Occupied(built) => built.into_mut(),
+            hash_map::Entry::Vacant(entry) => entry.insert(build_filters(ctx)?),
+        };
         let mut key = seen_key(current, event_id);
         for bucket in (oldest..=current).rev() {
             if !filters.get(&bucket).is_some_and(|f| f.may_contain(hash)) {

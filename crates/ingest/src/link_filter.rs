@@ -7,7 +7,7 @@
 //! Links removed (erasure) stay in the filter: a needless read, never a
 //! missed link.
 
-use std::collections::HashMap;
+use std::collections::{hash_map, HashMap};
 
 use journey_core::runtime::Context;
 use journey_core::state::StateError;
@@ -67,12 +67,10 @@ impl LinkFilter {
     }
 
     fn filter(&mut self, ctx: &mut Context<'_>) -> Result<&mut Bloom, StateError> {
-        let partition = ctx.partition();
-        if !self.by_partition.contains_key(&partition) {
-            let built = build(ctx, self.prefix)?;
-            self.by_partition.insert(partition, built);
-        }
-        Ok(self.by_partition.entry(partition).or_default())
+        Ok(match self.by_partition.entry(ctx.partition()) {
+            hash_map::Entry::Occupied(built) => built.into_mut(),
+            hash_map::Entry::Vacant(entry) => entry.insert(build(ctx, self.prefix)?),
+        })
     }
 }
 
