@@ -14,8 +14,17 @@
 //! four writes and four changelog records), each id costs one write when
 //! first seen and one delete when its bucket expires, and a lookup probes
 //! [`BUCKETS`] + 1 keys at most.
+//!
+//! Most ids are new, and a probe of a key that is not there still costs a
+//! RocksDB read. So each bucket of each partition also has a [`Bloom`]
+//! filter of its ids in memory, built from state when the partition is
+//! first used after its assignment and added to with every id remembered:
+//! a bucket whose filter has certainly not seen the id is not probed.
+//! Filters have no false negatives, so the answer stays exact.
 
-use std::collections::HashSet;
+use std::collections::{hash_map, BTreeMap, HashMap, HashSet};
+
+use crate::bloom::{Bloom, KeyHash};
 
 use journey_core::runtime::Context;
 use journey_core::state::{Clock, StateError};
@@ -36,6 +45,9 @@ const SEEN: &[u8] = b"d/";
 /// Leads the key of an expiry timer: no event id (UTF-8) holds this byte.
 const EXPIRY: u8 = 0xff;
 
+/// Remembered ids read per chunk when a partition's filters are built.
+const SCAN_CHUNK: usize = 20_000;
+
 /// Event ids seen within the window, per partition, in state.
 pub(crate) struct Dedup {
     window: i64,
@@ -46,6 +58,8 @@ pub(crate) struct Dedup {
     /// The latest wall-clock time seen: a clock stepping back does not move
     /// sightings into buckets already passed.
     latest: i64,
+    /// By partition, the ids remembered in each of its buckets (see the module doc).
+    filters: HashMap<i32, BTreeMap<i64, Bloom>>,
 }
 
 impl Dedup {
@@ -57,6 +71,7 @@ impl Dedup {
             width: (window / BUCKETS).max(1),
             armed: HashSet::new(),
             latest: i64::MIN,
+            filters: HashMap::new(),
         }
     }
 
@@ -79,8 +94,17 @@ impl Dedup {
             .saturating_sub(self.window)
             .saturating_add(1)
             .div_euclid(self.width);
+        let hash = KeyHash::of(event_id);
+        let partition = ctx.partition();
+        let filters = match self.filters.entry(partition) {
+            hash_map::Entry::Occupied(built) => built.into_mut(),
+            hash_map::Entry::Vacant(entry) => entry.insert(build_filters(ctx)?),
+        };
         let mut key = seen_key(current, event_id);
         for bucket in (oldest..=current).rev() {
+            if !filters.get(&bucket).is_some_and(|f| f.may_contain(hash)) {
+                continue;
+            }
             key[SEEN.len()..SEEN.len() + 8].copy_from_slice(&bucket.to_be_bytes());
             if let Some(seen) = ctx.state().get::<i64>(&key)? {
                 if now.saturating_sub(seen) < self.window {
@@ -90,7 +114,17 @@ impl Dedup {
         }
         key[SEEN.len()..SEEN.len() + 8].copy_from_slice(&current.to_be_bytes());
         ctx.state().put(&key, &now);
-        if self.armed.insert((ctx.partition(), current)) {
+        if !filters.contains_key(&current) {
+            // Buckets see about as many ids as the one before: one layer
+            // sized for that many keeps lookups to a cache miss per bucket.
+            let before = filters.range(..current).next_back();
+            let capacity = before.map_or(0, |(_, f)| f.len() + f.len() / 4);
+            filters.insert(current, Bloom::with_capacity(capacity));
+        }
+        filters.entry(current).or_default().insert(hash);
+        if self.armed.insert((partition, current)) {
+            // Buckets out of the window are never probed again.
+            filters.retain(|bucket, _| *bucket >= oldest);
             // Once per bucket and instance: a repeat after a restart rewrites the same timer.
             let expires = current
                 .saturating_add(1)
@@ -128,15 +162,63 @@ impl Dedup {
         Ok(true)
     }
 
-    /// Forgets which buckets of `partition` have their timer set.
-    pub(crate) fn revoked(&mut self, partition: i32) {
+    /// Forgets `partition`'s filters and which of its buckets have their
+    /// timer set: its state may change before this instance uses it again
+    /// (restored, or handled by another instance meanwhile).
+    pub(crate) fn forget(&mut self, partition: i32) {
         self.armed.retain(|(p, _)| *p != partition);
+        self.filters.remove(&partition);
     }
+
+    /// Memory held by the filters.
+    pub(crate) fn filter_bytes(&self) -> usize {
+        self.filters
+            .values()
+            .flat_map(BTreeMap::values)
+            .map(Bloom::bytes)
+            .sum()
+    }
+}
+
+/// The filters of every bucket of the context's partition, from the ids in state.
+fn build_filters(ctx: &mut Context<'_>) -> Result<BTreeMap<i64, Bloom>, StateError> {
+    let mut hashes: BTreeMap<i64, Vec<KeyHash>> = BTreeMap::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let keys = ctx.state().keys(SEEN, after.as_deref(), SCAN_CHUNK)?;
+        for key in &keys {
+            if let Some((bucket, id)) = parse_seen_key(key) {
+                hashes.entry(bucket).or_default().push(KeyHash::of(id));
+            }
+        }
+        if keys.len() < SCAN_CHUNK {
+            break;
+        }
+        after = keys.into_iter().next_back();
+    }
+    Ok(hashes
+        .into_iter()
+        .map(|(bucket, hashes)| {
+            // Room for as many again before the filter grows a layer.
+            let mut filter = Bloom::with_capacity(2 * hashes.len());
+            for hash in hashes {
+                filter.insert(hash);
+            }
+            (bucket, filter)
+        })
+        .collect())
 }
 
 /// State key of `event_id` seen in `bucket`.
 fn seen_key(bucket: i64, event_id: &[u8]) -> Vec<u8> {
     [SEEN, &bucket.to_be_bytes(), event_id].concat()
+}
+
+/// The bucket and event id of a state key of a remembered id.
+fn parse_seen_key(key: &[u8]) -> Option<(i64, &[u8])> {
+    let rest = key.strip_prefix(SEEN)?;
+    let bucket = i64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+    Some((bucket, &rest[8..]))
 }
 
 /// Timer key of the expiry of `bucket`, resuming after the id `after`.
@@ -281,6 +363,48 @@ mod tests {
             .due_timers(0, Clock::Wall, i64::MAX)
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn a_repeat_is_caught_after_a_restart_from_committed_state() {
+        let mut h = Harness::new();
+        assert!(h.first("e", 10));
+        h.store.commit().unwrap();
+        h.dedup = Dedup::new(WINDOW);
+        assert!(
+            !h.first("e", 20),
+            "the new instance's filters come from state"
+        );
+        assert!(h.first("f", 20));
+    }
+
+    #[test]
+    fn ids_another_instance_remembered_are_caught_once_the_partition_is_assigned_again() {
+        let mut h = Harness::new();
+        assert!(h.first("e", 10), "this instance's filters are built");
+        // Meanwhile the partition's state gains ids this instance never saw
+        // (another instance handled it, and its changelog was restored).
+        let mut other = Dedup::new(WINDOW);
+        let mut outputs = Vec::new();
+        let mut ctx = Context::new(&mut h.store, &h.codec, &mut outputs, 0, 0);
+        assert!(other.first_sighting(&mut ctx, b"f", 20).unwrap());
+        h.dedup.forget(0);
+        assert!(!h.first("f", 30));
+        assert!(!h.first("e", 30));
+    }
+
+    #[test]
+    fn every_repeat_of_many_ids_is_caught_past_the_filters() {
+        let mut h = Harness::new();
+        let ids: Vec<String> = (0..10_000).map(|i| format!("evt-{i}")).collect();
+        for (i, id) in ids.iter().enumerate() {
+            assert!(h.first(id, i as i64 / 20));
+            if i % 3_000 == 0 {
+                h.store.commit().unwrap();
+            }
+        }
+        assert!(ids.iter().all(|id| !h.first(id, WINDOW - 1)));
+        assert!(h.first("evt-new", WINDOW - 1));
     }
 
     #[test]

@@ -8,12 +8,13 @@ use journey_core::contract::{
 };
 use journey_core::runtime::{now_millis, Context, InputRecord, ProcessError, Processor, Rejection};
 use journey_core::state::Clock;
-use prometheus::{Histogram, HistogramOpts, IntCounter, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
 
 use crate::config::IngestConfig;
 use crate::dedup::Dedup;
 use crate::erasure::{Pending, Tracker};
 use crate::identity::{drop_placeholders, is_placeholder, stitch, visitor_key};
+use crate::link_filter::LinkFilter;
 use crate::validate::{validate, Limits};
 
 /// Timer key prefix of erasure requests to forget; no dedup timer key (an
@@ -23,6 +24,13 @@ const ERASURE_TIMER: &[u8] = b"\0erasure/";
 /// How long a request is remembered after its first step: repeats within it
 /// are ignored, and a request still pending then is reported as stalled.
 const ERASURE_MEMORY_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// State key prefix of links: the anonymous id follows, the customer id is the value.
+const LINK: &[u8] = b"l/";
+
+/// Valid events between two readings of the filters' memory (it changes
+/// only when a filter is built or grows, and reading it walks every filter).
+const FILTER_BYTES_EVERY: u64 = 4096;
 
 /// The topics ingest reads and writes.
 #[derive(Debug, Clone)]
@@ -67,6 +75,7 @@ pub struct Ingest {
     limits: Limits,
     max_record_bytes: usize,
     dedup: Dedup,
+    links: LinkFilter,
     /// The services that confirm an erasure, ingest first.
     erasure_services: Vec<String>,
     topics: IngestTopics,
@@ -83,6 +92,7 @@ struct IngestMetrics {
     erasures_confirmed: IntCounter,
     erasures_stalled: IntCounter,
     erasure_seconds: Histogram,
+    filter_bytes: IntGauge,
 }
 
 impl IngestMetrics {
@@ -135,6 +145,14 @@ impl IngestMetrics {
                 )
                 .expect("ingest metric"),
             ),
+            filter_bytes: journey_core::metrics::register(
+                registry,
+                IntGauge::new(
+                    "filter_bytes",
+                    "Memory held by the in-memory filters of remembered event ids and of links.",
+                )
+                .expect("ingest metric"),
+            ),
         }
     }
 }
@@ -146,6 +164,7 @@ impl Ingest {
             limits: Limits::from(config),
             max_record_bytes: config.max_record_bytes,
             dedup: Dedup::new(config.dedup_window.as_millis() as i64),
+            links: LinkFilter::new(LINK),
             erasure_services: std::iter::once(crate::NAME.to_string())
                 .chain(config.erasure_services.iter().cloned())
                 .collect(),
@@ -170,9 +189,11 @@ impl Ingest {
         }
 
         let link = event.anonymous_id.as_deref().map(link_key);
-        let linked: Option<String> = match &link {
-            Some(link) => ctx.state().get(link)?,
-            None => None,
+        let linked: Option<String> = match (&link, event.anonymous_id.as_deref()) {
+            (Some(link), Some(anonymous)) if self.links.may_be_linked(ctx, anonymous)? => {
+                ctx.state().get(link)?
+            }
+            _ => None,
         };
         let stitched = stitch(&mut event, linked.as_deref())
             .ok_or_else(|| Rejection::semantic("customer_id", "event has no customer key"))?;
@@ -182,6 +203,7 @@ impl Ingest {
                     .delete(&reverse_link_key(previous, &merge.anonymous_id));
             }
             ctx.state().put(link, &merge.customer_id);
+            self.links.linked(ctx, &merge.anonymous_id)?;
             ctx.state().put(
                 &reverse_link_key(&merge.customer_id, &merge.anonymous_id),
                 &(),
@@ -202,7 +224,15 @@ impl Ingest {
             event.occurred_at,
         )?;
         self.metrics.valid.inc();
+        if self.metrics.valid.get() % FILTER_BYTES_EVERY == 0 {
+            self.report_filter_bytes();
+        }
         Ok(())
+    }
+
+    fn report_filter_bytes(&self) {
+        let bytes = self.dedup.filter_bytes() + self.links.bytes();
+        self.metrics.filter_bytes.set(bytes as i64);
     }
 }
 
@@ -274,8 +304,17 @@ impl Processor for Ingest {
         Ok(())
     }
 
+    fn on_assigned(&mut self, partition: i32, _ctx: &mut Context<'_>) -> Result<(), ProcessError> {
+        // Restored state may hold ids and links the filters have not seen.
+        self.dedup.forget(partition);
+        self.links.forget(partition);
+        Ok(())
+    }
+
     fn on_revoked(&mut self, partition: i32) {
-        self.dedup.revoked(partition);
+        self.dedup.forget(partition);
+        self.links.forget(partition);
+        self.report_filter_bytes();
     }
 }
 
@@ -467,7 +506,7 @@ impl Ingest {
 
 /// State key of the customer an anonymous id is linked to.
 fn link_key(anonymous_id: &str) -> Vec<u8> {
-    [b"l/".as_slice(), anonymous_id.as_bytes()].concat()
+    [LINK, anonymous_id.as_bytes()].concat()
 }
 
 /// State key indexing a link by customer, on the link's partition: the
