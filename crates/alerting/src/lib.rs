@@ -95,6 +95,7 @@ pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> anyhow::R
         http_listen: config.http_listen,
         group_id: config.group_id.clone(),
         store: "alerts",
+        cache_values: true,
         inputs,
         internal_inputs: Vec::new(),
         control_inputs,

@@ -94,6 +94,7 @@ pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> anyhow::R
         http_listen: config.http_listen,
         group_id: config.group_id.clone(),
         store: "profiles",
+        cache_values: true,
         inputs: vec![
             topics.events,
             topics.sessions,

@@ -29,6 +29,9 @@ pub struct ServiceSpec<'a> {
     pub group_id: String,
     /// Name of the state store; its changelog is `<group_id>-<store>-changelog`.
     pub store: &'static str,
+    /// Whether the store's record cache keeps values after their commit
+    /// (see [`StateStore::without_caching`]).
+    pub cache_values: bool,
     pub inputs: Vec<String>,
     /// Inputs the service writes itself (see [`LoopSettings::internal_inputs`]).
     pub internal_inputs: Vec<String>,
@@ -49,8 +52,11 @@ pub async fn run<P: Processor>(
     let state_dir = spec.common.runtime.state_dir.join(spec.name);
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("creating state directory {}", state_dir.display()))?;
-    let store = StateStore::open(&state_dir, spec.common.runtime.state_memory_bytes)
+    let mut store = StateStore::open(&state_dir, spec.common.runtime.state_memory_bytes)
         .with_context(|| format!("opening state in {}", state_dir.display()))?;
+    if !spec.cache_values {
+        store = store.without_caching();
+    }
     let metrics = RuntimeMetrics::new(&spec.registry);
     let readiness = Readiness::default();
     let routes = http::router(spec.registry.clone(), readiness.clone()).merge(spec.routes);

@@ -172,7 +172,10 @@ fn ingest_round(
     split: &mut Split,
 ) -> Duration {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut store = StateStore::open(dir.path(), STATE_MEMORY).expect("state store");
+    // As the service opens it (see `journey_ingest::run`).
+    let mut store = StateStore::open(dir.path(), STATE_MEMORY)
+        .expect("state store")
+        .without_caching();
     let registry = prometheus::Registry::new();
     let topics = IngestTopics::new(&TopicsConfig::default(), "journey-ingest");
     let config = IngestConfig {

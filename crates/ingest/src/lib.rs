@@ -49,6 +49,10 @@ pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> anyhow::R
         http_listen: config.http_listen,
         group_id: config.group_id.clone(),
         store: "state",
+        // Event ids and links are written once and read again only when
+        // their Bloom filter cannot rule them out: caching them costs more
+        // than it saves.
+        cache_values: false,
         inputs: vec![
             common.topics.raw_events.clone(),
             topics.repartition.clone(),

@@ -58,6 +58,7 @@ pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> anyhow::R
         http_listen: config.http_listen,
         group_id: config.group_id.clone(),
         store: "sessions",
+        cache_values: true,
         inputs: vec![
             topics.events,
             topics.identities,

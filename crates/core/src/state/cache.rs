@@ -7,9 +7,11 @@
 //! the process adds its bytes to one shared total, and a cache over the
 //! shared capacity evicts its own clean entries (CLOCK, an approximation of
 //! least recently used). Dirty entries are never evicted: the commit interval
-//! and batch bound them.
+//! and batch bound them. An entry only ever written, never read, leaves at the
+//! commit: a key written once (an event id remembered for deduplication)
+//! would only push out values that are read.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use foldhash::fast::RandomState;
@@ -57,9 +59,11 @@ struct Slot {
     /// Changed since the last commit: where the entry's index is in
     /// [`RecordCache::dirty`].
     dirty: Option<u32>,
-    /// Read since the CLOCK hand last passed: an entry only ever written (a
-    /// key seen once) goes first.
+    /// Read since the CLOCK hand last passed.
     referenced: Cell<bool>,
+    /// Ever read (or written right after a read that missed): an entry only
+    /// ever written leaves at the commit.
+    read: Cell<bool>,
 }
 
 /// The record cache of one state store.
@@ -69,6 +73,15 @@ pub struct RecordCache {
     dirty: Vec<usize>,
     /// The CLOCK hand: the next entry considered for eviction.
     hand: usize,
+    /// Set when a sweep found nothing to evict (every entry dirty): no
+    /// sweep until the next commit makes entries clean.
+    only_dirty: bool,
+    /// Whether values stay after their commit; if not, the cache holds only
+    /// the writes pending.
+    retain: bool,
+    /// The key of the last read that missed: writing it next (read, modify,
+    /// write) counts as a read.
+    last_miss: RefCell<Vec<u8>>,
     /// Bytes of this cache, also counted in `budget`.
     bytes: usize,
     budget: &'static CacheBudget,
@@ -80,11 +93,15 @@ fn cost(key: &[u8], value: &Option<Vec<u8>>) -> usize {
 }
 
 impl RecordCache {
-    pub fn new(budget: &'static CacheBudget) -> Self {
+    /// A cache counted in `budget`; `retain` keeps values after their commit.
+    pub fn new(budget: &'static CacheBudget, retain: bool) -> Self {
         RecordCache {
+            retain,
             entries: IndexMap::default(),
             dirty: Vec::new(),
             hand: 0,
+            only_dirty: false,
+            last_miss: RefCell::new(Vec::new()),
             bytes: 0,
             budget,
         }
@@ -93,8 +110,14 @@ impl RecordCache {
     /// The cached value of `key`: `Some(None)` if it is known to be absent,
     /// `None` if the cache does not know.
     pub fn get(&self, key: &[u8]) -> Option<Option<&[u8]>> {
-        let slot = self.entries.get(key)?;
+        let Some(slot) = self.entries.get(key) else {
+            let mut last_miss = self.last_miss.borrow_mut();
+            last_miss.clear();
+            last_miss.extend_from_slice(key);
+            return None;
+        };
         slot.referenced.set(true);
+        slot.read.set(true);
         Some(slot.value.as_deref())
     }
 
@@ -109,6 +132,7 @@ impl RecordCache {
                     value: None,
                     dirty: None,
                     referenced: Cell::new(false),
+                    read: Cell::new(*self.last_miss.borrow() == key),
                 };
                 (self.entries.insert_full(key.to_vec(), slot).0, 0)
             }
@@ -142,10 +166,12 @@ impl RecordCache {
         self.dirty.is_empty()
     }
 
-    /// Hands each dirty entry to `write`, in key order, and marks it clean.
+    /// Hands each dirty entry to `write`, in key order, and marks it clean;
+    /// those never read leave the cache.
     pub fn drain_dirty(&mut self, mut write: impl FnMut(&[u8], Option<&[u8]>)) {
         let mut dirty = std::mem::take(&mut self.dirty);
         dirty.sort_unstable_by(|&a, &b| self.key_at(a).cmp(self.key_at(b)));
+        let mut unread = Vec::new();
         for index in dirty.drain(..) {
             let (key, slot) = self
                 .entries
@@ -153,9 +179,28 @@ impl RecordCache {
                 .expect("dirty entries stay");
             slot.dirty = None;
             write(key, slot.value.as_deref());
+            if !slot.read.get() {
+                unread.push(index);
+            }
         }
         // The vector's capacity serves the next commit.
         self.dirty = dirty;
+        self.only_dirty = false;
+        if !self.retain {
+            self.shrink(self.bytes);
+            self.entries.clear();
+            self.hand = 0;
+            return;
+        }
+        // Highest first: each removal moves the last entry, never one still to remove.
+        unread.sort_unstable_by(|a, b| b.cmp(a));
+        for index in unread {
+            let (key, slot) = self
+                .entries
+                .swap_remove_index(index)
+                .expect("dirty entries stay");
+            self.shrink(cost(&key, &slot.value));
+        }
     }
 
     fn key_at(&self, index: usize) -> &[u8] {
@@ -203,7 +248,11 @@ impl RecordCache {
         // Two turns of the hand clear every reference bit; past that, only
         // dirty entries are left.
         let mut steps = 2 * self.entries.len();
-        while self.budget.over() && steps > 0 && !self.entries.is_empty() {
+        while self.budget.over() && !self.only_dirty && !self.entries.is_empty() {
+            if steps == 0 {
+                self.only_dirty = true;
+                break;
+            }
             steps -= 1;
             if self.hand >= self.entries.len() {
                 self.hand = 0;
@@ -260,11 +309,17 @@ mod tests {
         );
     }
 
+    /// Reads `key` (a miss: from RocksDB), then writes it.
+    fn read_then_put(cache: &mut RecordCache, key: &[u8], value: &[u8]) {
+        assert_eq!(cache.get(key), None);
+        put(cache, key, value);
+    }
+
     #[test]
     fn reads_see_clean_dirty_and_absent_entries() {
-        let mut cache = RecordCache::new(budget(1 << 20));
-        assert_eq!(cache.get(b"a"), None);
-        put(&mut cache, b"a", b"1");
+        let mut cache = RecordCache::new(budget(1 << 20), true);
+        read_then_put(&mut cache, b"a", b"1");
+        assert_eq!(cache.get(b"gone"), None);
         cache.put(b"gone", None::<fn(Vec<u8>) -> Vec<u8>>);
         cache.drain_dirty(|_, _| {});
         put(&mut cache, b"b", b"2");
@@ -277,10 +332,10 @@ mod tests {
 
     #[test]
     fn only_changes_since_the_last_commit_are_dirty() {
-        let mut cache = RecordCache::new(budget(1 << 20));
-        put(&mut cache, b"clean", b"0");
+        let mut cache = RecordCache::new(budget(1 << 20), true);
+        read_then_put(&mut cache, b"clean", b"0");
         cache.drain_dirty(|_, _| {});
-        put(&mut cache, b"z", b"1");
+        read_then_put(&mut cache, b"z", b"1");
         put(&mut cache, b"a", b"2");
         put(&mut cache, b"z", b"3");
         let mut dirty: Vec<_> = cache.dirty().collect();
@@ -305,13 +360,13 @@ mod tests {
     #[test]
     fn eviction_keeps_the_shared_budget_and_spares_dirty_entries() {
         let shared = budget(20 * ENTRY);
-        let mut first = RecordCache::new(shared);
-        let mut second = RecordCache::new(shared);
+        let mut first = RecordCache::new(shared, true);
+        let mut second = RecordCache::new(shared, true);
         for i in 0..10u64 {
             put(&mut first, &i.to_be_bytes(), &[0; 8]);
         }
         for i in 0..1000u64 {
-            put(&mut second, &i.to_be_bytes(), &[0; 8]);
+            read_then_put(&mut second, &i.to_be_bytes(), &[0; 8]);
             second.drain_dirty(|_, _| {});
             assert!(shared.used() <= shared.capacity + ENTRY);
         }
@@ -326,9 +381,9 @@ mod tests {
     #[test]
     fn evicting_clean_entries_keeps_every_dirty_one_with_its_value() {
         let shared = budget(30 * ENTRY);
-        let mut cache = RecordCache::new(shared);
+        let mut cache = RecordCache::new(shared, true);
         for i in 0..20u64 {
-            put(&mut cache, &i.to_be_bytes(), &[0; 8]);
+            read_then_put(&mut cache, &i.to_be_bytes(), &[0; 8]);
         }
         cache.drain_dirty(|_, _| {});
         // Dirty entries land last; each eviction moves the last one forward.
@@ -344,13 +399,56 @@ mod tests {
     }
 
     #[test]
+    fn dirty_entries_may_overfill_the_cache_until_the_commit() {
+        let shared = budget(10 * ENTRY);
+        let mut cache = RecordCache::new(shared, true);
+        for i in 0..100u64 {
+            read_then_put(&mut cache, &i.to_be_bytes(), &[0; 8]);
+        }
+        assert_eq!(cache.dirty().count(), 100);
+        cache.drain_dirty(|_, _| {});
+        read_then_put(&mut cache, b"next", &[0; 8]);
+        assert!(shared.used() <= shared.capacity);
+    }
+
+    #[test]
+    fn without_retention_only_pending_writes_are_held() {
+        let shared = budget(1 << 20);
+        let mut cache = RecordCache::new(shared, false);
+        read_then_put(&mut cache, b"k", b"1");
+        assert_eq!(cache.get(b"k"), Some(Some(&b"1"[..])));
+        cache.drain_dirty(|_, _| {});
+        assert_eq!(cache.get(b"k"), None);
+        assert_eq!(shared.used(), 0);
+    }
+
+    #[test]
+    fn entries_only_written_leave_at_the_commit() {
+        let shared = budget(1 << 20);
+        let mut cache = RecordCache::new(shared, true);
+        put(&mut cache, b"once", b"1");
+        read_then_put(&mut cache, b"read", b"2");
+        assert_eq!(cache.get(b"once"), Some(Some(&b"1"[..])));
+        let mut written = Vec::new();
+        cache.drain_dirty(|k, _| written.push(k.to_vec()));
+        assert_eq!(written, vec![b"once".to_vec(), b"read".to_vec()]);
+        // Read before the commit, "once" stays; a key never read does not.
+        put(&mut cache, b"never read", b"3");
+        cache.drain_dirty(|_, _| {});
+        assert_eq!(cache.get(b"never read"), None);
+        assert_eq!(cache.get(b"read"), Some(Some(&b"2"[..])));
+        assert_eq!(cache.get(b"once"), Some(Some(&b"1"[..])));
+        assert_eq!(shared.used(), cache.bytes);
+    }
+
+    #[test]
     fn recently_read_entries_outlive_the_others() {
         let shared = budget(4 * ENTRY);
-        let mut cache = RecordCache::new(shared);
-        put(&mut cache, b"hot", b"h");
+        let mut cache = RecordCache::new(shared, true);
+        read_then_put(&mut cache, b"hot", b"h");
         for i in 0..100u64 {
             assert!(cache.get(b"hot").is_some(), "evicted at {i}");
-            put(&mut cache, &i.to_be_bytes(), b"c");
+            read_then_put(&mut cache, &i.to_be_bytes(), b"c");
             cache.drain_dirty(|_, _| {});
         }
     }
@@ -358,8 +456,8 @@ mod tests {
     #[test]
     fn forgetting_frees_clean_and_dirty_entries() {
         let shared = budget(1 << 20);
-        let mut cache = RecordCache::new(shared);
-        put(&mut cache, b"p1/a", b"1");
+        let mut cache = RecordCache::new(shared, true);
+        read_then_put(&mut cache, b"p1/a", b"1");
         cache.drain_dirty(|_, _| {});
         put(&mut cache, b"p1/b", b"2");
         put(&mut cache, b"p2/c", b"3");

@@ -174,11 +174,20 @@ impl StateStore {
         let db = DB::open(&options, dir)?;
         Ok(StateStore {
             db: Arc::new(db),
-            cache: RecordCache::new(&memory.records),
+            cache: RecordCache::new(&memory.records, true),
             timers: BTreeMap::new(),
             timer_floors: HashMap::new(),
             memory,
         })
+    }
+
+    /// The same store, keeping no values after their commit: for state
+    /// whose keys are mostly written once and seldom read again (ingest's
+    /// event ids and identity links), where a cache only costs. Kafka
+    /// Streams' `withCachingDisabled`.
+    pub fn without_caching(mut self) -> Self {
+        self.cache = RecordCache::new(&self.memory.records, false);
+        self
     }
 
     /// The process's state memory, for metrics.
