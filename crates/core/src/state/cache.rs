@@ -28,6 +28,7 @@ fn allocated(n: usize) -> usize {
     ((n + 8 + 15) & !15).max(32)
 }
 
+/// The bytes held by every record cache of the process, against one capacity.
 #[derive(Debug)]
 pub struct CacheBudget {
     capacity: usize,
@@ -35,6 +36,7 @@ pub struct CacheBudget {
 }
 
 impl CacheBudget {
+    /// A budget of `capacity` bytes, none used.
     pub fn new(capacity: usize) -> Self {
         CacheBudget {
             capacity,
@@ -179,7 +181,7 @@ impl RecordCache {
                 .expect("dirty entries stay");
             slot.dirty = None;
             write(key, slot.value.as_deref());
-            if !slot.read.get() {
+            if self.retain && !slot.read.get() {
                 unread.push(index);
             }
         }
@@ -309,6 +311,13 @@ mod tests {
         );
     }
 
+    /// The dirty entries as a commit writes them, in order.
+    fn commit(cache: &mut RecordCache) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        let mut written = Vec::new();
+        cache.drain_dirty(|k, v| written.push((k.to_vec(), v.map(<[u8]>::to_vec))));
+        written
+    }
+
     /// Reads `key` (a miss: from RocksDB), then writes it.
     fn read_then_put(cache: &mut RecordCache, key: &[u8], value: &[u8]) {
         assert_eq!(cache.get(key), None);
@@ -344,8 +353,7 @@ mod tests {
             dirty,
             vec![(&b"a"[..], Some(&b"2"[..])), (&b"z"[..], Some(&b"3"[..]))]
         );
-        let mut written = Vec::new();
-        cache.drain_dirty(|k, v| written.push((k.to_vec(), v.map(<[u8]>::to_vec))));
+        let written = commit(&mut cache);
         assert_eq!(
             written,
             vec![
@@ -390,8 +398,7 @@ mod tests {
         for i in 100..125u64 {
             put(&mut cache, &i.to_be_bytes(), &i.to_be_bytes());
         }
-        let mut written = Vec::new();
-        cache.drain_dirty(|k, v| written.push((k.to_vec(), v.map(<[u8]>::to_vec))));
+        let written = commit(&mut cache);
         let expected: Vec<_> = (100..125u64)
             .map(|i| (i.to_be_bytes().to_vec(), Some(i.to_be_bytes().to_vec())))
             .collect();
