@@ -90,6 +90,16 @@ impl Bloom {
         }
     }
 
+    /// A filter of the keys of `hashes`, with room for as many again before
+    /// it grows a layer.
+    pub(crate) fn of(hashes: Vec<KeyHash>) -> Self {
+        let mut filter = Bloom::with_capacity(2 * hashes.len());
+        for hash in hashes {
+            filter.insert(hash);
+        }
+        filter
+    }
+
     /// Adds the key of `hash`.
     pub(crate) fn insert(&mut self, hash: KeyHash) {
         let layer = match self.layers.last_mut() {

@@ -121,7 +121,10 @@ impl Dedup {
             let capacity = before.map_or(0, |(_, f)| f.len() + f.len() / 4);
             filters.insert(current, Bloom::with_capacity(capacity));
         }
-        filters.entry(current).or_default().insert(hash);
+        filters
+            .get_mut(&current)
+            .expect("the current bucket's filter, inserted above")
+            .insert(hash);
         if self.armed.insert((partition, current)) {
             // Buckets out of the window are never probed again.
             filters.retain(|bucket, _| *bucket >= oldest);
@@ -170,6 +173,12 @@ impl Dedup {
         self.filters.remove(&partition);
     }
 
+    /// Handles the timer of an event id remembered before ids were bucketed
+    /// (a key and a timer per id): forgets the id.
+    pub(crate) fn on_unbucketed_timer(&self, ctx: &mut Context<'_>, event_id: &[u8]) {
+        ctx.state().delete(&[SEEN, event_id].concat());
+    }
+
     /// Memory held by the filters.
     pub(crate) fn filter_bytes(&self) -> usize {
         self.filters
@@ -183,29 +192,14 @@ impl Dedup {
 /// The filters of every bucket of the context's partition, from the ids in state.
 fn build_filters(ctx: &mut Context<'_>) -> Result<BTreeMap<i64, Bloom>, StateError> {
     let mut hashes: BTreeMap<i64, Vec<KeyHash>> = BTreeMap::new();
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let keys = ctx.state().keys(SEEN, after.as_deref(), SCAN_CHUNK)?;
-        for key in &keys {
-            if let Some((bucket, id)) = parse_seen_key(key) {
-                hashes.entry(bucket).or_default().push(KeyHash::of(id));
-            }
+    ctx.state().for_each_key(SEEN, SCAN_CHUNK, |key| {
+        if let Some((bucket, id)) = parse_seen_key(key) {
+            hashes.entry(bucket).or_default().push(KeyHash::of(id));
         }
-        if keys.len() < SCAN_CHUNK {
-            break;
-        }
-        after = keys.into_iter().next_back();
-    }
+    })?;
     Ok(hashes
         .into_iter()
-        .map(|(bucket, hashes)| {
-            // Room for as many again before the filter grows a layer.
-            let mut filter = Bloom::with_capacity(2 * hashes.len());
-            for hash in hashes {
-                filter.insert(hash);
-            }
-            (bucket, filter)
-        })
+        .map(|(bucket, hashes)| (bucket, Bloom::of(hashes)))
         .collect())
 }
 
@@ -286,6 +280,14 @@ mod tests {
             }
         }
 
+        /// Whether no timer is pending, however late.
+        fn no_timers_left(&mut self) -> bool {
+            self.store
+                .due_timers(0, Clock::Wall, i64::MAX)
+                .unwrap()
+                .is_empty()
+        }
+
         fn remembered(&mut self) -> usize {
             self.store
                 .partition(0)
@@ -344,11 +346,7 @@ mod tests {
         h.store.commit().unwrap();
         h.tick(2 * WIDTH + WINDOW);
         assert_eq!(h.remembered(), 0);
-        assert!(h
-            .store
-            .due_timers(0, Clock::Wall, i64::MAX)
-            .unwrap()
-            .is_empty());
+        assert!(h.no_timers_left());
     }
 
     #[test]
@@ -358,11 +356,7 @@ mod tests {
         assert!(h.first("e", 10));
         assert!(h.first("e", 10));
         assert_eq!(h.remembered(), 0);
-        assert!(h
-            .store
-            .due_timers(0, Clock::Wall, i64::MAX)
-            .unwrap()
-            .is_empty());
+        assert!(h.no_timers_left());
     }
 
     #[test]

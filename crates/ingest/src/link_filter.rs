@@ -77,21 +77,10 @@ impl LinkFilter {
 /// The filter of the context's partition, from the links in state.
 fn build(ctx: &mut Context<'_>, prefix: &[u8]) -> Result<Bloom, StateError> {
     let mut hashes = Vec::new();
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let keys = ctx.state().keys(prefix, after.as_deref(), SCAN_CHUNK)?;
-        hashes.extend(keys.iter().map(|key| KeyHash::of(&key[prefix.len()..])));
-        if keys.len() < SCAN_CHUNK {
-            break;
-        }
-        after = keys.into_iter().next_back();
-    }
-    // Room for as many again before the filter grows a layer.
-    let mut filter = Bloom::with_capacity(2 * hashes.len());
-    for hash in hashes {
-        filter.insert(hash);
-    }
-    Ok(filter)
+    ctx.state().for_each_key(prefix, SCAN_CHUNK, |key| {
+        hashes.push(KeyHash::of(&key[prefix.len()..]));
+    })?;
+    Ok(Bloom::of(hashes))
 }
 
 #[cfg(test)]

@@ -188,21 +188,22 @@ impl Ingest {
             return Ok(());
         }
 
-        let link = event.anonymous_id.as_deref().map(link_key);
-        let linked: Option<String> = match (&link, event.anonymous_id.as_deref()) {
-            (Some(link), Some(anonymous)) if self.links.may_be_linked(ctx, anonymous)? => {
-                ctx.state().get(link)?
+        let linked: Option<String> = match event.anonymous_id.as_deref() {
+            Some(anonymous) if self.links.may_be_linked(ctx, anonymous)? => {
+                ctx.state().get(&link_key(anonymous))?
             }
             _ => None,
         };
         let stitched = stitch(&mut event, linked.as_deref())
             .ok_or_else(|| Rejection::semantic("customer_id", "event has no customer key"))?;
-        if let (Some(merge), Some(link)) = (&stitched.merge, &link) {
+        // A merge links the event's own anonymous id.
+        if let Some(merge) = &stitched.merge {
             if let Some(previous) = &merge.previous_customer_id {
                 ctx.state()
                     .delete(&reverse_link_key(previous, &merge.anonymous_id));
             }
-            ctx.state().put(link, &merge.customer_id);
+            ctx.state()
+                .put(&link_key(&merge.anonymous_id), &merge.customer_id);
             self.links.linked(ctx, &merge.anonymous_id)?;
             ctx.state().put(
                 &reverse_link_key(&merge.customer_id, &merge.anonymous_id),
@@ -298,8 +299,7 @@ impl Processor for Ingest {
             return self.forget_erasure(request_id, ctx);
         }
         if !self.dedup.on_timer(ctx, at, key)? {
-            // A timer of an event id, from state written before ids were bucketed.
-            ctx.state().delete(&[b"d/".as_slice(), key].concat());
+            self.dedup.on_unbucketed_timer(ctx, key);
         }
         Ok(())
     }
