@@ -31,12 +31,11 @@ pub struct Windows {
     pub max_session: i64,
 }
 
-/// Where a newcomer went: into the open session at `index` (new or merged),
-/// after the sessions whose close times are listed were merged into it.
+/// Where a newcomer went: into the open session at `index` (new, or with
+/// the sessions within its gap merged into it).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Placed {
     pub index: usize,
-    pub replaced_close_times: Vec<i64>,
     /// Some session within the gap was left apart to respect `max_session`.
     pub capped: bool,
 }
@@ -136,18 +135,14 @@ impl Windows {
     }
 
     fn apply(&self, open: &mut Vec<Session>, mut new: Session, chosen: Choice) -> Placed {
-        let mut replaced_close_times = Vec::with_capacity(chosen.joined.len());
         // Highest index first, so the indices left to remove stay valid.
         for &i in chosen.joined.iter().rev() {
-            let session = open.remove(i);
-            replaced_close_times.push(self.close_time(session.end));
-            new.merge(session);
+            new.merge(open.remove(i));
         }
         let index = open.partition_point(|s| s.start < new.start);
         open.insert(index, new);
         Placed {
             index,
-            replaced_close_times,
             capped: chosen.capped,
         }
     }
@@ -388,7 +383,7 @@ mod tests {
         folded.merge(at(25 * MIN));
         let placed = W.place_session(&mut open, folded);
         assert_eq!(spans(&open), vec![(0, 50 * MIN)]);
-        assert_eq!(placed.replaced_close_times.len(), 2);
+        assert_eq!(placed.index, 0);
         assert_eq!(open[0].event_count, 4);
     }
 
