@@ -26,8 +26,8 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use rocksdb::{
-    BlockBasedOptions, Cache, Options, ReadOptions, WriteBatch, WriteBufferManager, WriteOptions,
-    DB,
+    BlockBasedIndexType, BlockBasedOptions, Cache, Options, ReadOptions, WriteBatch,
+    WriteBufferManager, WriteOptions, DB,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -89,6 +89,7 @@ impl StateMemory {
     /// The process's budget, created with `bytes` on first use.
     pub fn global(bytes: usize) -> &'static StateMemory {
         MEMORY.get_or_init(|| {
+            return_freed_memory();
             let records = bytes / 4;
             let cache = Cache::new_lru_cache(bytes - records);
             // Memtables are charged to the block cache; half the budget may
@@ -119,6 +120,24 @@ impl StateMemory {
     /// Bytes held by memtables.
     pub fn memtable_bytes(&self) -> usize {
         self.write_buffers.get_usage()
+    }
+}
+
+/// Makes glibc's allocator give large freed blocks back to the system.
+///
+/// RocksDB allocates memtable arena blocks and SST read buffers of a megabyte
+/// or so. glibc serves such blocks with `mmap`, but once one is freed it
+/// raises its threshold above that size, and from then on serves them from
+/// the heap, where freed blocks stay resident between live ones. With 1M keys
+/// that held about 11 MiB of RSS beyond the budget. A fixed threshold keeps
+/// them mapped, so freeing one unmaps it.
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; glibc applies them
+    // under its own lock, and an unknown value only makes it return 0.
+    unsafe {
+        // glibc's initial threshold; setting it turns the adjustment off.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
 }
 
@@ -154,7 +173,16 @@ impl StateStore {
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&memory.cache);
         table.set_cache_index_and_filter_blocks(true);
+        table.set_cache_index_and_filter_blocks_with_high_priority(true);
         table.set_bloom_filter(10.0, false);
+        // Index and filter in 4 KiB partitions under a small top level: a
+        // point read loads the partitions it needs, not a file's whole
+        // filter (1.2 MiB for 1M keys), which a budget too small to hold
+        // every filter evicted and read back on every get. With 1M keys in a
+        // 64 MiB budget, gets ran 2.5x faster.
+        table.set_index_type(BlockBasedIndexType::TwoLevelIndexSearch);
+        table.set_partition_filters(true);
+        table.set_metadata_block_size(4096);
         // Every point read consults the filter and index of each L0 file and
         // the top-level index of each level: pinned, they are neither looked
         // up in the block cache on every read nor evicted by data blocks
