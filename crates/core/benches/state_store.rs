@@ -1,7 +1,8 @@
 //! State store benchmark: get-modify-put per event against RocksDB through the
 //! write-back cache, with 100k and 1M distinct keys, beside an in-memory
 //! HashMap doing the same work in the same run; and the process's peak RSS
-//! with 1M keys against the configured memory budget.
+//! with 1M keys against the configured memory budget, for three budgets, so
+//! what the budget does not hold shows as a constant beside it.
 //!
 //! Run: `cargo bench -p journey-core --bench state_store`
 
@@ -15,7 +16,10 @@ use serde::{Deserialize, Serialize};
 
 const OPERATIONS: u64 = 1_000_000;
 const COMMIT_EVERY: u64 = 5_000;
-const BUDGET: usize = 64 << 20;
+/// The budget of the throughput runs, MiB.
+const BUDGET_MIB: usize = 64;
+/// The budgets of the RSS runs, MiB.
+const RSS_BUDGETS_MIB: [usize; 3] = [32, 64, 128];
 
 /// A profile-sized value: a few counters and a short string.
 #[derive(Default, Serialize, Deserialize)]
@@ -32,9 +36,9 @@ fn key(i: u64) -> [u8; 8] {
 
 /// Get-modify-put over `keys` keys; returns operations per second and the
 /// state memory accounted at the end (block cache with memtables, record cache).
-fn rocksdb_run(keys: u64) -> (f64, usize, usize) {
+fn rocksdb_run(keys: u64, budget_mib: usize) -> (f64, usize, usize) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut store = StateStore::open(dir.path(), BUDGET).expect("open store");
+    let mut store = StateStore::open(dir.path(), budget_mib << 20).expect("open store");
     for i in 0..keys {
         store.partition((i % 6) as i32).put(
             &key(i),
@@ -101,16 +105,13 @@ fn peak_rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-fn main() {
-    if std::env::args().any(|a| a == "--rss-only") {
-        let (_, block_cache, record_cache) = rocksdb_run(1_000_000);
-        println!("{} {block_cache} {record_cache}", peak_rss_bytes());
-        return;
-    }
-    // Peak RSS in a process of its own, so the HashMap baseline does not count.
+/// Peak RSS, block cache and record cache bytes of 1M keys within
+/// `budget_mib`, run in a process of its own (the budget is process-wide,
+/// and the HashMap baseline must not count).
+fn rss_run(budget_mib: usize) -> [u64; 3] {
     let exe = std::env::current_exe().expect("bench executable");
     let output = std::process::Command::new(exe)
-        .arg("--rss-only")
+        .args(["--rss-only", &budget_mib.to_string()])
         .output()
         .expect("RSS run");
     let text = String::from_utf8_lossy(&output.stdout);
@@ -118,34 +119,46 @@ fn main() {
         .split_whitespace()
         .map(|v| v.parse().expect("figures of the RSS run"))
         .collect();
-    let [rss, block_cache, record_cache] = figures[..] else {
-        panic!("the RSS run printed {text:?}");
-    };
+    figures[..]
+        .try_into()
+        .unwrap_or_else(|_| panic!("the RSS run printed {text:?}"))
+}
 
-    println!("state store: get-modify-put, {OPERATIONS} operations, commit every {COMMIT_EVERY}");
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--rss-only") {
+        let budget_mib = args[at + 1].parse().expect("budget in MiB");
+        let (_, block_cache, record_cache) = rocksdb_run(1_000_000, budget_mib);
+        println!("{} {block_cache} {record_cache}", peak_rss_bytes());
+        return;
+    }
+    println!("state store: get-modify-put, {OPERATIONS} operations, commit every {COMMIT_EVERY}, {BUDGET_MIB} MiB budget");
     println!(
         "{:>10} {:>16} {:>16} {:>10}",
         "keys", "rocksdb ops/s", "hashmap ops/s", "ratio"
     );
     for keys in [100_000u64, 1_000_000] {
-        let (rocks, _, _) = rocksdb_run(keys);
+        let (rocks, _, _) = rocksdb_run(keys, BUDGET_MIB);
         let memory = hashmap_run(keys);
         println!(
             "{keys:>10} {rocks:>16.0} {memory:>16.0} {:>10.2}",
             rocks / memory
         );
     }
-    println!(
-        "peak RSS with 1M keys: {:.1} MiB for a {} MiB state budget ({:.2}x the budget)",
-        rss as f64 / (1 << 20) as f64,
-        BUDGET >> 20,
-        rss as f64 / BUDGET as f64
-    );
     let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
+    println!("peak RSS with 1M keys, MiB; state memory at the end (block cache with memtables, record cache); RSS beyond the budget");
     println!(
-        "  state memory at the end: block cache (memtables included) {:.1} MiB, record cache {:.1} MiB; the rest of the RSS {:.1} MiB",
-        mib(block_cache),
-        mib(record_cache),
-        mib(rss.saturating_sub(block_cache + record_cache))
+        "{:>8} {:>10} {:>12} {:>13} {:>14}",
+        "budget", "peak RSS", "block cache", "record cache", "beyond budget"
     );
+    for budget_mib in RSS_BUDGETS_MIB {
+        let [rss, block_cache, record_cache] = rss_run(budget_mib);
+        println!(
+            "{budget_mib:>8} {:>10.1} {:>12.1} {:>13.1} {:>14.1}",
+            mib(rss),
+            mib(block_cache),
+            mib(record_cache),
+            mib(rss) - budget_mib as f64
+        );
+    }
 }
