@@ -1,7 +1,9 @@
 //! Runtime overhead: a no-op processor on the full runtime (offsets, commits,
 //! changelog), once without and once with a get-modify-put per record, against
 //! a bare rdkafka consumer that only counts, over the same topic on the same
-//! local broker, in one run. Prints the rates and their ratios.
+//! local broker, in one run: three rounds, each running all three in turn, so
+//! a slow spell of the shared machine falls on one round and not on one side.
+//! Prints each round's rates and ratios, and the median ratios.
 //!
 //! Run: `cargo bench -p journey-tests --bench runtime_overhead`
 
@@ -38,14 +40,18 @@ impl Processor for Counting {
     }
 }
 
-/// The runtime's rate over the steady-state window, with or without state writes.
-async fn runtime(broker: &Broker, stateful: bool) -> f64 {
+/// Rounds of the three runs.
+const ROUNDS: usize = 3;
+
+/// The runtime's rate over the steady-state window, with or without state
+/// writes, in a consumer group of round `round`'s own.
+async fn runtime(broker: &Broker, stateful: bool, round: usize) -> f64 {
     let name = if stateful { "stateful" } else { "stateless" };
     let registry = prometheus::Registry::new();
     let window = run_in_runtime(
         broker,
         BENCH,
-        &format!("bench-{name}"),
+        &format!("bench-{name}-{round}"),
         Counting { stateful },
         64 << 20,
         &registry,
@@ -61,7 +67,7 @@ async fn runtime(broker: &Broker, stateful: bool) -> f64 {
             })
     };
     println!(
-        "{name} runtime: {:.3} s steady-state window; over the whole run ~{:.3} s processing records (sampled), {:.3} s committing",
+        "  {name} runtime: {:.3} s steady-state window; over the whole run ~{:.3} s processing records (sampled), {:.3} s committing",
         window.elapsed().unwrap_or_default().as_secs_f64(),
         seconds("process_latency_seconds") * journey_core::runtime::LATENCY_SAMPLE as f64,
         seconds("commit_latency_seconds")
@@ -77,20 +83,33 @@ async fn main() {
     let records =
         (0..BENCH.records).map(|i| (format!("customer-{}", i % 10_000), payload.clone(), now));
     fill(&broker.kafka(), BENCH, records).await;
-    let bare_rate = bare_rate(&broker, BENCH).await;
-    let stateless_rate = runtime(&broker, false).await;
-    let stateful_rate = runtime(&broker, true).await;
     println!(
-        "runtime overhead over {} records (100-byte values, 10k keys, 3 partitions)",
+        "runtime overhead over {} records (100-byte values, 10k keys, 3 partitions), {ROUNDS} rounds",
         BENCH.records
     );
-    println!("bare rdkafka consumer     {bare_rate:>12.0} records/s");
+    let mut stateless_ratios = Vec::new();
+    let mut stateful_ratios = Vec::new();
+    for round in 0..ROUNDS {
+        let bare = bare_rate(&broker, BENCH, &format!("bench-bare-{round}")).await;
+        let stateless = runtime(&broker, false, round).await;
+        let stateful = runtime(&broker, true, round).await;
+        println!(
+            "round {round}: bare rdkafka consumer {bare:.0} records/s; runtime, no state writes {stateless:.0} records/s (ratio {:.2}); runtime, get-modify-put {stateful:.0} records/s (ratio {:.2})",
+            stateless / bare,
+            stateful / bare
+        );
+        stateless_ratios.push(stateless / bare);
+        stateful_ratios.push(stateful / bare);
+    }
     println!(
-        "runtime, no state writes  {stateless_rate:>12.0} records/s  ratio {:.2}",
-        stateless_rate / bare_rate
+        "median ratio to the bare consumer: no state writes {:.2}, get-modify-put {:.2}",
+        median(stateless_ratios),
+        median(stateful_ratios)
     );
-    println!(
-        "runtime, get-modify-put   {stateful_rate:>12.0} records/s  ratio {:.2}",
-        stateful_rate / bare_rate
-    );
+}
+
+/// The middle value.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }

@@ -63,7 +63,7 @@ async fn sessionizer(broker: &Broker) -> f64 {
 async fn main() {
     let broker = Broker::start();
     fill(&broker.kafka(), BENCH, events()).await;
-    let bare_rate = bare_rate(&broker, BENCH).await;
+    let bare_rate = bare_rate(&broker, BENCH, "bench-bare").await;
     let sessionizer_rate = sessionizer(&broker).await;
     println!(
         "sessionizer end to end over {} Avro events of {CUSTOMERS} customers, 3 partitions (steady-state window)",

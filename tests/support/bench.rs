@@ -115,13 +115,12 @@ pub async fn fill(
     producer.flush(Duration::from_secs(30)).expect("flush");
 }
 
-/// The baseline: a bare rdkafka consumer, configured as the runtime's, that
-/// only counts the topic's records.
-pub async fn bare_rate(broker: &Broker, bench: BenchTopic) -> f64 {
-    let consumer: StreamConsumer =
-        journey_core::kafka::consumer_config(&broker.kafka(), "bench-bare")
-            .create()
-            .expect("consumer");
+/// The baseline: a bare rdkafka consumer in consumer group `group`,
+/// configured as the runtime's, that only counts the topic's records.
+pub async fn bare_rate(broker: &Broker, bench: BenchTopic, group: &str) -> f64 {
+    let consumer: StreamConsumer = journey_core::kafka::consumer_config(&broker.kafka(), group)
+        .create()
+        .expect("consumer");
     consumer.subscribe(&[bench.name]).expect("subscribe");
     let mut window = Window::new(bench.partitions, bench.records);
     for seen in 1..=bench.records {
