@@ -361,15 +361,10 @@ impl StateStore {
         let mut batch = WriteBatch::default();
         // In key order: consecutive inserts walk neighbouring parts of the
         // memtable's skip list (measured faster than hash order).
-        self.cache.drain_dirty(|key, value| match value {
-            Some(v) => batch.put(key, v),
-            None => batch.delete(key),
-        });
+        self.cache
+            .drain_dirty(|key, value| stage(&mut batch, key, value));
         for (key, value) in std::mem::take(&mut self.timers) {
-            match value {
-                Some(v) => batch.put(key, v),
-                None => batch.delete(key),
-            }
+            stage(&mut batch, &key, value.as_deref());
         }
         write_unlogged(&self.db, batch)
     }
@@ -510,10 +505,7 @@ impl Restorer {
     ) -> Result<(), StateError> {
         let mut batch = WriteBatch::default();
         for change in records {
-            match &change.value {
-                Some(v) => batch.put(&change.key, v),
-                None => batch.delete(&change.key),
-            }
+            stage(&mut batch, &change.key, change.value.as_deref());
         }
         batch.put(scoped(LOCAL, partition, b"changelog"), encode(&next_offset));
         write_unlogged(&self.db, batch)
@@ -639,6 +631,14 @@ fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
         }
     }
     None
+}
+
+/// Adds to `batch` the write of `value` under `key`, or its deletion if `None`.
+fn stage(batch: &mut WriteBatch, key: &[u8], value: Option<&[u8]>) {
+    match value {
+        Some(v) => batch.put(key, v),
+        None => batch.delete(key),
+    }
 }
 
 /// Writes `batch` atomically, without the write-ahead log (see the module doc).
