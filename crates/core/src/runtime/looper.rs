@@ -1,6 +1,6 @@
 //! The loop itself: assignment, restore, processing, timers and commits.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -14,7 +14,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::clock::PartitionClock;
+use super::owned::OwnedPartitions;
 use super::rebalance::{release, AssignmentChange, LoopContext};
 use super::restore::{restore_partition, RestoreProgress};
 use super::{now_millis, Context, InputRecord, Output, ProcessError, Processor, LATENCY_SAMPLE};
@@ -25,10 +25,6 @@ use crate::http::Readiness;
 use crate::kafka::TopicSpec;
 use crate::metrics::RuntimeMetrics;
 use crate::state::{Clock, StateStore};
-
-/// A map looked up for every record: keyed by partition numbers, which need
-/// no protection from crafted keys, so hashed with a fast hasher.
-type PerRecordMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Records handled per wake-up of the loop before timers and commits are checked.
 const DRAIN_BATCH: usize = 512;
@@ -117,7 +113,7 @@ pub async fn run<P: Processor>(
                 .with_label_values(&[topic.as_str()])
         })
         .collect();
-    let control = settings
+    let control: Vec<bool> = settings
         .inputs
         .iter()
         .map(|topic| settings.control_inputs.contains(topic))
@@ -127,6 +123,7 @@ pub async fn run<P: Processor>(
         restored_rx,
         work: Work {
             partitions,
+            owned: OwnedPartitions::new(control.len()),
             control,
             producer: crate::kafka::producer(&settings.kafka)?,
             settings,
@@ -136,14 +133,8 @@ pub async fn run<P: Processor>(
             metrics,
             readiness,
             restored_tx,
-            owned: BTreeMap::new(),
-            restoring: BTreeSet::new(),
             rewinds: HashMap::new(),
-            clocks: PerRecordMap::default(),
-            stream_times_written: HashMap::new(),
-            applied: PerRecordMap::default(),
             processed,
-            to_commit: PerRecordMap::default(),
             outputs: Vec::new(),
             in_flight: Vec::new(),
             changelog_ends: HashMap::new(),
@@ -183,18 +174,10 @@ struct Work<P> {
     readiness: Readiness,
     producer: FutureProducer,
     restored_tx: mpsc::UnboundedSender<(i32, anyhow::Result<u64>)>,
-    /// Assigned partitions and their input topics.
-    owned: BTreeMap<i32, Vec<String>>,
-    /// Assigned partitions whose state is being restored (paused meanwhile).
-    restoring: BTreeSet<i32>,
+    /// Assigned partitions: their topics, restore, clock and offsets.
+    owned: OwnedPartitions,
     /// First offset of a record that arrived during its partition's restore.
     rewinds: HashMap<(String, i32), i64>,
-    clocks: PerRecordMap<i32, PartitionClock>,
-    stream_times_written: HashMap<i32, i64>,
-    /// Next offset per input (topic index, partition) that the state has not applied.
-    applied: PerRecordMap<(usize, i32), i64>,
-    /// Offsets to record in state and commit to Kafka at the next commit.
-    to_commit: PerRecordMap<(usize, i32), i64>,
     /// `records_processed_total` of each input, resolved once.
     processed: Vec<IntCounter>,
     outputs: Vec<Output>,
@@ -321,8 +304,8 @@ impl<P: Processor> Loop<P> {
         let work = &mut self.work;
         work.metrics
             .assigned_partitions
-            .set(work.owned.len() as i64);
-        work.readiness.set(work.restoring.is_empty());
+            .set(work.owned.iter().count() as i64);
+        work.readiness.set(work.owned.all_ready());
         Ok(())
     }
 
@@ -368,14 +351,16 @@ impl<P: Processor> Loop<P> {
     ) -> anyhow::Result<()> {
         outcome.with_context(|| format!("restoring partition {partition}"))?;
         let work = &mut self.work;
-        if !work.restoring.remove(&partition) {
+        let Some(owned) = work
+            .owned
+            .get_mut(partition)
+            .filter(|owned| owned.restoring)
+        else {
             return Ok(()); // revoked meanwhile
-        }
-        let Some(topics) = work.owned.get(&partition).cloned() else {
-            return Ok(());
         };
-        work.clocks.remove(&partition);
-        work.applied.retain(|(_, p), _| *p != partition);
+        owned.restoring = false;
+        owned.reload();
+        let topics = owned.topics.clone();
         let mut resume = TopicPartitionList::new();
         for topic in &topics {
             let rewind = work.rewinds.remove(&(topic.clone(), partition));
@@ -397,7 +382,7 @@ impl<P: Processor> Loop<P> {
             .resume(&resume)
             .context("resuming a restored partition")?;
         work.assigned(partition)?;
-        work.readiness.set(work.restoring.is_empty());
+        work.readiness.set(work.owned.all_ready());
         tracing::info!(
             service = work.settings.service,
             partition,
@@ -433,7 +418,7 @@ impl<P: Processor> Work<P> {
     fn assign(&mut self, partitions: Vec<(String, i32)>) {
         let mut added = BTreeSet::new();
         for (topic, partition) in partitions {
-            let topics = self.owned.entry(partition).or_default();
+            let topics = &mut self.owned.own(partition).topics;
             if !topics.contains(&topic) {
                 topics.push(topic);
             }
@@ -449,21 +434,20 @@ impl<P: Processor> Work<P> {
     /// uncommitted changes are dropped and the new owner re-processes them
     /// from the last commit.
     fn revoke(&mut self, topic: &str, partition: i32, lost: bool) {
-        if let Some(topics) = self.owned.get_mut(&partition) {
-            topics.retain(|t| t != topic);
-            if !topics.is_empty() {
+        if let Some(owned) = self.owned.get_mut(partition) {
+            owned.topics.retain(|t| t != topic);
+            if !owned.topics.is_empty() {
                 return;
             }
         }
-        self.owned.remove(&partition);
-        if !self.restoring.remove(&partition) {
+        if self
+            .owned
+            .remove(partition)
+            .is_some_and(|owned| !owned.restoring)
+        {
             self.processor.on_revoked(partition);
         }
         self.store.discard(partition);
-        self.clocks.remove(&partition);
-        self.stream_times_written.remove(&partition);
-        self.applied.retain(|(_, p), _| *p != partition);
-        self.to_commit.retain(|(_, p), _| *p != partition);
         self.rewinds.retain(|(_, p), _| *p != partition);
         self.held.retain(|(_, p), _| *p != partition);
         let _ = self
@@ -513,7 +497,13 @@ impl<P: Processor> Work<P> {
 
     /// Tells the processor that a restored `partition` is its own.
     fn assigned(&mut self, partition: i32) -> anyhow::Result<()> {
-        let stream_time = self.clock(partition, Instant::now())?.stream_time;
+        let owned = self
+            .owned
+            .get_mut(partition)
+            .expect("restored partitions are owned");
+        let stream_time = owned
+            .clock(&self.store, partition, Instant::now())?
+            .stream_time;
         let mut ctx = Context::new(
             &mut self.store,
             &self.codec,
@@ -528,9 +518,11 @@ impl<P: Processor> Work<P> {
     }
 
     fn start_restore(&mut self, partition: i32) {
-        if !self.restoring.insert(partition) {
+        let owned = self.owned.own(partition);
+        if owned.restoring {
             return;
         }
+        owned.restoring = true;
         // The restore writes RocksDB directly: nothing of the partition may stay cached.
         self.store.discard(partition);
         let kafka = self.settings.kafka.clone();
@@ -550,17 +542,6 @@ impl<P: Processor> Work<P> {
         });
     }
 
-    /// The next offset of `topic`/`partition` the state has not applied.
-    fn applied_offset(&mut self, input: usize, partition: i32) -> anyhow::Result<i64> {
-        if let Some(offset) = self.applied.get(&(input, partition)) {
-            return Ok(*offset);
-        }
-        let topic = &self.settings.inputs[input];
-        let offset = self.store.input_offset(topic, partition)?.unwrap_or(0);
-        self.applied.insert((input, partition), offset);
-        Ok(offset)
-    }
-
     /// The position of `topic` among the inputs.
     fn input_index(&self, topic: &str) -> anyhow::Result<usize> {
         self.settings
@@ -570,20 +551,10 @@ impl<P: Processor> Work<P> {
             .with_context(|| format!("record from {topic}, which is not an input"))
     }
 
-    fn clock(&mut self, partition: i32, now: Instant) -> anyhow::Result<&mut PartitionClock> {
-        if !self.clocks.contains_key(&partition) {
-            let stored = self.store.stream_time(partition)?.unwrap_or(i64::MIN);
-            self.stream_times_written.insert(partition, stored);
-            self.clocks
-                .insert(partition, PartitionClock::new(stored, now));
-        }
-        Ok(self.clocks.get_mut(&partition).expect("inserted above"))
-    }
-
     fn handle(&mut self, record: &InputRecord<'_>, arrived: Instant) -> anyhow::Result<()> {
         let started = (self.processed_since_commit % LATENCY_SAMPLE == 0).then(Instant::now);
         let (topic, partition) = (record.topic, record.partition);
-        if self.restoring.contains(&partition) || !self.owned.contains_key(&partition) {
+        if !self.owned.is_ready(partition) {
             // Fetched before the pause took effect: read it again after the restore.
             let first = self
                 .rewinds
@@ -604,18 +575,16 @@ impl<P: Processor> Work<P> {
             }
         }
         let input = self.input_index(topic)?;
-        if record.offset < self.applied_offset(input, partition)? {
+        let owned = self.owned.get_mut(partition).expect("checked above");
+        if record.offset < owned.applied(&self.store, input, topic, partition)? {
             self.metrics.records_skipped.inc();
             return Ok(());
         }
-        let control = self.control[input];
-        let stream_time = {
-            let clock = self.clock(partition, arrived)?;
-            if !control {
-                clock.observe(record.timestamp, arrived);
-            }
-            clock.stream_time
-        };
+        let clock = owned.clock(&self.store, partition, arrived)?;
+        if !self.control[input] {
+            clock.observe(record.timestamp, arrived);
+        }
+        let stream_time = clock.stream_time;
         let mut ctx = Context::new(
             &mut self.store,
             &self.codec,
@@ -672,9 +641,10 @@ impl<P: Processor> Work<P> {
                 )))
             }
         }
-        let next = record.offset + 1;
-        self.applied.insert((input, partition), next);
-        self.to_commit.insert((input, partition), next);
+        self.owned
+            .get_mut(partition)
+            .expect("owned while processing")
+            .applied_up_to(input, record.offset + 1);
         self.processed_since_commit += 1;
         self.processed[input].inc();
         if let Some(started) = started {
@@ -689,15 +659,19 @@ impl<P: Processor> Work<P> {
     fn tick(&mut self, now: Instant) -> anyhow::Result<()> {
         let ready: Vec<i32> = self
             .owned
-            .keys()
-            .copied()
-            .filter(|p| !self.restoring.contains(p))
+            .iter()
+            .filter(|(_, owned)| !owned.restoring)
+            .map(|(partition, _)| partition)
             .collect();
         let idle_timeout = self.settings.runtime.idle_timeout;
         let wall = now_millis();
         for partition in ready {
             let (advanced, stream_time) = {
-                let clock = self.clock(partition, now)?;
+                let owned = self
+                    .owned
+                    .get_mut(partition)
+                    .expect("ready partitions are owned");
+                let clock = owned.clock(&self.store, partition, now)?;
                 (clock.advance_if_idle(now, idle_timeout), clock.stream_time)
             };
             if advanced {
@@ -808,18 +782,13 @@ impl<P: Processor> Work<P> {
     /// offsets to commit to Kafka.
     async fn write_back(&mut self) -> anyhow::Result<TopicPartitionList> {
         self.send_outputs().await?;
-        for ((input, partition), offset) in &self.to_commit {
-            self.store
-                .set_input_offset(&self.settings.inputs[*input], *partition, *offset);
-        }
-        for (partition, clock) in &self.clocks {
-            let written = self
-                .stream_times_written
-                .entry(*partition)
-                .or_insert(i64::MIN);
-            if clock.stream_time > *written {
-                self.store.set_stream_time(*partition, clock.stream_time);
-                *written = clock.stream_time;
+        for (partition, owned) in self.owned.iter_mut() {
+            for (input, offset) in owned.to_commit() {
+                self.store
+                    .set_input_offset(&self.settings.inputs[input], partition, offset);
+            }
+            if let Some(time) = owned.stream_time_to_write() {
+                self.store.set_stream_time(partition, time);
             }
         }
         let changes = self.store.pending_changes();
@@ -841,12 +810,14 @@ impl<P: Processor> Work<P> {
         }
         self.store.commit()?;
         let mut offsets = TopicPartitionList::new();
-        for ((input, partition), offset) in self.to_commit.drain() {
-            offsets.add_partition_offset(
-                &self.settings.inputs[input],
-                partition,
-                Offset::Offset(offset),
-            )?;
+        for (partition, owned) in self.owned.iter_mut() {
+            for (input, offset) in owned.take_to_commit() {
+                offsets.add_partition_offset(
+                    &self.settings.inputs[input],
+                    partition,
+                    Offset::Offset(offset),
+                )?;
+            }
         }
         self.processed_since_commit = 0;
         let memory = self.store.memory();

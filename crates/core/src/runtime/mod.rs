@@ -18,6 +18,7 @@
 
 mod clock;
 mod looper;
+mod owned;
 mod rebalance;
 mod restore;
 
