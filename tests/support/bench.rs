@@ -3,7 +3,6 @@
 //! the same steady-state window.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,6 +24,7 @@ use crate::Broker;
 /// partitions: it opens when the last partition delivers its first record
 /// (partitions start at different times, restores and the first commit
 /// included) and closes at the last record.
+#[derive(Clone)]
 pub struct Window {
     partitions: usize,
     total: u64,
@@ -130,11 +130,13 @@ pub async fn bare_rate(broker: &Broker, bench: BenchTopic, group: &str) -> f64 {
     window.rate()
 }
 
-/// `P`, counting the records it processed into a shared [`Window`].
+/// `P`, counting the records it processed into a [`Window`] of its own,
+/// as the bare consumer does, and handing the window over once it closed.
 struct Metered<P> {
     inner: P,
-    seen: Arc<AtomicU64>,
-    window: Arc<Mutex<Window>>,
+    seen: u64,
+    window: Window,
+    done: Arc<Mutex<Option<Window>>>,
 }
 
 impl<P: Processor> Processor for Metered<P> {
@@ -144,11 +146,11 @@ impl<P: Processor> Processor for Metered<P> {
         ctx: &mut Context<'_>,
     ) -> Result<(), ProcessError> {
         self.inner.process(record, ctx)?;
-        let seen = self.seen.fetch_add(1, Ordering::Relaxed) + 1;
-        self.window
-            .lock()
-            .expect("window lock")
-            .record(record.partition, seen);
+        self.seen += 1;
+        self.window.record(record.partition, self.seen);
+        if self.window.closed.is_some() {
+            *self.done.lock().expect("window lock") = Some(self.window.clone());
+        }
         Ok(())
     }
 
@@ -183,14 +185,13 @@ pub async fn run_in_runtime<P: Processor>(
     state_memory: usize,
     registry: &prometheus::Registry,
 ) -> Window {
-    let total = bench.records;
     let dir = tempfile::tempdir().expect("temp dir");
-    let seen = Arc::new(AtomicU64::new(0));
-    let window = Arc::new(Mutex::new(Window::new(bench.partitions, total)));
+    let done = Arc::new(Mutex::new(None));
     let metered = Metered {
         inner: processor,
-        seen: seen.clone(),
-        window: window.clone(),
+        seen: 0,
+        window: Window::new(bench.partitions, bench.records),
+        done: done.clone(),
     };
     let settings = LoopSettings {
         service: "bench".into(),
@@ -217,14 +218,13 @@ pub async fn run_in_runtime<P: Processor>(
         Readiness::default(),
         stop.clone(),
     ));
-    while seen.load(Ordering::Relaxed) < total {
+    let window = loop {
+        if let Some(window) = done.lock().expect("window lock").take() {
+            break window;
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    };
     stop.cancel();
     task.await.expect("join").expect("runtime");
-    Arc::try_unwrap(window)
-        .ok()
-        .expect("the runtime has stopped")
-        .into_inner()
-        .expect("window lock")
+    window
 }
