@@ -7,6 +7,7 @@
 //!
 //! Run: `cargo bench -p journey-tests --bench runtime_overhead`
 
+use journey_core::config::RuntimeConfig;
 use journey_core::runtime::{Context, InputRecord, ProcessError, Processor};
 use journey_tests::bench::{bare_rate, fill, run_in_runtime, BenchTopic};
 use journey_tests::Broker;
@@ -53,7 +54,10 @@ async fn runtime(broker: &Broker, stateful: bool, round: usize) -> f64 {
         BENCH,
         &format!("bench-{name}-{round}"),
         Counting { stateful },
-        64 << 20,
+        RuntimeConfig {
+            state_memory_bytes: 64 << 20,
+            ..RuntimeConfig::default()
+        },
         &registry,
     )
     .await;

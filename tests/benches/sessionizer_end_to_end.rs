@@ -7,7 +7,7 @@
 //! Run: `cargo bench -p journey-tests --bench sessionizer_end_to_end`
 
 use journey_core::codec::Codec;
-use journey_core::config::TopicsConfig;
+use journey_core::config::{RuntimeConfig, TopicsConfig};
 use journey_core::contract::{Channel, CustomerEvent, EventType};
 use journey_sessionizer::{Sessionizer, SessionizerConfig, SessionizerTopics};
 use journey_tests::bench::{bare_rate, fill, run_in_runtime, BenchTopic};
@@ -52,7 +52,7 @@ async fn sessionizer(broker: &Broker) -> f64 {
         BENCH,
         "bench-sessionizer",
         processor,
-        256 << 20,
+        RuntimeConfig::default(),
         &registry,
     )
     .await

@@ -174,15 +174,16 @@ impl<P: Processor> Processor for Metered<P> {
 }
 
 /// Runs `processor` in the full runtime (offsets, commits, changelog, state
-/// in RocksDB within `state_memory` bytes) as group `group` over the bench
-/// topic until it has processed every record; runtime metrics go to
-/// `registry`. Returns the run's window.
+/// in RocksDB) with the `runtime` settings (their state directory replaced by
+/// a temporary one) as group `group` over the bench topic until it has
+/// processed every record; runtime metrics go to `registry`. Returns the
+/// run's window.
 pub async fn run_in_runtime<P: Processor>(
     broker: &Broker,
     bench: BenchTopic,
     group: &str,
     processor: P,
-    state_memory: usize,
+    runtime: RuntimeConfig,
     registry: &prometheus::Registry,
 ) -> Window {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -198,7 +199,7 @@ pub async fn run_in_runtime<P: Processor>(
         kafka: broker.kafka(),
         runtime: RuntimeConfig {
             state_dir: dir.path().into(),
-            ..RuntimeConfig::default()
+            ..runtime
         },
         group_id: group.into(),
         inputs: vec![bench.name.into()],
@@ -207,7 +208,7 @@ pub async fn run_in_runtime<P: Processor>(
         dead_letter_topic: "bench-dead-letters".into(),
         changelog_topic: format!("{group}-changelog"),
     };
-    let store = StateStore::open(dir.path(), state_memory).expect("store");
+    let store = StateStore::open(dir.path(), settings.runtime.state_memory_bytes).expect("store");
     let stop = CancellationToken::new();
     let task = tokio::spawn(journey_core::runtime::run(
         settings,
