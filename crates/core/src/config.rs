@@ -281,7 +281,8 @@ pub struct RuntimeConfig {
     /// How often state, outputs and offsets are committed.
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
-    /// Commit early once this many records are processed.
+    /// Commit early once this many records are processed (a commit also
+    /// comes early when the record cache fills with uncommitted writes).
     pub max_batch: usize,
     /// How often timers are checked.
     #[serde(with = "humantime_serde")]
@@ -299,7 +300,7 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             state_dir: PathBuf::from("state"),
             commit_interval: Duration::from_millis(500),
-            max_batch: 100_000,
+            max_batch: 1_000_000,
             tick_interval: Duration::from_millis(200),
             idle_timeout: Duration::from_secs(30),
             state_memory_bytes: 256 << 20,

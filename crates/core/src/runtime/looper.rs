@@ -263,9 +263,10 @@ impl<P: Processor> Loop<P> {
                 self.retry_held()?;
             }
             let now = Instant::now();
-            if now < next_tick.min(next_commit)
-                && self.work.processed_since_commit < self.work.settings.runtime.max_batch
-            {
+            let commit_early = self.work.processed_since_commit
+                >= self.work.settings.runtime.max_batch
+                || self.work.store.wants_commit();
+            if now < next_tick.min(next_commit) && !commit_early {
                 continue;
             }
             if now >= next_tick {
@@ -273,9 +274,7 @@ impl<P: Processor> Loop<P> {
                 self.work.send_outputs().await?;
                 next_tick = now + tick;
             }
-            if now >= next_commit
-                || self.work.processed_since_commit >= self.work.settings.runtime.max_batch
-            {
+            if now >= next_commit || commit_early {
                 self.commit().await?;
                 next_commit = Instant::now() + commit_interval;
             }

@@ -163,6 +163,12 @@ impl RecordCache {
         })
     }
 
+    /// Whether the caches are over capacity and this one has nothing left
+    /// to evict: only a commit, making its entries clean, frees room.
+    pub fn is_full_of_dirty(&self) -> bool {
+        self.only_dirty
+    }
+
     /// Whether nothing is dirty.
     pub fn is_clean(&self) -> bool {
         self.dirty.is_empty()
@@ -413,9 +419,12 @@ mod tests {
             read_then_put(&mut cache, &i.to_be_bytes(), &[0; 8]);
         }
         assert_eq!(cache.dirty().count(), 100);
+        assert!(cache.is_full_of_dirty());
         cache.drain_dirty(|_, _| {});
+        assert!(!cache.is_full_of_dirty());
         read_then_put(&mut cache, b"next", &[0; 8]);
         assert!(shared.used() <= shared.capacity);
+        assert!(!cache.is_full_of_dirty());
     }
 
     #[test]

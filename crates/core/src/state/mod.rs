@@ -369,6 +369,12 @@ impl StateStore {
         write_unlogged(&self.db, batch)
     }
 
+    /// Whether the record cache is over its share of the memory budget with
+    /// only uncommitted writes in it: a commit is due, to make room.
+    pub fn wants_commit(&self) -> bool {
+        self.cache.is_full_of_dirty()
+    }
+
     /// A handle that restores partitions from their changelog while the
     /// store goes on serving the other partitions.
     pub fn restorer(&self) -> Restorer {
