@@ -134,7 +134,13 @@ async fn an_erased_customer_is_gone_from_every_service_and_stays_gone_after_a_re
     let broker = Broker::start();
     let kafka = broker.kafka();
     let codec = Codec::builtin();
-    let pipeline = Pipeline::start(&broker, test, "").await.unwrap();
+    // Sessions close on event time only: with the usual 1 s idle timeout the
+    // open session would close by the wall clock some 6 s after its events,
+    // racing the erasure, and its summary could reach the classifier after
+    // the classifier's own erasure step.
+    let pipeline = Pipeline::start_with_idle_timeout(&broker, test, "", "1h")
+        .await
+        .unwrap();
     let classifier = pipeline.http("classifier");
 
     let now = now_millis();

@@ -394,6 +394,17 @@ impl Pipeline {
     /// Creates the topics and starts the services with test-friendly timing:
     /// a 5 s session gap, no grace, 1 s idle timeout. `extra` is appended to the config.
     pub async fn start(broker: &Broker, test: &str, extra: &str) -> anyhow::Result<Pipeline> {
+        Self::start_with_idle_timeout(broker, test, extra, "1s").await
+    }
+
+    /// [`Pipeline::start`] with another idle timeout: after it, a quiet
+    /// partition's stream time follows the wall clock and closes its sessions.
+    pub async fn start_with_idle_timeout(
+        broker: &Broker,
+        test: &str,
+        extra: &str,
+        idle_timeout: &str,
+    ) -> anyhow::Result<Pipeline> {
         let state = tempfile::tempdir()?;
         let http: Vec<(&'static str, SocketAddr)> =
             ["ingest", "sessionizer", "classifier", "alerting"]
@@ -401,7 +412,7 @@ impl Pipeline {
                 .map(|name| (name, SocketAddr::from(([127, 0, 0, 1], free_port()))))
                 .collect();
         let mut toml = format!(
-            "{}\n[runtime]\nstate_dir = \"{}\"\ncommit_interval = \"200ms\"\ntick_interval = \"100ms\"\nidle_timeout = \"1s\"\n\n",
+            "{}\n[runtime]\nstate_dir = \"{}\"\ncommit_interval = \"200ms\"\ntick_interval = \"100ms\"\nidle_timeout = \"{idle_timeout}\"\n\n",
             broker.kafka_toml(""),
             state.path().display()
         );
