@@ -781,10 +781,12 @@ impl<P: Processor> Work<P> {
     /// offsets to commit to Kafka.
     async fn write_back(&mut self) -> anyhow::Result<TopicPartitionList> {
         self.send_outputs().await?;
+        let mut offsets = TopicPartitionList::new();
         for (partition, owned) in self.owned.iter_mut() {
-            for (input, offset) in owned.to_commit() {
-                self.store
-                    .set_input_offset(&self.settings.inputs[input], partition, offset);
+            for (input, offset) in owned.take_to_commit() {
+                let topic = &self.settings.inputs[input];
+                self.store.set_input_offset(topic, partition, offset);
+                offsets.add_partition_offset(topic, partition, Offset::Offset(offset))?;
             }
             if let Some(time) = owned.stream_time_to_write() {
                 self.store.set_stream_time(partition, time);
@@ -808,16 +810,6 @@ impl<P: Processor> Work<P> {
             self.store.set_changelog_position(partition, end);
         }
         self.store.commit()?;
-        let mut offsets = TopicPartitionList::new();
-        for (partition, owned) in self.owned.iter_mut() {
-            for (input, offset) in owned.take_to_commit() {
-                offsets.add_partition_offset(
-                    &self.settings.inputs[input],
-                    partition,
-                    Offset::Offset(offset),
-                )?;
-            }
-        }
         self.processed_since_commit = 0;
         let memory = self.store.memory();
         self.metrics

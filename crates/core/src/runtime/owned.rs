@@ -80,20 +80,12 @@ impl OwnedPartition {
         self.applied.fill(None);
     }
 
-    /// The offsets to commit, per input, taken.
+    /// The offsets to record and commit, per input, taken.
     pub(super) fn take_to_commit(&mut self) -> impl Iterator<Item = (usize, i64)> + '_ {
         self.to_commit
             .iter_mut()
             .enumerate()
             .filter_map(|(input, offset)| Some((input, offset.take()?)))
-    }
-
-    /// The offsets to commit, per input.
-    pub(super) fn to_commit(&self) -> impl Iterator<Item = (usize, i64)> + '_ {
-        self.to_commit
-            .iter()
-            .enumerate()
-            .filter_map(|(input, offset)| Some((input, (*offset)?)))
     }
 
     /// Stream time if it moved on since it was last written; marks it written.
@@ -193,7 +185,6 @@ mod tests {
         let mut owned = OwnedPartitions::new(2);
         let partition = owned.own(0);
         partition.applied_up_to(1, 42);
-        assert_eq!(partition.to_commit().collect::<Vec<_>>(), [(1, 42)]);
         assert_eq!(partition.take_to_commit().collect::<Vec<_>>(), [(1, 42)]);
         assert_eq!(partition.take_to_commit().count(), 0);
     }
