@@ -1,12 +1,12 @@
-//! When the runtime commits: on its interval, after `max_batch` records, and
-//! early whenever the record cache is full of uncommitted writes, so state
-//! memory stays near its budget whatever the interval and the batch allow.
+//! The runtime commits early whenever the record cache is full of
+//! uncommitted writes, so state memory stays near its budget whatever the
+//! commit interval and `max_batch` allow.
 
 use std::time::Duration;
 
 use journey_core::config::RuntimeConfig;
 use journey_core::runtime::{now_millis, Context, InputRecord, ProcessError, Processor};
-use journey_tests::bench::{fill, run_in_runtime, BenchTopic};
+use journey_tests::bench::{fill, histogram, run_in_runtime, BenchTopic};
 use journey_tests::Broker;
 
 /// Keeps each record's payload in state under its key.
@@ -23,17 +23,6 @@ impl Processor for KeepEverything {
         ctx.state().put(key, &payload);
         Ok(())
     }
-}
-
-/// Commits a run made, from its `commit_latency_seconds` histogram.
-fn commits(registry: &prometheus::Registry) -> u64 {
-    registry
-        .gather()
-        .iter()
-        .find(|family| family.name() == "commit_latency_seconds")
-        .map_or(0, |family| {
-            family.get_metric()[0].get_histogram().get_sample_count()
-        })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,7 +55,7 @@ async fn a_cache_full_of_uncommitted_writes_is_committed_before_the_interval() {
     )
     .await;
     // Without early commits there would be one, at the stop.
-    let made = commits(&registry);
+    let made = histogram(&registry, "commit_latency_seconds").map_or(0, |h| h.get_sample_count());
     assert!(
         made >= 10,
         "{made} commits: the cache was not committed as it filled"

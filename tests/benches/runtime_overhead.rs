@@ -9,7 +9,7 @@
 
 use journey_core::config::RuntimeConfig;
 use journey_core::runtime::{Context, InputRecord, ProcessError, Processor};
-use journey_tests::bench::{bare_rate, fill, run_in_runtime, BenchTopic};
+use journey_tests::bench::{bare_rate, fill, histogram, run_in_runtime, BenchTopic};
 use journey_tests::Broker;
 
 const BENCH: BenchTopic = BenchTopic {
@@ -61,15 +61,7 @@ async fn runtime(broker: &Broker, stateful: bool, round: usize) -> f64 {
         &registry,
     )
     .await;
-    let seconds = |name: &str| {
-        registry
-            .gather()
-            .iter()
-            .find(|family| family.name() == name)
-            .map_or(0.0, |family| {
-                family.get_metric()[0].get_histogram().get_sample_sum()
-            })
-    };
+    let seconds = |name: &str| histogram(&registry, name).map_or(0.0, |h| h.get_sample_sum());
     println!(
         "  {name} runtime: {:.3} s steady-state window; over the whole run ~{:.3} s processing records (sampled), {:.3} s committing",
         window.elapsed().unwrap_or_default().as_secs_f64(),

@@ -20,6 +20,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Broker;
 
+/// The histogram `name` of `registry` (its first series), if registered.
+pub fn histogram(
+    registry: &prometheus::Registry,
+    name: &str,
+) -> Option<prometheus::proto::Histogram> {
+    registry
+        .gather()
+        .iter()
+        .find(|family| family.name() == name)
+        .map(|family| family.get_metric()[0].get_histogram().clone())
+}
+
 /// The steady-state window of a run over `total` records on `partitions`
 /// partitions: it opens when the last partition delivers its first record
 /// (partitions start at different times, restores and the first commit
