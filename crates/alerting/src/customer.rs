@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use journey_core::contract::{
-    CustomerEvent, EventType, FunnelStep, SessionSummary, Stage, StageChange,
+    CustomerEvent, EventType, FunnelStep, Order, SessionSummary, Stage, StageChange,
 };
 use serde::{Deserialize, Serialize};
 
@@ -35,16 +35,19 @@ pub struct LastSession {
 }
 
 impl CustomerContext {
-    /// Takes in an event; returns whether the context changed.
-    pub fn observe_event(&mut self, event: &CustomerEvent) -> bool {
-        match (&event.event_type, &event.order) {
-            (EventType::Purchase, Some(order)) => {
-                self.lifetime_value += order.revenue;
-                self.orders += 1;
-                true
-            }
-            _ => false,
-        }
+    /// The order of `event` if it is a purchase: the only events that change
+    /// a customer's context.
+    pub fn purchase(event: &CustomerEvent) -> Option<&Order> {
+        event
+            .order
+            .as_ref()
+            .filter(|_| event.event_type == EventType::Purchase)
+    }
+
+    /// Takes in a purchase's order.
+    pub fn observe_purchase(&mut self, order: &Order) {
+        self.lifetime_value += order.revenue;
+        self.orders += 1;
     }
 
     /// Takes in a closed session, if it is newer than the last one seen.
@@ -100,8 +103,6 @@ impl CustomerContext {
 
 #[cfg(test)]
 mod tests {
-    use journey_core::contract::Order;
-
     use super::*;
 
     #[test]
@@ -116,11 +117,28 @@ mod tests {
                 }),
                 ..CustomerEvent::default()
             };
-            assert!(context.observe_event(&purchase));
+            let order = CustomerContext::purchase(&purchase).expect("a purchase");
+            context.observe_purchase(order);
         }
-        assert!(!context.observe_event(&CustomerEvent::default()));
         assert_eq!(context.lifetime_value, 350.5);
         assert_eq!(context.orders, 2);
+    }
+
+    #[test]
+    fn only_purchases_with_an_order_change_the_context() {
+        let order = Some(Order::default());
+        let event = |event_type| CustomerEvent {
+            event_type,
+            order: order.clone(),
+            ..CustomerEvent::default()
+        };
+        assert!(CustomerContext::purchase(&event(EventType::Purchase)).is_some());
+        assert!(CustomerContext::purchase(&event(EventType::AddToCart)).is_none());
+        let no_order = CustomerEvent {
+            event_type: EventType::Purchase,
+            ..CustomerEvent::default()
+        };
+        assert!(CustomerContext::purchase(&no_order).is_none());
     }
 
     #[test]

@@ -112,8 +112,11 @@ impl Alerting {
     ) -> Result<(), ProcessError> {
         let (event, customer) = ctx.customer_event(record)?;
         let key = customer_key(&customer);
-        let mut known: CustomerContext = ctx.state().get(&key)?.unwrap_or_default();
-        if known.observe_event(&event) {
+        // Most events (browsing, carts) neither change what is known of the
+        // customer nor raise an alert that shows it: it is read only for those that do.
+        if let Some(order) = CustomerContext::purchase(&event) {
+            let mut known: CustomerContext = ctx.state().get(&key)?.unwrap_or_default();
+            known.observe_purchase(order);
             ctx.state().put(&key, &known);
         }
         let rules = &self.rules;
@@ -122,6 +125,7 @@ impl Alerting {
             let detractor = is_detractor(feedback, &rules.detractor_feedback);
             complaint |= detractor;
             if rules.detractor_feedback.enabled {
+                let known: CustomerContext = ctx.state().get(&key)?.unwrap_or_default();
                 if let Some(draft) =
                     detractor_feedback(&event, &customer, &known, &rules.detractor_feedback)
                 {
