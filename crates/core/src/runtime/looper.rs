@@ -14,6 +14,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::cadence::{Cadence, CHECK_EVERY};
 use super::owned::OwnedPartitions;
 use super::rebalance::{release, AssignmentChange, LoopContext};
 use super::restore::{restore_partition, RestoreProgress};
@@ -25,9 +26,6 @@ use crate::http::Readiness;
 use crate::kafka::TopicSpec;
 use crate::metrics::RuntimeMetrics;
 use crate::state::{Clock, StateStore};
-
-/// Records handled per wake-up of the loop before timers and commits are checked.
-const DRAIN_BATCH: usize = 512;
 
 /// First and longest wait before a record that met a transient failure is retried.
 const RETRY_BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(30));
@@ -210,12 +208,9 @@ enum InFlight {
 
 impl<P: Processor> Loop<P> {
     async fn run(&mut self, shutdown: &CancellationToken) -> anyhow::Result<()> {
-        let tick = self.work.settings.runtime.tick_interval;
-        let commit_interval = self.work.settings.runtime.commit_interval;
-        let mut next_tick = Instant::now() + tick;
-        let mut next_commit = Instant::now() + commit_interval;
+        let mut cadence = Cadence::new(&self.work.settings.runtime, Instant::now());
         // One timer for the next deadline, reset only when the deadline moves.
-        let deadline = tokio::time::sleep_until(next_tick.min(next_commit).into());
+        let deadline = tokio::time::sleep_until(cadence.next_deadline().into());
         tokio::pin!(deadline);
         loop {
             tokio::select! {
@@ -249,7 +244,7 @@ impl<P: Processor> Loop<P> {
                             self.work.send_outputs().await?;
                         }
                         batch += 1;
-                        if batch < DRAIN_BATCH {
+                        if batch < CHECK_EVERY {
                             polled = self.consumer.recv().now_or_never();
                         }
                     }
@@ -263,22 +258,18 @@ impl<P: Processor> Loop<P> {
                 self.retry_held()?;
             }
             let now = Instant::now();
-            let commit_early = self.work.processed_since_commit
-                >= self.work.settings.runtime.max_batch
-                || self.work.store.wants_commit();
-            if now < next_tick.min(next_commit) && !commit_early {
-                continue;
-            }
-            if now >= next_tick {
+            let due = cadence.check(now, self.work.processed_since_commit, &self.work.store);
+            if due.tick {
                 self.work.tick(now)?;
                 self.work.send_outputs().await?;
-                next_tick = now + tick;
             }
-            if now >= next_commit || commit_early {
+            if due.commit {
                 self.commit().await?;
-                next_commit = Instant::now() + commit_interval;
+                cadence.committed(Instant::now());
             }
-            deadline.as_mut().reset(next_tick.min(next_commit).into());
+            if due.tick || due.commit {
+                deadline.as_mut().reset(cadence.next_deadline().into());
+            }
         }
     }
 

@@ -16,12 +16,14 @@
 //! every output carries a deterministic id, so downstream sees at worst a
 //! repeat of an id it already has. Kafka transactions are not used.
 
+mod cadence;
 mod clock;
 mod looper;
 mod owned;
 mod rebalance;
 mod restore;
 
+pub use cadence::{Cadence, Due, CHECK_EVERY};
 pub use looper::{run, LoopSettings};
 
 /// One record in this many has its processing time measured
