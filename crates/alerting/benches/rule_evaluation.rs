@@ -1,7 +1,8 @@
 //! Rule evaluation throughput on one core, in-process, over a real RocksDB
 //! state store holding realistic state (customer contexts, open carts,
 //! alerts in cooldown, windows), the way the runtime drives the processor:
-//! records one by one, timers every batch, a state commit every batch.
+//! records one by one, timers fired and state committed on the runtime's
+//! default cadence.
 //!
 //! `cargo bench -p journey-alerting --bench rule_evaluation [-- CUSTOMERS RECORDS]`
 
@@ -9,18 +10,17 @@ use std::time::Instant;
 
 use journey_alerting::{AlertingConfig, RuleSet, Topics};
 use journey_core::codec::Codec;
-use journey_core::config::TopicsConfig;
+use journey_core::config::{RuntimeConfig, TopicsConfig};
 use journey_core::contract::{
     Channel, CustomerEvent, EventType, Feedback, FunnelStep, Order, Product, SessionSummary, Stage,
     StageChange,
 };
 use journey_core::erasure::ErasureTopics;
-use journey_core::runtime::{Context, InputRecord, Processor};
+use journey_core::runtime::{Cadence, Context, InputRecord, Output, Processor, CHECK_EVERY};
 use journey_core::state::{Clock, StateStore};
 use prometheus::Registry;
 
 const PARTITION: i32 = 0;
-const BATCH: usize = 10_000;
 const T0: i64 = 1_700_000_000_000;
 
 /// A small deterministic generator (xorshift64*), so runs compare.
@@ -165,7 +165,8 @@ fn workload(codec: &Codec, customers: u64, records: u64, start: i64, seed: u64) 
         .collect()
 }
 
-/// Feeds `records` as the runtime would; returns the alerts emitted.
+/// Feeds `records` as the runtime would (timers and commits on its default
+/// [`Cadence`]); returns the alerts emitted.
 fn run(
     alerting: &mut journey_alerting::Alerting,
     store: &mut StateStore,
@@ -174,37 +175,61 @@ fn run(
 ) -> usize {
     let mut outputs = Vec::new();
     let mut alerts = 0;
-    for (n, chunk) in records.chunks(BATCH).enumerate() {
-        let mut stream_time = 0;
-        for (offset, r) in chunk.iter().enumerate() {
-            stream_time = r.timestamp;
-            let record = InputRecord {
-                topic: r.topic,
-                partition: PARTITION,
-                offset: (n * BATCH + offset) as i64,
-                timestamp: r.timestamp,
-                key: Some(r.key.as_bytes()),
-                payload: Some(&r.payload),
-            };
-            let mut ctx = Context::new(store, codec, &mut outputs, PARTITION, stream_time);
-            alerting.process(&record, &mut ctx).expect("processes");
-        }
-        // The wall clock runs with stream time here: carts come due as they would live.
-        for clock in [Clock::Event, Clock::Wall] {
-            for (at, key) in store
-                .due_timers(PARTITION, clock, stream_time)
-                .expect("timers")
-            {
-                store.cancel_timer(PARTITION, clock, at, &key);
-                let mut ctx = Context::new(store, codec, &mut outputs, PARTITION, stream_time);
-                alerting.on_timer(clock, at, &key, &mut ctx).expect("timer");
+    let mut cadence = Cadence::new(&RuntimeConfig::default(), Instant::now());
+    let mut since_commit = 0;
+    let mut stream_time = 0;
+    for (offset, r) in records.iter().enumerate() {
+        stream_time = r.timestamp;
+        let record = InputRecord {
+            topic: r.topic,
+            partition: PARTITION,
+            offset: offset as i64,
+            timestamp: r.timestamp,
+            key: Some(r.key.as_bytes()),
+            payload: Some(&r.payload),
+        };
+        let mut ctx = Context::new(store, codec, &mut outputs, PARTITION, stream_time);
+        alerting.process(&record, &mut ctx).expect("processes");
+        since_commit += 1;
+        if since_commit % CHECK_EVERY == 0 {
+            alerts += outputs.len();
+            outputs.clear();
+            let due = cadence.check(Instant::now(), since_commit, store);
+            if due.tick {
+                fire_timers(alerting, store, codec, &mut outputs, stream_time);
+            }
+            if due.commit {
+                store.commit().expect("commits");
+                cadence.committed(Instant::now());
+                since_commit = 0;
             }
         }
-        store.commit().expect("commits");
-        alerts += outputs.len();
-        outputs.clear();
     }
-    alerts
+    // As a shutdown does: the last timers and commit.
+    fire_timers(alerting, store, codec, &mut outputs, stream_time);
+    store.commit().expect("commits");
+    alerts + outputs.len()
+}
+
+/// Fires the timers due at `stream_time`: the wall clock runs with stream
+/// time here, so carts come due as they would live.
+fn fire_timers(
+    alerting: &mut journey_alerting::Alerting,
+    store: &mut StateStore,
+    codec: &Codec,
+    outputs: &mut Vec<Output>,
+    stream_time: i64,
+) {
+    for clock in [Clock::Event, Clock::Wall] {
+        for (at, key) in store
+            .due_timers(PARTITION, clock, stream_time)
+            .expect("timers")
+        {
+            store.cancel_timer(PARTITION, clock, at, &key);
+            let mut ctx = Context::new(store, codec, outputs, PARTITION, stream_time);
+            alerting.on_timer(clock, at, &key, &mut ctx).expect("timer");
+        }
+    }
 }
 
 /// CPU seconds this thread has used (Linux: `/proc/thread-self/stat`, in

@@ -1,7 +1,7 @@
 //! Sessionizer throughput on one core, in-process: the real processor over a
 //! real RocksDB state store with 100k customers holding open sessions, driven
-//! as the runtime drives it (stream time, timers fired and state committed
-//! every batch), beside the codec's decode of the same records alone in the
+//! as the runtime drives it (stream time; timers fired and state committed on
+//! the runtime's default [`Cadence`]), beside the codec's decode of the same records alone in the
 //! same run. Prints events per second and the ratio.
 //!
 //! Run: `cargo bench -p journey-sessionizer --bench sessionizer_throughput`
@@ -10,9 +10,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use journey_core::codec::Codec;
-use journey_core::config::TopicsConfig;
+use journey_core::config::{RuntimeConfig, TopicsConfig};
 use journey_core::contract::{Channel, CustomerEvent, EventType, Product};
-use journey_core::runtime::{Context, InputRecord, Processor};
+use journey_core::runtime::{Cadence, Context, InputRecord, Output, Processor, CHECK_EVERY};
 use journey_core::state::{Clock, StateStore};
 use journey_sessionizer::{Sessionizer, SessionizerConfig, SessionizerTopics};
 use rand::rngs::SmallRng;
@@ -20,8 +20,6 @@ use rand::{Rng, SeedableRng};
 
 const CUSTOMERS: usize = 100_000;
 const EVENTS: usize = 1_000_000;
-/// Records per runtime batch: timers fire and state commits after each.
-const BATCH: usize = 10_000;
 const ROUNDS: usize = 3;
 const STATE_MEMORY: usize = 256 << 20;
 const TOPIC: &str = "journey.events";
@@ -89,10 +87,12 @@ fn round(codec: &Codec, records: &[(String, Vec<u8>, i64)]) -> (Duration, usize)
     };
     let windows = config.windows().expect("default config is valid");
     let mut sessionizer = Sessionizer::new(windows, None, topics, &registry);
-    let mut outputs = Vec::with_capacity(BATCH);
+    let mut outputs = Vec::with_capacity(CHECK_EVERY);
     let mut closed = 0;
     let mut stream_time = i64::MIN;
     let started = Instant::now();
+    let mut cadence = Cadence::new(&RuntimeConfig::default(), started);
+    let mut since_commit = 0;
     for (offset, (key, payload, at)) in (0i64..).zip(records) {
         stream_time = stream_time.max(*at);
         let input = InputRecord {
@@ -107,27 +107,63 @@ fn round(codec: &Codec, records: &[(String, Vec<u8>, i64)]) -> (Duration, usize)
         sessionizer
             .process(&input, &mut ctx)
             .expect("generated events are valid");
-        if (offset + 1) % BATCH as i64 == 0 {
-            // As the runtime does per batch: fire due timers, hand the outputs
-            // over, commit state with offsets.
-            for (at, key) in store
-                .due_timers(0, Clock::Event, stream_time)
-                .expect("timers")
-            {
-                store.cancel_timer(0, Clock::Event, at, &key);
-                let mut ctx = Context::new(&mut store, codec, &mut outputs, 0, stream_time);
-                sessionizer
-                    .on_timer(Clock::Event, at, &key, &mut ctx)
-                    .expect("timer");
-            }
+        since_commit += 1;
+        if since_commit % CHECK_EVERY == 0 {
+            // As the runtime does between polls: hand the outputs over, fire
+            // due timers on its ticks, commit state with offsets on its cadence.
             closed += outputs.len();
             black_box(&outputs);
             outputs.clear();
-            store.set_input_offset(TOPIC, 0, offset + 1);
-            store.commit().expect("commit");
+            let due = cadence.check(Instant::now(), since_commit, &store);
+            if due.tick {
+                fire_timers(
+                    &mut sessionizer,
+                    &mut store,
+                    codec,
+                    &mut outputs,
+                    stream_time,
+                );
+            }
+            if due.commit {
+                store.set_input_offset(TOPIC, 0, offset + 1);
+                store.commit().expect("commit");
+                cadence.committed(Instant::now());
+                since_commit = 0;
+            }
         }
     }
+    // As a shutdown does: the last timers and commit.
+    fire_timers(
+        &mut sessionizer,
+        &mut store,
+        codec,
+        &mut outputs,
+        stream_time,
+    );
+    closed += outputs.len();
+    store.set_input_offset(TOPIC, 0, records.len() as i64);
+    store.commit().expect("commit");
     (started.elapsed(), closed)
+}
+
+/// Fires the event-time timers due at `stream_time`.
+fn fire_timers(
+    sessionizer: &mut Sessionizer,
+    store: &mut StateStore,
+    codec: &Codec,
+    outputs: &mut Vec<Output>,
+    stream_time: i64,
+) {
+    for (at, key) in store
+        .due_timers(0, Clock::Event, stream_time)
+        .expect("timers")
+    {
+        store.cancel_timer(0, Clock::Event, at, &key);
+        let mut ctx = Context::new(store, codec, outputs, 0, stream_time);
+        sessionizer
+            .on_timer(Clock::Event, at, &key, &mut ctx)
+            .expect("timer");
+    }
 }
 
 /// The median of `ROUNDS` rates.
