@@ -177,9 +177,8 @@ fn run(
     let mut alerts = 0;
     let mut cadence = Cadence::new(&RuntimeConfig::default(), Instant::now());
     let mut since_commit = 0;
-    let mut stream_time = 0;
     for (offset, r) in records.iter().enumerate() {
-        stream_time = r.timestamp;
+        let stream_time = r.timestamp;
         let record = InputRecord {
             topic: r.topic,
             partition: PARTITION,
@@ -191,24 +190,23 @@ fn run(
         let mut ctx = Context::new(store, codec, &mut outputs, PARTITION, stream_time);
         alerting.process(&record, &mut ctx).expect("processes");
         since_commit += 1;
-        if since_commit % CHECK_EVERY == 0 {
-            alerts += outputs.len();
-            outputs.clear();
+        // As the runtime does between polls, and at the end as a shutdown does.
+        let last = offset + 1 == records.len();
+        if since_commit % CHECK_EVERY == 0 || last {
             let due = cadence.check(Instant::now(), since_commit, store);
-            if due.tick {
+            if due.tick || last {
                 fire_timers(alerting, store, codec, &mut outputs, stream_time);
             }
-            if due.commit {
+            alerts += outputs.len();
+            outputs.clear();
+            if due.commit || last {
                 store.commit().expect("commits");
                 cadence.committed(Instant::now());
                 since_commit = 0;
             }
         }
     }
-    // As a shutdown does: the last timers and commit.
-    fire_timers(alerting, store, codec, &mut outputs, stream_time);
-    store.commit().expect("commits");
-    alerts + outputs.len()
+    alerts
 }
 
 /// Fires the timers due at `stream_time`: the wall clock runs with stream

@@ -108,14 +108,13 @@ fn round(codec: &Codec, records: &[(String, Vec<u8>, i64)]) -> (Duration, usize)
             .process(&input, &mut ctx)
             .expect("generated events are valid");
         since_commit += 1;
-        if since_commit % CHECK_EVERY == 0 {
-            // As the runtime does between polls: hand the outputs over, fire
-            // due timers on its ticks, commit state with offsets on its cadence.
-            closed += outputs.len();
-            black_box(&outputs);
-            outputs.clear();
+        // As the runtime does between polls: hand the outputs over, fire due
+        // timers on its ticks, commit state with offsets on its cadence; and
+        // at the end, as a shutdown does.
+        let last = offset + 1 == records.len() as i64;
+        if since_commit % CHECK_EVERY == 0 || last {
             let due = cadence.check(Instant::now(), since_commit, &store);
-            if due.tick {
+            if due.tick || last {
                 fire_timers(
                     &mut sessionizer,
                     &mut store,
@@ -124,7 +123,10 @@ fn round(codec: &Codec, records: &[(String, Vec<u8>, i64)]) -> (Duration, usize)
                     stream_time,
                 );
             }
-            if due.commit {
+            closed += outputs.len();
+            black_box(&outputs);
+            outputs.clear();
+            if due.commit || last {
                 store.set_input_offset(TOPIC, 0, offset + 1);
                 store.commit().expect("commit");
                 cadence.committed(Instant::now());
@@ -132,17 +134,6 @@ fn round(codec: &Codec, records: &[(String, Vec<u8>, i64)]) -> (Duration, usize)
             }
         }
     }
-    // As a shutdown does: the last timers and commit.
-    fire_timers(
-        &mut sessionizer,
-        &mut store,
-        codec,
-        &mut outputs,
-        stream_time,
-    );
-    closed += outputs.len();
-    store.set_input_offset(TOPIC, 0, records.len() as i64);
-    store.commit().expect("commit");
     (started.elapsed(), closed)
 }
 

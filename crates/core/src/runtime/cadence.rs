@@ -4,7 +4,7 @@
 //! writes. Benchmarks drive processors by it too, so they commit as the
 //! services do.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::RuntimeConfig;
 use crate::state::StateStore;
@@ -16,7 +16,9 @@ pub const CHECK_EVERY: usize = 512;
 /// The loop's tick and commit deadlines.
 #[derive(Debug, Clone)]
 pub struct Cadence {
-    config: RuntimeConfig,
+    tick_interval: Duration,
+    commit_interval: Duration,
+    max_batch: usize,
     next_tick: Instant,
     next_commit: Instant,
 }
@@ -34,7 +36,9 @@ impl Cadence {
     /// Deadlines of `config`'s intervals from `now`.
     pub fn new(config: &RuntimeConfig, now: Instant) -> Self {
         Cadence {
-            config: config.clone(),
+            tick_interval: config.tick_interval,
+            commit_interval: config.commit_interval,
+            max_batch: config.max_batch,
             next_tick: now + config.tick_interval,
             next_commit: now + config.commit_interval,
         }
@@ -45,16 +49,15 @@ impl Cadence {
     pub fn check(&mut self, now: Instant, processed: usize, store: &StateStore) -> Due {
         let tick = now >= self.next_tick;
         if tick {
-            self.next_tick = now + self.config.tick_interval;
+            self.next_tick = now + self.tick_interval;
         }
-        let commit =
-            now >= self.next_commit || processed >= self.config.max_batch || store.wants_commit();
+        let commit = now >= self.next_commit || processed >= self.max_batch || store.wants_commit();
         Due { tick, commit }
     }
 
     /// Notes a commit finished at `now`: the next is an interval on.
     pub fn committed(&mut self, now: Instant) {
-        self.next_commit = now + self.config.commit_interval;
+        self.next_commit = now + self.commit_interval;
     }
 
     /// The next deadline, to sleep until when no records come.
@@ -65,8 +68,6 @@ impl Cadence {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
     use crate::state::StateStore;
 
