@@ -137,7 +137,13 @@ impl Windows {
     fn apply(&self, open: &mut Vec<Session>, mut new: Session, chosen: Choice) -> Placed {
         // Highest index first, so the indices left to remove stay valid.
         for &i in chosen.joined.iter().rev() {
-            new.merge(open.remove(i));
+            let mut other = open.remove(i);
+            // Merging is commutative: fold the smaller into the larger, whose
+            // sets then take an item or two in place.
+            if other.event_count > new.event_count {
+                std::mem::swap(&mut new, &mut other);
+            }
+            new.merge(other);
         }
         let index = open.partition_point(|s| s.start < new.start);
         open.insert(index, new);
