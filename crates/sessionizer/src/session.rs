@@ -201,16 +201,18 @@ pub fn event_hash(event_id: &str) -> u64 {
 
 /// Adds the sorted, distinct `other` to the sorted, distinct `into`.
 fn union_sorted<T: Ord>(into: &mut Vec<T>, other: Vec<T>) {
-    if let [_] = other[..] {
+    match <[T; 1]>::try_from(other) {
         // The common case: one event's item joins a session.
-        let item = other.into_iter().next().expect("one item");
-        if let Err(at) = into.binary_search(&item) {
-            into.insert(at, item);
+        Ok([item]) => {
+            if let Err(at) = into.binary_search(&item) {
+                into.insert(at, item);
+            }
         }
-    } else {
-        into.extend(other);
-        into.sort_unstable();
-        into.dedup();
+        Err(other) => {
+            into.extend(other);
+            into.sort_unstable();
+            into.dedup();
+        }
     }
 }
 
@@ -385,7 +387,7 @@ mod tests {
             seed in any::<u64>(),
         ) {
             let mut shuffled = events.clone();
-            // A permutation from the seed: rotate, then reverse every other pass.
+            // Another order: rotated by the seed, and reversed for odd seeds.
             shuffled.rotate_left((seed as usize) % events.len());
             if seed & 1 == 1 {
                 shuffled.reverse();
