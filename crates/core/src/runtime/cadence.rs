@@ -69,7 +69,6 @@ impl Cadence {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::StateStore;
 
     fn config() -> RuntimeConfig {
         RuntimeConfig {
@@ -80,10 +79,16 @@ mod tests {
         }
     }
 
-    #[test]
-    fn ticks_and_commits_come_on_their_intervals() {
+    /// An empty store: it never asks for a commit of its own.
+    fn store() -> (tempfile::TempDir, StateStore) {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path(), 16 << 20).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn ticks_and_commits_come_on_their_intervals() {
+        let (_dir, store) = store();
         let start = Instant::now();
         let mut cadence = Cadence::new(&config(), start);
         let at = |ms| start + Duration::from_millis(ms);
@@ -107,8 +112,7 @@ mod tests {
 
     #[test]
     fn a_full_batch_commits_early() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::open(dir.path(), 16 << 20).unwrap();
+        let (_dir, store) = store();
         let start = Instant::now();
         let mut cadence = Cadence::new(&config(), start);
         assert!(!cadence.check(start, 999, &store).commit);
