@@ -1,8 +1,8 @@
 //! Sessionizer throughput on one core, in-process: the real processor over a
 //! real RocksDB state store with 100k customers holding open sessions, driven
 //! as the runtime drives it (stream time; timers fired and state committed on
-//! the runtime's default [`Cadence`]), beside the codec's decode of the same records alone in the
-//! same run. Prints events per second and the ratio.
+//! the runtime's default [`Cadence`]), beside the codec's decode of the same
+//! records alone in the same run. Prints events per second and the ratio.
 //!
 //! Run: `cargo bench -p journey-sessionizer --bench sessionizer_throughput`
 
