@@ -11,17 +11,26 @@
 //! crash like everything else. A crash after the fold was sent but before the
 //! anonymous partition committed sends it again: the customer's partition
 //! remembers applied merge ids for [`FOLD_MEMORY_MS`] and ignores a repeat.
+//!
+//! Events and identity merges come on different topics, so an anonymous event
+//! sent before the merge may be read after it. The anonymous partition
+//! remembers where each folded id went (for [`FOLD_MEMORY_MS`]) and forwards
+//! such an event the same way, as a fold of its one-event session, instead of
+//! opening a session under the anonymous id that no fold would ever move.
 
-use journey_core::contract::{ErrorKind, IdentityMerge};
+use journey_core::contract::{CustomerEvent, ErrorKind, IdentityMerge};
+use journey_core::ids;
 use journey_core::runtime::{now_millis, Context, InputRecord, ProcessError, Rejection};
 use journey_core::state::Clock;
 use serde::{Deserialize, Serialize};
 
-use crate::processor::{tagged, Sessionizer, FOLDS, SESSIONS};
+use crate::processor::{tagged, Sessionizer, FOLDED, FOLDS, SESSIONS};
 use crate::session::Session;
 
-/// How long (wall clock) an applied fold is remembered: a repeat comes from
-/// the anonymous partition re-processing after a crash, within minutes.
+/// How long (wall clock) an applied fold is remembered, and where a folded
+/// anonymous id went: a repeat comes from the anonymous partition
+/// re-processing after a crash, and an anonymous event overtaken by its
+/// merge comes from the same producer moments earlier, both within minutes.
 pub const FOLD_MEMORY_MS: i64 = 60 * 60 * 1000;
 
 /// An anonymous visitor's open sessions on their way to the customer's partition.
@@ -32,8 +41,18 @@ pub struct Fold {
     pub sessions: Vec<Session>,
 }
 
+/// Where a folded anonymous id went (state `a<anonymous id>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct FoldedInto {
+    pub merge_id: String,
+    pub customer_id: String,
+    /// Wall-clock time (ms) after which it is forgotten.
+    pub forget_at: i64,
+}
+
 impl Sessionizer {
-    /// On the anonymous id's partition: sends its open sessions to the customer.
+    /// On the anonymous id's partition: remembers where the id went and sends
+    /// its open sessions to the customer.
     pub(crate) fn on_identity(
         &mut self,
         record: &InputRecord<'_>,
@@ -48,6 +67,17 @@ impl Sessionizer {
         if merge.anonymous_id == merge.customer_id {
             return Ok(());
         }
+        let folded = tagged(FOLDED, merge.anonymous_id.as_bytes());
+        let forget_at = now_millis().saturating_add(FOLD_MEMORY_MS);
+        ctx.state().put(
+            &folded,
+            &FoldedInto {
+                merge_id: merge.merge_id.clone(),
+                customer_id: merge.customer_id.clone(),
+                forget_at,
+            },
+        );
+        ctx.set_timer(Clock::Wall, forget_at, &folded);
         let key = tagged(SESSIONS, merge.anonymous_id.as_bytes());
         let Some(sessions) = ctx.state().get::<Vec<Session>>(&key)? else {
             return Ok(());
@@ -60,14 +90,70 @@ impl Sessionizer {
             customer_id: merge.customer_id,
             sessions,
         };
-        let payload = postcard::to_stdvec(&fold).map_err(anyhow::Error::from)?;
+        self.send_fold(ctx, &fold, record.timestamp)?;
+        self.metrics.folds_sent.inc();
+        Ok(())
+    }
+
+    /// Where `anonymous_id` was folded into within the last [`FOLD_MEMORY_MS`], if it was.
+    pub(crate) fn folded_into(
+        &self,
+        ctx: &mut Context<'_>,
+        anonymous_id: &str,
+    ) -> Result<Option<FoldedInto>, ProcessError> {
+        Ok(ctx.state().get(&tagged(FOLDED, anonymous_id.as_bytes()))?)
+    }
+
+    /// On the anonymous id's partition: sends the one-event session of
+    /// `event`, read after its id was folded, to the customer it went to.
+    /// Its fold id derives from the merge and the event, so a repeat of the
+    /// event is ignored there like a repeated fold.
+    pub(crate) fn forward(
+        &mut self,
+        ctx: &mut Context<'_>,
+        event: &CustomerEvent,
+        folded: FoldedInto,
+        timestamp: i64,
+    ) -> Result<(), ProcessError> {
+        let fold = Fold {
+            merge_id: ids::derive(&[folded.merge_id.as_bytes(), event.event_id.as_bytes()]),
+            customer_id: folded.customer_id,
+            sessions: vec![Session::of(event)],
+        };
+        self.send_fold(ctx, &fold, timestamp)?;
+        self.metrics.forwarded.inc();
+        Ok(())
+    }
+
+    /// Forgets where the anonymous id under `key` went, unless a later merge
+    /// of the same id renewed it after the timer due at `at` was set.
+    pub(crate) fn forget_folded(
+        &mut self,
+        ctx: &mut Context<'_>,
+        key: &[u8],
+        at: i64,
+    ) -> Result<(), ProcessError> {
+        if let Some(folded) = ctx.state().get::<FoldedInto>(key)? {
+            if folded.forget_at <= at {
+                ctx.state().delete(key);
+            }
+        }
+        Ok(())
+    }
+
+    fn send_fold(
+        &self,
+        ctx: &mut Context<'_>,
+        fold: &Fold,
+        timestamp: i64,
+    ) -> Result<(), ProcessError> {
+        let payload = postcard::to_stdvec(fold).map_err(anyhow::Error::from)?;
         ctx.emit_raw(
             &self.topics.folds,
             fold.customer_id.as_bytes(),
             &payload,
-            record.timestamp,
+            timestamp,
         );
-        self.metrics.folds_sent.inc();
         Ok(())
     }
 

@@ -12,6 +12,7 @@ pub(crate) struct Metrics {
     pub folds_sent: IntCounter,
     pub folds_applied: IntCounter,
     pub folds_repeated: IntCounter,
+    pub forwarded: IntCounter,
     pub erased: IntCounter,
     pub open: IntGauge,
 }
@@ -53,6 +54,10 @@ impl Metrics {
             folds_repeated: counter(
                 "identity_folds_repeated_total",
                 "Folds received again (re-sent after a crash) and ignored.",
+            ),
+            forwarded: counter(
+                "identity_forwarded_events_total",
+                "Anonymous events read after their id was folded, sent on to the customer's partition.",
             ),
             erased: journey_core::erasure::erasures_counter(registry),
             open: journey_core::metrics::register(

@@ -2,7 +2,8 @@
 //! event-time timers.
 //!
 //! State: `s<customer>` holds the customer's open sessions, sorted by start;
-//! `f<merge id>` remembers an identity fold already applied (see [`crate::fold`]).
+//! `f<merge id>` remembers an identity fold already applied, and
+//! `a<anonymous id>` where a folded anonymous id went (see [`crate::fold`]).
 //!
 //! Close timers: a customer with open sessions has an event-time timer keyed
 //! `s<customer>` due no later than one millisecond after the earliest close
@@ -37,6 +38,8 @@ use crate::window::{Placed, Placement, Windows};
 pub(crate) const SESSIONS: u8 = b's';
 /// State key and timer key tag of an applied fold.
 pub(crate) const FOLDS: u8 = b'f';
+/// State key and timer key tag of where a folded anonymous id went.
+pub(crate) const FOLDED: u8 = b'a';
 
 /// Header of a late event: close time (ms) of the final session it belonged to.
 pub const LATE_CLOSE_TIME_HEADER: &str = "journey.late.close_time";
@@ -153,25 +156,24 @@ impl Sessionizer {
         let stream_time = ctx.stream_time();
         let key = tagged(SESSIONS, customer.as_bytes());
         let mut open: Vec<Session> = ctx.state().get(&key)?.unwrap_or_default();
+        // An anonymous id with open sessions was not folded since they opened.
+        if open.is_empty() && event.customer_id.is_none() {
+            if let Some(folded) = self.folded_into(ctx, &customer)? {
+                let close_time = self.windows.close_time(event.occurred_at);
+                if close_time < stream_time {
+                    self.send_late(ctx, record, &customer, close_time);
+                    return Ok(());
+                }
+                return self.forward(ctx, &event, folded, record.timestamp);
+            }
+        }
         let before = open.len();
         let earliest_before = self.earliest_close(&open);
         match self
             .windows
             .place_event(&mut open, Session::of(&event), stream_time)
         {
-            Placement::Late { close_time } => {
-                self.metrics.late.inc();
-                ctx.emit_raw_with_headers(
-                    &self.topics.late_events,
-                    customer.as_bytes(),
-                    record.payload.unwrap_or_default(),
-                    record.timestamp,
-                    &[
-                        (LATE_CLOSE_TIME_HEADER, close_time.to_string().as_bytes()),
-                        (LATE_STREAM_TIME_HEADER, stream_time.to_string().as_bytes()),
-                    ],
-                );
-            }
+            Placement::Late { close_time } => self.send_late(ctx, record, &customer, close_time),
             Placement::Duplicate => self.metrics.duplicates.inc(),
             Placement::Placed(placed) => {
                 self.arm(ctx, &key, &open, &placed, earliest_before);
@@ -198,8 +200,31 @@ impl Sessionizer {
         Ok(())
     }
 
-    /// Forgets the open sessions of an erased id and their timers; nothing
-    /// of them is emitted.
+    /// Writes `record`, late for the session of `customer` final at
+    /// `close_time`, to the late-events topic as it came.
+    fn send_late(
+        &self,
+        ctx: &mut Context<'_>,
+        record: &InputRecord<'_>,
+        customer: &str,
+        close_time: i64,
+    ) {
+        self.metrics.late.inc();
+        let stream_time = ctx.stream_time();
+        ctx.emit_raw_with_headers(
+            &self.topics.late_events,
+            customer.as_bytes(),
+            record.payload.unwrap_or_default(),
+            record.timestamp,
+            &[
+                (LATE_CLOSE_TIME_HEADER, close_time.to_string().as_bytes()),
+                (LATE_STREAM_TIME_HEADER, stream_time.to_string().as_bytes()),
+            ],
+        );
+    }
+
+    /// Forgets the open sessions of an erased id, where it was folded into,
+    /// and their timers; nothing of them is emitted.
     fn erase(
         &mut self,
         record: &InputRecord<'_>,
@@ -212,6 +237,9 @@ impl Sessionizer {
             self.open_count.adjust(ctx, -(open.len() as i64))?;
         }
         ctx.cancel_timers(&key)?;
+        let folded = tagged(FOLDED, task.subject.as_bytes());
+        ctx.state().delete(&folded);
+        ctx.cancel_timers(&folded)?;
         self.metrics.erased.inc();
         erasure::report_erased(ctx, &self.topics.erasure, crate::NAME, &task)
     }
@@ -267,7 +295,7 @@ impl Processor for Sessionizer {
     fn on_timer(
         &mut self,
         _: Clock,
-        _: i64,
+        at: i64,
         key: &[u8],
         ctx: &mut Context<'_>,
     ) -> Result<(), ProcessError> {
@@ -277,6 +305,7 @@ impl Processor for Sessionizer {
                 ctx.state().delete(key);
                 Ok(())
             }
+            Some(&FOLDED) => self.forget_folded(ctx, key, at),
             _ => Err(anyhow::anyhow!("timer with an unknown key {key:?}").into()),
         }
     }

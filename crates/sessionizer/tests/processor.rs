@@ -6,12 +6,14 @@ use std::collections::HashMap;
 
 use journey_core::codec::Codec;
 use journey_core::config::TopicsConfig;
-use journey_core::contract::{CustomerEvent, EventType, IdentityMerge, SessionSummary};
+use journey_core::contract::{
+    CustomerEvent, ErasureTask, EventType, IdentityMerge, SessionSummary,
+};
 use journey_core::erasure::ErasureTopics;
-use journey_core::runtime::{Context, InputRecord, Output, Processor};
+use journey_core::runtime::{now_millis, Context, InputRecord, Output, Processor};
 use journey_core::state::{Clock, StateStore};
 use journey_sessionizer::{
-    session_id, Sessionizer, SessionizerTopics, Windows, LATE_CLOSE_TIME_HEADER,
+    session_id, Sessionizer, SessionizerTopics, Windows, FOLD_MEMORY_MS, LATE_CLOSE_TIME_HEADER,
     LATE_STREAM_TIME_HEADER,
 };
 
@@ -105,6 +107,38 @@ impl Harness {
         self.feed("events", partition, customer.as_bytes(), &payload, t)
     }
 
+    /// An event of a visitor not yet identified, keyed by the anonymous id.
+    fn anonymous_event(
+        &mut self,
+        partition: i32,
+        anonymous: &str,
+        t: i64,
+        id: &str,
+    ) -> Vec<Output> {
+        let event = CustomerEvent {
+            event_id: id.into(),
+            event_type: EventType::PageView,
+            occurred_at: t,
+            anonymous_id: Some(anonymous.into()),
+            ..CustomerEvent::default()
+        };
+        let payload = self.codec.encode(&event).unwrap();
+        self.feed("events", partition, anonymous.as_bytes(), &payload, t)
+    }
+
+    /// An erasure task for `subject`.
+    fn erase(&mut self, partition: i32, subject: &str) -> Vec<Output> {
+        let task = ErasureTask {
+            request_id: format!("erase-{subject}"),
+            customer_id: subject.into(),
+            subject: subject.into(),
+            requested_at: 0,
+        };
+        let payload = self.codec.encode(&task).unwrap();
+        let topic = topics().erasure.tasks;
+        self.feed(&topic, partition, subject.as_bytes(), &payload, 0)
+    }
+
     fn identity(&mut self, partition: i32, anonymous: &str, customer: &str, t: i64) -> Vec<Output> {
         let merge = IdentityMerge {
             merge_id: format!("m-{anonymous}-{customer}"),
@@ -129,6 +163,30 @@ impl Harness {
             let mut ctx = Context::new(&mut self.store, &self.codec, &mut outputs, partition, now);
             self.sessionizer
                 .on_timer(Clock::Event, at, &key, &mut ctx)
+                .unwrap();
+        }
+        outputs
+    }
+
+    /// Fires `partition`'s wall-clock timers due by `now` (ms since the epoch).
+    fn tick_wall(&mut self, partition: i32, now: i64) -> Vec<Output> {
+        let stream_time = self
+            .stream_times
+            .get(&partition)
+            .copied()
+            .unwrap_or(i64::MIN);
+        let mut outputs = Vec::new();
+        for (at, key) in self.store.due_timers(partition, Clock::Wall, now).unwrap() {
+            self.store.cancel_timer(partition, Clock::Wall, at, &key);
+            let mut ctx = Context::new(
+                &mut self.store,
+                &self.codec,
+                &mut outputs,
+                partition,
+                stream_time,
+            );
+            self.sessionizer
+                .on_timer(Clock::Wall, at, &key, &mut ctx)
                 .unwrap();
         }
         outputs
@@ -160,6 +218,11 @@ impl Harness {
             .find(|f| f.name() == name)
             .map_or(0.0, |f| f.get_metric()[0].get_counter().get_value())
     }
+}
+
+/// The outputs to `topic`.
+fn to<'a>(topic: &str, outputs: &'a [Output]) -> Vec<&'a Output> {
+    outputs.iter().filter(|o| o.topic == topic).collect()
 }
 
 /// The session summaries among `outputs`.
@@ -380,4 +443,92 @@ fn extending_a_session_writes_its_state_and_no_timer() {
     let changes = h.store.pending_changes();
     assert_eq!(changes.len(), 1, "{changes:?}");
     assert_eq!(changes[0].key[5..], *b"sc");
+}
+
+#[test]
+fn an_anonymous_event_read_after_its_fold_follows_it_to_the_customer() {
+    let mut h = Harness::new(None);
+    h.anonymous_event(0, "anon", 0, "a1");
+    h.event(1, "cust", 10 * MIN, "c1");
+    let fold = h.identity(0, "anon", "cust", 10 * MIN).remove(0);
+    // Sent before the login, read after the merge that folded its visitor.
+    let forwarded = h.anonymous_event(0, "anon", 5 * MIN, "a2");
+    assert_eq!(forwarded.len(), 1, "{forwarded:?}");
+    assert_eq!(
+        (forwarded[0].topic.as_str(), forwarded[0].key.as_slice()),
+        ("folds", b"cust".as_slice())
+    );
+    assert!(
+        h.tick(0, 300 * MIN).is_empty(),
+        "no session left behind under the anonymous id"
+    );
+    for f in [&fold, &forwarded[0]] {
+        h.feed("folds", 1, &f.key, &f.payload, f.timestamp);
+    }
+    let closed = summaries(&h.tick(1, 300 * MIN));
+    assert_eq!(closed.len(), 1);
+    assert_eq!(
+        (
+            closed[0].customer_id.as_str(),
+            closed[0].start,
+            closed[0].end
+        ),
+        ("cust", 0, 10 * MIN)
+    );
+    assert_eq!(closed[0].event_count, 3);
+    assert_eq!(h.metric("identity_forwarded_events_total"), 1.0);
+}
+
+#[test]
+fn an_anonymous_event_forwarded_twice_counts_once() {
+    let mut h = Harness::new(None);
+    h.event(1, "cust", 0, "c1");
+    h.identity(0, "anon", "cust", 0);
+    let first = h.anonymous_event(0, "anon", MIN, "a1").remove(0);
+    let again = h.anonymous_event(0, "anon", MIN, "a1").remove(0);
+    let other = h.anonymous_event(0, "anon", 2 * MIN, "a2").remove(0);
+    for f in [&first, &again, &other] {
+        h.feed("folds", 1, &f.key, &f.payload, f.timestamp);
+    }
+    let closed = summaries(&h.tick(1, 300 * MIN));
+    assert_eq!(closed.len(), 1);
+    assert_eq!(closed[0].event_count, 3, "c1, a1 once, a2");
+    assert_eq!(h.metric("identity_folds_repeated_total"), 1.0);
+}
+
+#[test]
+fn an_anonymous_event_of_a_folded_id_too_late_for_any_session_goes_to_the_late_topic() {
+    let mut h = Harness::new(None);
+    h.event(0, "other", 100 * MIN, "o1");
+    h.identity(0, "anon", "cust", 100 * MIN);
+    let outputs = h.anonymous_event(0, "anon", 10 * MIN, "a1");
+    let late = to("late", &outputs);
+    assert_eq!(late.len(), 1, "{outputs:?}");
+    assert_eq!(late[0].key, b"anon");
+    assert!(to("folds", &outputs).is_empty());
+    assert_eq!(h.metric("late_events_total"), 1.0);
+}
+
+#[test]
+fn a_folded_id_is_forgotten_on_erasure_and_after_the_fold_memory() {
+    let mut h = Harness::new(None);
+    h.identity(0, "gone", "cust", 0);
+    h.identity(0, "old", "cust", 0);
+    h.erase(0, "gone");
+    let outputs = h.anonymous_event(0, "gone", MIN, "g1");
+    assert!(
+        to("folds", &outputs).is_empty(),
+        "an erased id is not followed"
+    );
+    assert!(to("folds", &h.anonymous_event(0, "old", MIN, "o1")).len() == 1);
+    h.tick_wall(0, now_millis() + FOLD_MEMORY_MS + MIN);
+    let outputs = h.anonymous_event(0, "old", 2 * MIN, "o2");
+    assert!(
+        to("folds", &outputs).is_empty(),
+        "after the fold memory the id is a visitor of its own again"
+    );
+    let closed = summaries(&h.tick(0, 300 * MIN));
+    let mut keys: Vec<&str> = closed.iter().map(|s| s.customer_id.as_str()).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["gone", "old"]);
 }
