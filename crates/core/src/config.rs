@@ -278,7 +278,10 @@ pub enum LogFormat {
 pub struct RuntimeConfig {
     /// Root directory of the services' RocksDB state; each service uses a subdirectory.
     pub state_dir: PathBuf,
-    /// How often state, outputs and offsets are committed.
+    /// How often state, outputs and offsets are committed. Longer commits
+    /// coalesce more writes of a hot key into one (Kafka Streams commits
+    /// every 30 s), at the cost of the query API's staleness and of the
+    /// input re-processed after a crash.
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
     /// Commit early once this many records are processed (a commit also
@@ -299,7 +302,7 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
             state_dir: PathBuf::from("state"),
-            commit_interval: Duration::from_millis(500),
+            commit_interval: Duration::from_secs(5),
             max_batch: 1_000_000,
             tick_interval: Duration::from_millis(200),
             idle_timeout: Duration::from_secs(30),

@@ -30,6 +30,11 @@ use crate::state::{Clock, StateStore};
 /// First and longest wait before a record that met a transient failure is retried.
 const RETRY_BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(30));
 
+/// Outputs whose acknowledgements are collected as soon as this many are
+/// held, rather than at the commit: a long commit interval at a high output
+/// rate would otherwise hold one for every output since the last commit.
+const MAX_IN_FLIGHT: usize = 65_536;
+
 /// Where and how a service's loop runs.
 #[derive(Debug, Clone)]
 pub struct LoopSettings {
@@ -721,6 +726,11 @@ impl<P: Processor> Work<P> {
             }
             let delivery = self.send(record).await?;
             self.in_flight.push(InFlight::Output(delivery));
+            if self.in_flight.len() >= MAX_IN_FLIGHT {
+                // Acknowledged within milliseconds (linger.ms): collected
+                // now, they stop holding memory until the commit.
+                self.await_deliveries().await?;
+            }
             self.metrics
                 .records_produced
                 .with_label_values(&[output.topic.as_str()])
