@@ -159,8 +159,7 @@ impl Sessionizer {
         // An anonymous id with open sessions was not folded since they opened.
         if open.is_empty() && event.customer_id.is_none() {
             if let Some(folded) = self.folded_into(ctx, &customer)? {
-                let close_time = self.windows.close_time(event.occurred_at);
-                if close_time < stream_time {
+                if let Some(close_time) = self.windows.final_at(event.occurred_at, stream_time) {
                     self.send_late(ctx, record, &customer, close_time);
                     return Ok(());
                 }
@@ -237,6 +236,8 @@ impl Sessionizer {
             self.open_count.adjust(ctx, -(open.len() as i64))?;
         }
         ctx.cancel_timers(&key)?;
+        // Every timer under the id, a renewed merge's earlier one too: an
+        // erased id leaves no key behind, in state or in the changelog.
         let folded = tagged(FOLDED, task.subject.as_bytes());
         ctx.state().delete(&folded);
         ctx.cancel_timers(&folded)?;

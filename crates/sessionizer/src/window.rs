@@ -58,6 +58,12 @@ impl Windows {
         end.saturating_add(self.gap).saturating_add(self.grace)
     }
 
+    /// The close time of a session ending at `end` if it is final at `stream_time`.
+    pub fn final_at(&self, end: i64, stream_time: i64) -> Option<i64> {
+        let close = self.close_time(end);
+        (close < stream_time).then_some(close)
+    }
+
     /// Adds the one-event session `event` to `open` (kept sorted by start),
     /// unless it repeats an event of an open session or is late at `stream_time`.
     pub fn place_event(
@@ -76,10 +82,8 @@ impl Windows {
             .iter()
             .map(|&i| open[i].end)
             .fold(event.end, i64::max);
-        if self.close_time(end) < stream_time {
-            return Placement::Late {
-                close_time: self.close_time(end),
-            };
+        if let Some(close_time) = self.final_at(end, stream_time) {
+            return Placement::Late { close_time };
         }
         Placement::Placed(self.apply(open, event, chosen))
     }
@@ -95,7 +99,7 @@ impl Windows {
     pub fn take_final(&self, open: &mut Vec<Session>, stream_time: i64) -> Vec<Session> {
         let (done, still_open): (Vec<Session>, Vec<Session>) = open
             .drain(..)
-            .partition(|s| self.close_time(s.end) < stream_time);
+            .partition(|s| self.final_at(s.end, stream_time).is_some());
         *open = still_open;
         done
     }

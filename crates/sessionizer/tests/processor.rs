@@ -97,14 +97,10 @@ impl Harness {
 
     fn event(&mut self, partition: i32, customer: &str, t: i64, id: &str) -> Vec<Output> {
         let event = CustomerEvent {
-            event_id: id.into(),
-            event_type: EventType::PageView,
-            occurred_at: t,
             customer_id: Some(customer.into()),
-            ..CustomerEvent::default()
+            ..page_view(id, t)
         };
-        let payload = self.codec.encode(&event).unwrap();
-        self.feed("events", partition, customer.as_bytes(), &payload, t)
+        self.send_event(partition, customer, &event)
     }
 
     /// An event of a visitor not yet identified, keyed by the anonymous id.
@@ -116,14 +112,21 @@ impl Harness {
         id: &str,
     ) -> Vec<Output> {
         let event = CustomerEvent {
-            event_id: id.into(),
-            event_type: EventType::PageView,
-            occurred_at: t,
             anonymous_id: Some(anonymous.into()),
-            ..CustomerEvent::default()
+            ..page_view(id, t)
         };
-        let payload = self.codec.encode(&event).unwrap();
-        self.feed("events", partition, anonymous.as_bytes(), &payload, t)
+        self.send_event(partition, anonymous, &event)
+    }
+
+    fn send_event(&mut self, partition: i32, key: &str, event: &CustomerEvent) -> Vec<Output> {
+        let payload = self.codec.encode(event).unwrap();
+        self.feed(
+            "events",
+            partition,
+            key.as_bytes(),
+            &payload,
+            event.occurred_at,
+        )
     }
 
     /// An erasure task for `subject`.
@@ -157,27 +160,24 @@ impl Harness {
         let stream_time = self.stream_times.entry(partition).or_insert(i64::MIN);
         *stream_time = (*stream_time).max(to);
         let now = *stream_time;
-        let mut outputs = Vec::new();
-        for (at, key) in self.store.due_timers(partition, Clock::Event, now).unwrap() {
-            self.store.cancel_timer(partition, Clock::Event, at, &key);
-            let mut ctx = Context::new(&mut self.store, &self.codec, &mut outputs, partition, now);
-            self.sessionizer
-                .on_timer(Clock::Event, at, &key, &mut ctx)
-                .unwrap();
-        }
-        outputs
+        self.fire(partition, Clock::Event, now)
     }
 
     /// Fires `partition`'s wall-clock timers due by `now` (ms since the epoch).
     fn tick_wall(&mut self, partition: i32, now: i64) -> Vec<Output> {
+        self.fire(partition, Clock::Wall, now)
+    }
+
+    /// Fires `partition`'s timers on `clock` due by `now`, as the runtime does.
+    fn fire(&mut self, partition: i32, clock: Clock, now: i64) -> Vec<Output> {
         let stream_time = self
             .stream_times
             .get(&partition)
             .copied()
             .unwrap_or(i64::MIN);
         let mut outputs = Vec::new();
-        for (at, key) in self.store.due_timers(partition, Clock::Wall, now).unwrap() {
-            self.store.cancel_timer(partition, Clock::Wall, at, &key);
+        for (at, key) in self.store.due_timers(partition, clock, now).unwrap() {
+            self.store.cancel_timer(partition, clock, at, &key);
             let mut ctx = Context::new(
                 &mut self.store,
                 &self.codec,
@@ -186,7 +186,7 @@ impl Harness {
                 stream_time,
             );
             self.sessionizer
-                .on_timer(Clock::Wall, at, &key, &mut ctx)
+                .on_timer(clock, at, &key, &mut ctx)
                 .unwrap();
         }
         outputs
@@ -217,6 +217,16 @@ impl Harness {
             .iter()
             .find(|f| f.name() == name)
             .map_or(0.0, |f| f.get_metric()[0].get_counter().get_value())
+    }
+}
+
+/// A page view `id` at `t`, of no one yet.
+fn page_view(id: &str, t: i64) -> CustomerEvent {
+    CustomerEvent {
+        event_id: id.into(),
+        event_type: EventType::PageView,
+        occurred_at: t,
+        ..CustomerEvent::default()
     }
 }
 
@@ -520,7 +530,10 @@ fn a_folded_id_is_forgotten_on_erasure_and_after_the_fold_memory() {
         to("folds", &outputs).is_empty(),
         "an erased id is not followed"
     );
-    assert!(to("folds", &h.anonymous_event(0, "old", MIN, "o1")).len() == 1);
+    assert_eq!(
+        to("folds", &h.anonymous_event(0, "old", MIN, "o1")).len(),
+        1
+    );
     h.tick_wall(0, now_millis() + FOLD_MEMORY_MS + MIN);
     let outputs = h.anonymous_event(0, "old", 2 * MIN, "o2");
     assert!(
