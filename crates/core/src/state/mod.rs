@@ -278,6 +278,11 @@ impl StateStore {
             .get(&(partition, clock.tag()))
             .copied()
             .unwrap_or(i64::MIN);
+        if now < floor {
+            // Nothing is live before the floor; `now` went back (a wall clock
+            // stepped back) or a caller asked about the past.
+            return Ok(Vec::new());
+        }
         let from = timer_key(partition, clock, floor, &[]);
         let to = match now.checked_add(1) {
             Some(next) => timer_key(partition, clock, next, &[]),
@@ -840,6 +845,19 @@ mod tests {
         store.commit().unwrap();
         store.discard(0);
         assert_eq!(store.due_timers(0, Clock::Event, 30).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_clock_stepping_back_finds_nothing_due_until_it_catches_up() {
+        let (_dir, mut store) = open();
+        store.set_timer(0, Clock::Wall, 1_000, b"a");
+        assert!(store.due_timers(0, Clock::Wall, 900).unwrap().is_empty());
+        assert!(store.due_timers(0, Clock::Wall, 500).unwrap().is_empty());
+        assert_eq!(
+            store.due_timers(0, Clock::Wall, 1_000).unwrap(),
+            vec![(1_000, b"a".to_vec())]
+        );
+        assert!(store.due_timers(0, Clock::Wall, 999).unwrap().is_empty());
     }
 
     #[test]
