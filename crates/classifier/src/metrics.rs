@@ -19,6 +19,8 @@ pub struct ClassifierMetrics {
     /// Consideration / awareness and purchase / consideration, per channel.
     conversion: Vec<[Gauge; 2]>,
     pub merges: IntCounter,
+    /// Anonymous events read after their visitor's merge, sent to the customer.
+    pub forwarded: IntCounter,
     pub erased: IntCounter,
 }
 
@@ -77,6 +79,14 @@ impl ClassifierMetrics {
             )
             .expect("valid metric"),
         );
+        let forwarded = register(
+            registry,
+            IntCounter::new(
+                "identity_forwarded_events_total",
+                "Anonymous events read after their visitor's merge, sent on to the customer.",
+            )
+            .expect("valid metric"),
+        );
         ClassifierMetrics {
             customers: Stage::ALL
                 .iter()
@@ -100,6 +110,7 @@ impl ClassifierMetrics {
                 })
                 .collect(),
             merges,
+            forwarded,
             erased: journey_core::erasure::erasures_counter(registry),
         }
     }

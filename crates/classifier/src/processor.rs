@@ -5,15 +5,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use journey_core::config::TopicsConfig;
-use journey_core::contract::{
-    Channel, ErrorKind, IdentityMerge, SessionSummary, Stage, StageChange,
-};
+use journey_core::contract::{Channel, CustomerEvent, SessionSummary, Stage, StageChange};
 use journey_core::erasure::{self, ErasureTopics};
 use journey_core::ids;
 use journey_core::runtime::{Context, InputRecord, ProcessError, Processor, Rejection};
 use journey_core::state::Clock;
 use prometheus::Registry;
-use serde::{Deserialize, Serialize};
 
 use crate::instances::LocalPartitions;
 use crate::metrics::ClassifierMetrics;
@@ -53,15 +50,6 @@ impl ClassifierTopics {
             erasure: ErasureTopics::new(topics),
         }
     }
-}
-
-/// An anonymous profile on its way to the customer's partition.
-#[derive(Debug, Serialize, Deserialize)]
-struct Forwarded {
-    merge_id: String,
-    anonymous_id: String,
-    merged_at: i64,
-    profile: Profile,
 }
 
 /// Keeps each customer's profile and stage, emitting a record per transition.
@@ -106,20 +94,38 @@ impl Classifier {
     ) -> Result<(), ProcessError> {
         let (event, customer) = ctx.customer_event(record)?;
         let stored: Option<Profile> = ctx.state().get(customer.as_bytes())?;
+        // An anonymous id with a profile was not folded since it was made.
+        if stored.is_none() && event.customer_id.is_none() {
+            if let Some(folded) = self.folded_into(ctx, &customer)? {
+                return self.forward(ctx, customer, event, folded, record.timestamp);
+            }
+        }
+        self.observe_event(ctx, &customer, &event, stored)
+    }
+
+    /// Folds `event` into `customer`'s profile (`stored`, if any) and applies
+    /// the rules.
+    fn observe_event(
+        &mut self,
+        ctx: &mut Context<'_>,
+        customer: &str,
+        event: &CustomerEvent,
+        stored: Option<Profile>,
+    ) -> Result<(), ProcessError> {
         let before = stored.as_ref().map(Profile::contribution);
         let mut profile = stored.unwrap_or_else(|| Profile::new(event.occurred_at, event.channel));
         let rules = Arc::clone(&self.rules);
-        profile.observe(&event, &rules.feedback, rules.order_history);
-        if let Some(rule) = rules.evaluate(&profile, Signal::Event(&event), event.occurred_at) {
+        profile.observe(event, &rules.feedback, rules.order_history);
+        if let Some(rule) = rules.evaluate(&profile, Signal::Event(event), event.occurred_at) {
             let to = Move {
                 to: rule.to,
                 rule: &rule.name,
                 evidence: &event.event_id,
                 at: event.occurred_at,
             };
-            self.change(ctx, &customer, &mut profile, to)?;
+            self.change(ctx, customer, &mut profile, to)?;
         }
-        self.save(ctx, &customer, before, profile, i64::MIN)
+        self.save(ctx, customer, before, profile, i64::MIN)
     }
 
     fn on_session(
@@ -159,109 +165,6 @@ impl Classifier {
         self.save(ctx, customer, before, profile, i64::MIN)
     }
 
-    /// On the anonymous id's partition: takes the visitor's profile out and
-    /// forwards it to the customer's partition.
-    fn on_identity(
-        &mut self,
-        record: &InputRecord<'_>,
-        ctx: &mut Context<'_>,
-    ) -> Result<(), ProcessError> {
-        let merge: IdentityMerge = ctx.codec().decode(record.payload.unwrap_or_default())?;
-        if merge.anonymous_id.is_empty() || merge.customer_id.is_empty() {
-            return Err(Rejection::semantic("anonymous_id", "merge without both ids").into());
-        }
-        if merge.anonymous_id == merge.customer_id {
-            return Ok(());
-        }
-        let key = merge.anonymous_id.as_bytes();
-        // Already forwarded (or never seen): nothing to move.
-        let Some(profile) = ctx.state().get::<Profile>(key)? else {
-            return Ok(());
-        };
-        ctx.state().delete(key);
-        if let Some(at) = profile.timer_at {
-            ctx.cancel_timer(Clock::Wall, at, key);
-        }
-        self.account(ctx, Some(profile.contribution()), None)?;
-        let forwarded = Forwarded {
-            merge_id: merge.merge_id,
-            anonymous_id: merge.anonymous_id,
-            merged_at: merge.merged_at,
-            profile,
-        };
-        let payload = serde_json::to_vec(&forwarded).map_err(|e| ProcessError::Fatal(e.into()))?;
-        ctx.emit_raw(
-            &self.topics.repartition,
-            merge.customer_id.as_bytes(),
-            &payload,
-            record.timestamp,
-        );
-        Ok(())
-    }
-
-    /// On the customer's partition: folds a forwarded visitor profile in.
-    fn on_forwarded(
-        &mut self,
-        record: &InputRecord<'_>,
-        ctx: &mut Context<'_>,
-    ) -> Result<(), ProcessError> {
-        let forwarded: Forwarded = serde_json::from_slice(record.payload.unwrap_or_default())
-            .map_err(|e| Rejection {
-                kind: ErrorKind::SchemaViolation,
-                message: format!("forwarded profile does not decode: {e}"),
-                field_path: None,
-            })?;
-        let customer = match record.key.map(std::str::from_utf8) {
-            Some(Ok(key)) if !key.is_empty() => key.to_string(),
-            _ => {
-                return Err(Rejection::semantic(
-                    "customer_id",
-                    "forwarded profile without a customer key",
-                )
-                .into())
-            }
-        };
-        let stored: Option<Profile> = ctx.state().get(customer.as_bytes())?;
-        let Forwarded {
-            merge_id,
-            anonymous_id,
-            merged_at,
-            profile: anonymous,
-        } = forwarded;
-        if stored
-            .as_ref()
-            .is_some_and(|p| p.merged.contains(&anonymous_id))
-        {
-            // A repeat: the visitor's side re-sent it after a crash.
-            return Ok(());
-        }
-        let before = stored.as_ref().map(Profile::contribution);
-        let order_history = self.rules.order_history;
-        let (mut profile, stage) = match stored {
-            Some(mut own) => {
-                let stage = own.absorb(anonymous, &anonymous_id, order_history);
-                (own, stage)
-            }
-            None => {
-                let mut own = Profile::new(anonymous.first_seen, anonymous.entry_channel);
-                let stage = own.absorb(anonymous, &anonymous_id, order_history);
-                own.stage_since = merged_at;
-                (own, stage)
-            }
-        };
-        if let Some(to) = stage.filter(|s| Some(*s) != profile.stage) {
-            let to = Move {
-                to,
-                rule: MERGE_RULE,
-                evidence: &merge_id,
-                at: merged_at,
-            };
-            self.change(ctx, &customer, &mut profile, to)?;
-        }
-        self.metrics.merges.inc();
-        self.save(ctx, &customer, before, profile, i64::MIN)
-    }
-
     /// Deletes the profile of an erased id (with the anonymous ids merged
     /// into it) and its timer; no stage change is emitted.
     fn erase(
@@ -276,6 +179,7 @@ impl Classifier {
             self.account(ctx, Some(profile.contribution()), None)?;
         }
         ctx.cancel_timers(key)?;
+        self.erase_folded(ctx, &task.subject)?;
         self.metrics.erased.inc();
         erasure::report_erased(ctx, &self.topics.erasure, crate::NAME, &task)
     }
@@ -407,6 +311,9 @@ impl Processor for Classifier {
         if clock != Clock::Wall {
             return Ok(());
         }
+        if fold::is_marked(key) {
+            return self.forget(ctx, key, at);
+        }
         let Some(mut profile) = ctx.state().get::<Profile>(key)? else {
             return Ok(());
         };
@@ -444,5 +351,6 @@ impl Processor for Classifier {
     }
 }
 
+mod fold;
 #[cfg(test)]
 mod tests;

@@ -313,15 +313,10 @@ fn identity_merge_folds_the_visitor_into_the_customer_once() {
         &event("c1", "dave", EventType::Login, T0 + 10),
     );
 
-    let merge = IdentityMerge {
-        merge_id: "m1".into(),
-        anonymous_id: "anon-9".into(),
-        customer_id: "dave".into(),
-        previous_customer_id: None,
-        evidence_event_id: "c1".into(),
-        merged_at: T0 + 10,
-    };
-    let payload = h.codec.encode(&merge).unwrap();
+    let payload = h
+        .codec
+        .encode(&merge("m1", "anon-9", "dave", T0 + 10))
+        .unwrap();
     let forwarded = h.feed("identities", anon_partition, "anon-9", &payload, T0 + 10);
     assert_eq!(forwarded.len(), 1);
     assert_eq!(
@@ -371,27 +366,11 @@ fn identity_merge_folds_the_visitor_into_the_customer_once() {
 fn a_merged_visitor_carries_its_timer_to_the_customer() {
     let mut h = Harness::new();
     h.event(1, &anonymous("a1", "anon-1", EventType::Purchase, T0));
-    let merge = IdentityMerge {
-        merge_id: "m1".into(),
-        anonymous_id: "anon-1".into(),
-        customer_id: "erin".into(),
-        previous_customer_id: None,
-        evidence_event_id: "x".into(),
-        merged_at: T0 + 1,
-    };
-    let payload = h.codec.encode(&merge).unwrap();
-    let forwarded = h.feed("identities", 1, "anon-1", &payload, T0 + 1);
+    let sent = h.identity(1, &merge("m1", "anon-1", "erin", T0 + 1));
     // The visitor's timer went with its profile.
     assert!(h.tick(1, T0 + 1_000 * DAY).is_empty());
-    let out = h.feed(
-        "merge-repartition",
-        2,
-        "erin",
-        &forwarded[0].payload,
-        T0 + 1,
-    );
     assert_eq!(
-        moves(&h.changes(&out)),
+        moves(&h.fold(2, "erin", &sent[0])),
         vec![(None, Stage::Purchase, MERGE_RULE, "m1")]
     );
     let churn = h.tick(2, T0 + 60 * DAY);
@@ -451,4 +430,149 @@ fn the_stage_gauge_and_funnel_follow_the_partitions_owned() {
         1.0
     );
     assert!((web_ratio(&registry) - 1.0 / 3.0).abs() < 1e-9);
+}
+
+fn merge(id: &str, anon: &str, customer: &str, at: i64) -> IdentityMerge {
+    IdentityMerge {
+        merge_id: id.into(),
+        anonymous_id: anon.into(),
+        customer_id: customer.into(),
+        previous_customer_id: None,
+        evidence_event_id: "login".into(),
+        merged_at: at,
+    }
+}
+
+impl Harness {
+    /// Feeds an identity merge on the anonymous id's partition; returns what goes to the repartition topic.
+    fn identity(&mut self, partition: i32, merge: &IdentityMerge) -> Vec<Vec<u8>> {
+        let payload = self.codec.encode(merge).unwrap();
+        let outputs = self.feed(
+            "identities",
+            partition,
+            &merge.anonymous_id,
+            &payload,
+            merge.merged_at,
+        );
+        forwarded(outputs)
+    }
+
+    /// Feeds an event; returns what goes to the repartition topic.
+    fn event_forwarded(&mut self, partition: i32, event: &CustomerEvent) -> Vec<Vec<u8>> {
+        let payload = self.codec.encode(event).unwrap();
+        let key = event.customer_key().unwrap().to_string();
+        forwarded(self.feed("events", partition, &key, &payload, event.occurred_at))
+    }
+
+    /// Feeds a record of the repartition topic on the customer's partition.
+    fn fold(&mut self, partition: i32, customer: &str, payload: &[u8]) -> Vec<StageChange> {
+        let outputs = self.feed("merge-repartition", partition, customer, payload, T0);
+        self.changes(&outputs)
+    }
+}
+
+fn forwarded(outputs: Vec<Output>) -> Vec<Vec<u8>> {
+    outputs
+        .into_iter()
+        .filter(|o| o.topic == "merge-repartition")
+        .map(|o| o.payload)
+        .collect()
+}
+
+#[test]
+fn an_anonymous_event_read_after_its_merge_follows_the_visitor_to_the_customer() {
+    let mut h = Harness::new();
+    let (anon_partition, customer_partition) = (1, 2);
+    h.event(
+        customer_partition,
+        &event("c1", "fay", EventType::Login, T0),
+    );
+    // The merge is read before any of the visitor's events: nothing to move yet.
+    assert!(h
+        .identity(anon_partition, &merge("m1", "anon-5", "fay", T0))
+        .is_empty());
+    let purchase = anonymous("a1", "anon-5", EventType::Purchase, T0 - 5);
+    let sent = h.event_forwarded(anon_partition, &purchase);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(h.profile(anon_partition, "anon-5"), None);
+    assert_eq!(h.gauge("customers", &[("stage", "AWARENESS")]), 1.0);
+
+    let changes = h.fold(customer_partition, "fay", &sent[0]);
+    assert_eq!(
+        moves(&changes),
+        vec![(
+            Some(Stage::Awareness),
+            Stage::Purchase,
+            "order_completed",
+            "a1"
+        )]
+    );
+    assert_eq!(changes[0].customer_id, "fay");
+    let fay = h.profile(customer_partition, "fay").unwrap();
+    assert_eq!((fay.orders, fay.revenue, fay.first_seen), (1, 40.0, T0 - 5));
+    // A repeat (the visitor's side re-sent it after a crash) counts once.
+    assert!(h.fold(customer_partition, "fay", &sent[0]).is_empty());
+    assert_eq!(h.profile(customer_partition, "fay").unwrap(), fay);
+    assert_eq!(h.gauge("identity_forwarded_events_total", &[]), 1.0);
+    assert_eq!(h.gauge("customers", &[("stage", "PURCHASE")]), 1.0);
+    assert_eq!(h.gauge("customers", &[("stage", "AWARENESS")]), 0.0);
+}
+
+#[test]
+fn a_visitor_profile_forwarded_before_forwarded_events_existed_still_folds_in() {
+    // The repartition record as the classifier wrote it before events were forwarded.
+    let mut h = Harness::new();
+    let mut visitor = Profile::new(T0, Channel::Web);
+    visitor.enter(Stage::Consideration, T0);
+    let old = serde_json::json!({
+        "merge_id": "m1",
+        "anonymous_id": "anon-2",
+        "merged_at": T0 + 1,
+        "profile": visitor,
+    });
+    let changes = h.fold(0, "gus", &serde_json::to_vec(&old).unwrap());
+    assert_eq!(
+        moves(&changes),
+        vec![(None, Stage::Consideration, MERGE_RULE, "m1")]
+    );
+    assert_eq!(h.profile(0, "gus").unwrap().merged, vec!["anon-2"]);
+}
+
+#[test]
+fn where_a_visitor_went_is_forgotten_after_the_fold_memory_and_on_erasure() {
+    let mut h = Harness::new();
+    h.identity(1, &merge("m1", "anon-7", "hal", T0));
+    h.identity(1, &merge("m2", "anon-8", "hal", T0));
+    let forget_at = journey_core::runtime::now_millis() + fold::FOLD_MEMORY_MS;
+
+    // Erasure of the anonymous id leaves no key or timer of it behind.
+    let task = journey_core::contract::ErasureTask {
+        request_id: "r1".into(),
+        subject: "anon-8".into(),
+        ..Default::default()
+    };
+    let payload = h.codec.encode(&task).unwrap();
+    h.feed("journey.erasure.tasks", 1, "anon-8", &payload, T0);
+    let timers_of = |h: &mut Harness, id: &[u8]| {
+        h.store
+            .due_timers(1, Clock::Wall, i64::MAX)
+            .unwrap()
+            .into_iter()
+            .filter(|(_, key)| fold::is_marked(key) && key.ends_with(id))
+            .count()
+    };
+    assert_eq!(timers_of(&mut h, b"anon-8"), 0);
+    assert_eq!(timers_of(&mut h, b"anon-7"), 1);
+    let after_erasure = anonymous("a2", "anon-8", EventType::PageView, T0 + 1);
+    assert!(h.event_forwarded(1, &after_erasure).is_empty());
+    assert!(h.profile(1, "anon-8").is_some());
+
+    // Still remembered just before the fold memory runs out, forgotten after.
+    h.tick(1, forget_at - 60_000);
+    let early = anonymous("a3", "anon-7", EventType::PageView, T0 + 2);
+    assert_eq!(h.event_forwarded(1, &early).len(), 1);
+    h.tick(1, forget_at + 60_000);
+    let late = anonymous("a4", "anon-7", EventType::PageView, T0 + 3);
+    assert!(h.event_forwarded(1, &late).is_empty());
+    assert!(h.profile(1, "anon-7").is_some());
 }

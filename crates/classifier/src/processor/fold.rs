@@ -1,0 +1,309 @@
+//! Identity folds: when ingest links an anonymous visitor to a customer, the
+//! visitor's profile (on the anonymous id's partition) moves to the
+//! customer's partition and is folded into the customer's profile there.
+//!
+//! The anonymous partition takes the profile out of state (with its timer)
+//! and sends it over the classifier's own repartition topic keyed by the
+//! customer id. A crash after it was sent but before the anonymous partition
+//! committed sends it again: the customer's profile keeps the ids merged into
+//! it and ignores a repeat.
+//!
+//! Events and identity merges come on different topics, so an anonymous event
+//! sent before the merge may be read after it. The anonymous partition
+//! remembers where each folded id went (for [`FOLD_MEMORY_MS`]) and forwards
+//! such an event to the customer, instead of opening a profile under the
+//! anonymous id that no merge would ever move. The customer's partition
+//! remembers the forwarded events it applied for as long, so a repeat counts
+//! once.
+
+use journey_core::contract::{CustomerEvent, ErrorKind, IdentityMerge};
+use journey_core::ids;
+use journey_core::runtime::{now_millis, Context, InputRecord, ProcessError, Rejection};
+use journey_core::state::Clock;
+use serde::{Deserialize, Serialize};
+
+use super::{Classifier, Move, MERGE_RULE};
+use crate::profile::Profile;
+
+/// How long (wall clock) a folded anonymous id is remembered on its
+/// partition, and a forwarded event on the customer's: an event overtaken by
+/// its merge comes from the same producer moments earlier, and a repeat from
+/// re-processing after a crash, both within minutes.
+pub const FOLD_MEMORY_MS: i64 = 60 * 60 * 1000;
+
+/// First byte of the keys the fold keeps beside the profiles: never the first
+/// byte of UTF-8 text, so never a customer id.
+const MARK: u8 = 0xFF;
+/// Kind of `MARK` key: where a folded anonymous id went ([`FoldedInto`]).
+const FOLDED: u8 = b'a';
+/// Kind of `MARK` key: a forwarded event applied (its forget time).
+const APPLIED: u8 = b'f';
+
+/// The key of kind `kind` for `id`.
+fn marked(kind: u8, id: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(id.len() + 2);
+    key.extend_from_slice(&[MARK, kind]);
+    key.extend_from_slice(id);
+    key
+}
+
+/// Whether `key` is one of the fold's own keys rather than a customer's.
+pub(super) fn is_marked(key: &[u8]) -> bool {
+    key.first() == Some(&MARK)
+}
+
+/// What the visitor's partition sends the customer's (JSON, keyed by the
+/// customer id).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Forwarded {
+    /// The visitor's profile, taken out at the merge.
+    Profile {
+        merge_id: String,
+        anonymous_id: String,
+        merged_at: i64,
+        profile: Profile,
+    },
+    /// An event of the visitor read after the merge; its fold id derives
+    /// from the merge and the event.
+    Event {
+        fold_id: String,
+        anonymous_id: String,
+        event: Box<CustomerEvent>,
+    },
+}
+
+/// Where a folded anonymous id went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct FoldedInto {
+    merge_id: String,
+    customer_id: String,
+    /// Wall-clock time (ms) after which it is forgotten.
+    forget_at: i64,
+}
+
+impl Classifier {
+    /// On the anonymous id's partition: remembers where the id went and sends
+    /// the visitor's profile to the customer.
+    pub(super) fn on_identity(
+        &mut self,
+        record: &InputRecord<'_>,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), ProcessError> {
+        let merge: IdentityMerge = ctx.codec().decode(record.payload.unwrap_or_default())?;
+        if merge.anonymous_id.is_empty() || merge.customer_id.is_empty() {
+            return Err(Rejection::semantic("anonymous_id", "merge without both ids").into());
+        }
+        if merge.anonymous_id == merge.customer_id {
+            return Ok(());
+        }
+        let key = merge.anonymous_id.as_bytes();
+        let folded = marked(FOLDED, key);
+        let forget_at = now_millis().saturating_add(FOLD_MEMORY_MS);
+        ctx.state().put(
+            &folded,
+            &FoldedInto {
+                merge_id: merge.merge_id.clone(),
+                customer_id: merge.customer_id.clone(),
+                forget_at,
+            },
+        );
+        ctx.set_timer(Clock::Wall, forget_at, &folded);
+        // Already forwarded (or never seen): nothing to move.
+        let Some(profile) = ctx.state().get::<Profile>(key)? else {
+            return Ok(());
+        };
+        ctx.state().delete(key);
+        if let Some(at) = profile.timer_at {
+            ctx.cancel_timer(Clock::Wall, at, key);
+        }
+        self.account(ctx, Some(profile.contribution()), None)?;
+        let forwarded = Forwarded::Profile {
+            merge_id: merge.merge_id,
+            anonymous_id: merge.anonymous_id,
+            merged_at: merge.merged_at,
+            profile,
+        };
+        send(
+            ctx,
+            &self.topics.repartition,
+            &merge.customer_id,
+            &forwarded,
+            record.timestamp,
+        )
+    }
+
+    /// On the anonymous id's partition: where `anonymous_id` was folded into
+    /// within the last [`FOLD_MEMORY_MS`], if it was.
+    pub(super) fn folded_into(
+        &self,
+        ctx: &mut Context<'_>,
+        anonymous_id: &str,
+    ) -> Result<Option<FoldedInto>, ProcessError> {
+        Ok(ctx.state().get(&marked(FOLDED, anonymous_id.as_bytes()))?)
+    }
+
+    /// On the anonymous id's partition: sends `event` of visitor
+    /// `anonymous_id`, read after the visitor was folded, to the customer.
+    pub(super) fn forward(
+        &mut self,
+        ctx: &mut Context<'_>,
+        anonymous_id: String,
+        event: CustomerEvent,
+        folded: FoldedInto,
+        timestamp: i64,
+    ) -> Result<(), ProcessError> {
+        let forwarded = Forwarded::Event {
+            fold_id: ids::derive(&[folded.merge_id.as_bytes(), event.event_id.as_bytes()]),
+            anonymous_id,
+            event: Box::new(event),
+        };
+        let customer = &folded.customer_id;
+        send(
+            ctx,
+            &self.topics.repartition,
+            customer,
+            &forwarded,
+            timestamp,
+        )?;
+        self.metrics.forwarded.inc();
+        Ok(())
+    }
+
+    /// On the customer's partition: folds a forwarded visitor profile or
+    /// event in.
+    pub(super) fn on_forwarded(
+        &mut self,
+        record: &InputRecord<'_>,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), ProcessError> {
+        let forwarded: Forwarded = serde_json::from_slice(record.payload.unwrap_or_default())
+            .map_err(|e| Rejection {
+                kind: ErrorKind::SchemaViolation,
+                message: format!("forwarded profile or event does not decode: {e}"),
+                field_path: None,
+            })?;
+        let customer = match record.key.map(std::str::from_utf8) {
+            Some(Ok(key)) if !key.is_empty() => key.to_string(),
+            _ => {
+                return Err(Rejection::semantic(
+                    "customer_id",
+                    "forwarded record without a customer key",
+                )
+                .into())
+            }
+        };
+        match forwarded {
+            Forwarded::Profile {
+                merge_id,
+                anonymous_id,
+                merged_at,
+                profile,
+            } => self.absorb(ctx, &customer, &merge_id, &anonymous_id, merged_at, profile),
+            Forwarded::Event { fold_id, event, .. } => {
+                let applied = marked(APPLIED, fold_id.as_bytes());
+                if ctx.state().get::<i64>(&applied)?.is_some() {
+                    // A repeat: the visitor's side re-sent it after a crash.
+                    return Ok(());
+                }
+                let forget_at = now_millis().saturating_add(FOLD_MEMORY_MS);
+                ctx.state().put(&applied, &forget_at);
+                ctx.set_timer(Clock::Wall, forget_at, &applied);
+                let stored = ctx.state().get(customer.as_bytes())?;
+                self.observe_event(ctx, &customer, &event, stored)
+            }
+        }
+    }
+
+    /// Folds the visitor profile `anonymous` into `customer`'s, once.
+    fn absorb(
+        &mut self,
+        ctx: &mut Context<'_>,
+        customer: &str,
+        merge_id: &str,
+        anonymous_id: &str,
+        merged_at: i64,
+        anonymous: Profile,
+    ) -> Result<(), ProcessError> {
+        let stored: Option<Profile> = ctx.state().get(customer.as_bytes())?;
+        if stored
+            .as_ref()
+            .is_some_and(|p| p.merged.iter().any(|id| id == anonymous_id))
+        {
+            // A repeat: the visitor's side re-sent it after a crash.
+            return Ok(());
+        }
+        let before = stored.as_ref().map(Profile::contribution);
+        let order_history = self.rules.order_history;
+        let (mut profile, stage) = match stored {
+            Some(mut own) => {
+                let stage = own.absorb(anonymous, anonymous_id, order_history);
+                (own, stage)
+            }
+            None => {
+                let mut own = Profile::new(anonymous.first_seen, anonymous.entry_channel);
+                let stage = own.absorb(anonymous, anonymous_id, order_history);
+                own.stage_since = merged_at;
+                (own, stage)
+            }
+        };
+        if let Some(to) = stage.filter(|s| Some(*s) != profile.stage) {
+            let to = Move {
+                to,
+                rule: MERGE_RULE,
+                evidence: merge_id,
+                at: merged_at,
+            };
+            self.change(ctx, customer, &mut profile, to)?;
+        }
+        self.metrics.merges.inc();
+        self.save(ctx, customer, before, profile, i64::MIN)
+    }
+
+    /// Forgets a fold key whose timer, due at `at`, fired: where a folded id
+    /// went (unless a later merge of the same id renewed it since), or a
+    /// forwarded event applied.
+    pub(super) fn forget(
+        &mut self,
+        ctx: &mut Context<'_>,
+        key: &[u8],
+        at: i64,
+    ) -> Result<(), ProcessError> {
+        let renewed = key.get(1) == Some(&FOLDED)
+            && ctx
+                .state()
+                .get::<FoldedInto>(key)?
+                .is_some_and(|folded| folded.forget_at > at);
+        if !renewed {
+            ctx.state().delete(key);
+        }
+        Ok(())
+    }
+
+    /// Forgets where the erased id `subject` went, with every timer of that
+    /// key (a renewed merge's earlier one too): an erased id leaves no key
+    /// behind, in state or in the changelog.
+    pub(super) fn erase_folded(
+        &mut self,
+        ctx: &mut Context<'_>,
+        subject: &str,
+    ) -> Result<(), ProcessError> {
+        let folded = marked(FOLDED, subject.as_bytes());
+        ctx.state().delete(&folded);
+        ctx.cancel_timers(&folded)?;
+        Ok(())
+    }
+}
+
+/// Emits `forwarded` on the repartition `topic`, keyed by `customer`.
+fn send(
+    ctx: &mut Context<'_>,
+    topic: &str,
+    customer: &str,
+    forwarded: &Forwarded,
+    timestamp: i64,
+) -> Result<(), ProcessError> {
+    let payload = serde_json::to_vec(forwarded).map_err(|e| ProcessError::Fatal(e.into()))?;
+    ctx.emit_raw(topic, customer.as_bytes(), &payload, timestamp);
+    Ok(())
+}
