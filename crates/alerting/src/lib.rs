@@ -70,7 +70,8 @@ pub fn processor(
         .context("starting the webhook delivery threads")?;
     let lifecycle = Lifecycle::new(topics.alerts.clone(), metrics, notifier);
     let erased = journey_core::erasure::erasures_counter(registry);
-    Ok(Alerting::new(rules, topics, lifecycle, erased))
+    let repeats = journey_core::runtime::repeats_counter(registry);
+    Ok(Alerting::new(rules, topics, lifecycle, erased, repeats))
 }
 
 /// Runs alerting until `shutdown` is cancelled.

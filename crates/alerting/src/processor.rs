@@ -4,7 +4,10 @@
 use journey_core::config::TopicsConfig;
 use journey_core::contract::{EventType, SessionSummary, StageChange};
 use journey_core::erasure::{self, ErasureTopics};
-use journey_core::runtime::{now_millis, Context, InputRecord, ProcessError, Processor};
+use journey_core::ids;
+use journey_core::runtime::{
+    now_millis, Context, InputRecord, ProcessError, Processor, RecentIds, REPEAT_MEMORY_MS,
+};
 use journey_core::state::Clock;
 use prometheus::IntCounter;
 
@@ -47,6 +50,9 @@ impl Topics {
 const CART: &[u8] = b"cart/";
 /// Prefix of window timers and state, followed by `<rule>/<scope>`.
 const WINDOW: &[u8] = b"window/";
+/// Orders added to lifetime values, by customer and order id: one re-sent
+/// by an upstream service after a crash is not added again.
+const ORDERS: RecentIds = RecentIds::new(b"order/", REPEAT_MEMORY_MS);
 
 fn customer_key(customer: &str) -> Vec<u8> {
     [b"customer/", customer.as_bytes()].concat()
@@ -70,17 +76,26 @@ pub struct Alerting {
     topics: Topics,
     lifecycle: Lifecycle,
     erased: IntCounter,
+    repeats: IntCounter,
 }
 
 impl Alerting {
     /// A processor evaluating `rules` over `topics`, raising alerts through
-    /// `lifecycle`, counting erasures in `erased`.
-    pub fn new(rules: RuleSet, topics: Topics, lifecycle: Lifecycle, erased: IntCounter) -> Self {
+    /// `lifecycle`, counting erasures in `erased` and purchases re-sent by
+    /// an upstream service in `repeats`.
+    pub fn new(
+        rules: RuleSet,
+        topics: Topics,
+        lifecycle: Lifecycle,
+        erased: IntCounter,
+        repeats: IntCounter,
+    ) -> Self {
         Alerting {
             rules,
             topics,
             lifecycle,
             erased,
+            repeats,
         }
     }
 
@@ -115,6 +130,11 @@ impl Alerting {
         // Most events (browsing, carts) neither change what is known of the
         // customer nor raise an alert that shows it: it is read only for those that do.
         if let Some(order) = CustomerContext::purchase(&event) {
+            let id = ids::derive(&[customer.as_bytes(), order.order_id.as_bytes()]);
+            if !ORDERS.first_sighting(ctx, id.as_bytes())? {
+                self.repeats.inc();
+                return Ok(());
+            }
             let mut known: CustomerContext = ctx.state().get(&key)?.unwrap_or_default();
             known.observe_purchase(order);
             ctx.state().put(&key, &known);
@@ -470,6 +490,10 @@ impl Processor for Alerting {
         self.lifecycle.observe_partition(ctx)?;
         if key.starts_with(CART) {
             return self.on_cart_due(ctx, at, key);
+        }
+        if ORDERS.owns(key) {
+            ORDERS.forget(ctx, key);
+            return Ok(());
         }
         let (kind, rest) = if let Some(rest) = key.strip_prefix(EXPIRY_TIMER) {
             ("expire", rest)

@@ -405,6 +405,40 @@ fn the_same_inputs_give_the_same_alert_ids() {
 }
 
 #[test]
+fn a_purchase_re_sent_by_a_crashed_upstream_adds_to_the_lifetime_value_once() {
+    let mut h = Harness::new("");
+    // 300 once is below the valued customers' 500; counted twice it would not be.
+    h.event(purchase("p1", "dan", T0, 300.0));
+    h.event(purchase("p1", "dan", T0, 300.0));
+    h.stage(change(
+        "g1",
+        "dan",
+        Some(Stage::Loyal),
+        Stage::ChurnRisk,
+        T0 + MINUTE,
+    ));
+    assert!(h.alerts().is_empty());
+    assert_eq!(h.metric("repeats_total", &[]), 1.0);
+    // Kept an hour of wall clock, then forgotten.
+    let key = [
+        &b"order/"[..],
+        journey_core::ids::derive(&[b"dan", b"o-p1"]).as_bytes(),
+    ]
+    .concat();
+    let remembered = |h: &mut Harness| {
+        h.store
+            .partition(PARTITION)
+            .get::<i64>(&key)
+            .unwrap()
+            .is_some()
+    };
+    assert!(remembered(&mut h));
+    let later = journey_core::runtime::now_millis() + journey_core::runtime::REPEAT_MEMORY_MS;
+    h.tick(T0 + MINUTE, later + MINUTE);
+    assert!(!remembered(&mut h));
+}
+
+#[test]
 fn a_disabled_rule_raises_nothing() {
     let mut h = Harness::new("[detractor_feedback]\nenabled = false\n");
     h.event(feedback("f1", "carol", T0, 0, "awful"));

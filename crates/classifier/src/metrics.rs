@@ -21,6 +21,8 @@ pub struct ClassifierMetrics {
     pub merges: IntCounter,
     /// Anonymous events read after their visitor's merge, sent to the customer.
     pub forwarded: IntCounter,
+    /// Orders, sessions and forwarded events seen again and not applied twice.
+    pub repeats: IntCounter,
     pub erased: IntCounter,
 }
 
@@ -111,6 +113,7 @@ impl ClassifierMetrics {
                 .collect(),
             merges,
             forwarded,
+            repeats: journey_core::runtime::repeats_counter(registry),
             erased: journey_core::erasure::erasures_counter(registry),
         }
     }

@@ -5,10 +5,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use journey_core::config::TopicsConfig;
-use journey_core::contract::{Channel, CustomerEvent, SessionSummary, Stage, StageChange};
+use journey_core::contract::{
+    Channel, CustomerEvent, EventType, SessionSummary, Stage, StageChange,
+};
 use journey_core::erasure::{self, ErasureTopics};
 use journey_core::ids;
-use journey_core::runtime::{Context, InputRecord, ProcessError, Processor, Rejection};
+use journey_core::runtime::{
+    Context, InputRecord, ProcessError, Processor, RecentIds, Rejection, REPEAT_MEMORY_MS,
+};
 use journey_core::state::Clock;
 use prometheus::Registry;
 
@@ -20,6 +24,16 @@ use crate::stats::{Stats, STATS_KEY};
 
 /// Rule name of stage changes caused by an identity merge.
 pub const MERGE_RULE: &str = "identity_merge";
+
+/// First byte of the keys kept beside the profiles: never the first byte of
+/// UTF-8 text, so never a customer id.
+const MARK: u8 = 0xFF;
+
+/// Orders applied, by customer and order id: a repeat is not counted again.
+const ORDERS: RecentIds = RecentIds::new(&[MARK, b'o'], REPEAT_MEMORY_MS);
+
+/// Closed sessions applied, by session id: a repeat is not counted again.
+const SESSIONS: RecentIds = RecentIds::new(&[MARK, b's'], REPEAT_MEMORY_MS);
 
 /// The topics the classifier reads and writes.
 #[derive(Debug, Clone)]
@@ -104,7 +118,7 @@ impl Classifier {
     }
 
     /// Folds `event` into `customer`'s profile (`stored`, if any) and applies
-    /// the rules.
+    /// the rules; a purchase of an order already applied is not.
     fn observe_event(
         &mut self,
         ctx: &mut Context<'_>,
@@ -112,6 +126,17 @@ impl Classifier {
         event: &CustomerEvent,
         stored: Option<Profile>,
     ) -> Result<(), ProcessError> {
+        if let Some(order) = event
+            .order
+            .as_ref()
+            .filter(|_| event.event_type == EventType::Purchase)
+        {
+            let id = ids::derive(&[customer.as_bytes(), order.order_id.as_bytes()]);
+            if !ORDERS.first_sighting(ctx, id.as_bytes())? {
+                self.metrics.repeats.inc();
+                return Ok(());
+            }
+        }
         let before = stored.as_ref().map(Profile::contribution);
         let mut profile = stored.unwrap_or_else(|| Profile::new(event.occurred_at, event.channel));
         let rules = Arc::clone(&self.rules);
@@ -140,6 +165,10 @@ impl Classifier {
         }
         if session.customer_id.is_empty() {
             return Err(Rejection::semantic("customer_id", "session has no customer").into());
+        }
+        if !SESSIONS.first_sighting(ctx, session.session_id.as_bytes())? {
+            self.metrics.repeats.inc();
+            return Ok(());
         }
         let customer = session.customer_id.as_str();
         let stored: Option<Profile> = ctx.state().get(customer.as_bytes())?;
@@ -311,8 +340,15 @@ impl Processor for Classifier {
         if clock != Clock::Wall {
             return Ok(());
         }
-        if fold::is_marked(key) {
-            return self.forget(ctx, key, at);
+        if let Some(recent) = [ORDERS, SESSIONS, fold::FORWARDED]
+            .iter()
+            .find(|recent| recent.owns(key))
+        {
+            recent.forget(ctx, key);
+            return Ok(());
+        }
+        if fold::is_folded(key) {
+            return self.forget_folded(ctx, key, at);
         }
         let Some(mut profile) = ctx.state().get::<Profile>(key)? else {
             return Ok(());

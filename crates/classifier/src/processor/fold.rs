@@ -10,46 +10,38 @@
 //!
 //! Events and identity merges come on different topics, so an anonymous event
 //! sent before the merge may be read after it. The anonymous partition
-//! remembers where each folded id went (for [`FOLD_MEMORY_MS`]) and forwards
+//! remembers where each folded id went (for an hour) and forwards
 //! such an event to the customer, instead of opening a profile under the
-//! anonymous id that no merge would ever move. The customer's partition
-//! remembers the forwarded events it applied for as long, so a repeat counts
-//! once.
+//! anonymous id that no merge would ever move (an event overtaken by its
+//! merge comes from the same producer moments earlier). The customer's
+//! partition remembers the forwarded events it applied for as long, so a
+//! repeat counts once.
 
 use journey_core::contract::{CustomerEvent, ErrorKind, IdentityMerge};
 use journey_core::ids;
-use journey_core::runtime::{now_millis, Context, InputRecord, ProcessError, Rejection};
+use journey_core::runtime::{
+    now_millis, Context, InputRecord, ProcessError, RecentIds, Rejection, REPEAT_MEMORY_MS,
+};
 use journey_core::state::Clock;
 use serde::{Deserialize, Serialize};
 
-use super::{Classifier, Move, MERGE_RULE};
+use super::{Classifier, Move, MARK, MERGE_RULE};
 use crate::profile::Profile;
 
-/// How long (wall clock) a folded anonymous id is remembered on its
-/// partition, and a forwarded event on the customer's: an event overtaken by
-/// its merge comes from the same producer moments earlier, and a repeat from
-/// re-processing after a crash, both within minutes.
-pub const FOLD_MEMORY_MS: i64 = 60 * 60 * 1000;
-
-/// First byte of the keys the fold keeps beside the profiles: never the first
-/// byte of UTF-8 text, so never a customer id.
-const MARK: u8 = 0xFF;
-/// Kind of `MARK` key: where a folded anonymous id went ([`FoldedInto`]).
+/// Kind of [`MARK`] key: where a folded anonymous id went ([`FoldedInto`]).
 const FOLDED: u8 = b'a';
-/// Kind of `MARK` key: a forwarded event applied (its forget time).
-const APPLIED: u8 = b'f';
 
-/// The key of kind `kind` for `id`.
-fn marked(kind: u8, id: &[u8]) -> Vec<u8> {
-    let mut key = Vec::with_capacity(id.len() + 2);
-    key.extend_from_slice(&[MARK, kind]);
-    key.extend_from_slice(id);
-    key
+/// Forwarded events applied on the customer's side, by fold id.
+pub(super) const FORWARDED: RecentIds = RecentIds::new(&[MARK, b'f'], REPEAT_MEMORY_MS);
+
+/// The key of where folded anonymous id `id` went.
+fn folded_key(id: &[u8]) -> Vec<u8> {
+    [&[MARK, FOLDED][..], id].concat()
 }
 
-/// Whether `key` is one of the fold's own keys rather than a customer's.
-pub(super) fn is_marked(key: &[u8]) -> bool {
-    key.first() == Some(&MARK)
+/// Whether `key` is where a folded anonymous id went.
+pub(super) fn is_folded(key: &[u8]) -> bool {
+    key.starts_with(&[MARK, FOLDED])
 }
 
 /// What the visitor's partition sends the customer's (JSON, keyed by the
@@ -98,8 +90,8 @@ impl Classifier {
             return Ok(());
         }
         let key = merge.anonymous_id.as_bytes();
-        let folded = marked(FOLDED, key);
-        let forget_at = now_millis().saturating_add(FOLD_MEMORY_MS);
+        let folded = folded_key(key);
+        let forget_at = now_millis().saturating_add(REPEAT_MEMORY_MS);
         ctx.state().put(
             &folded,
             &FoldedInto {
@@ -134,13 +126,13 @@ impl Classifier {
     }
 
     /// On the anonymous id's partition: where `anonymous_id` was folded into
-    /// within the last [`FOLD_MEMORY_MS`], if it was.
+    /// within the last [`REPEAT_MEMORY_MS`], if it was.
     pub(super) fn folded_into(
         &self,
         ctx: &mut Context<'_>,
         anonymous_id: &str,
     ) -> Result<Option<FoldedInto>, ProcessError> {
-        Ok(ctx.state().get(&marked(FOLDED, anonymous_id.as_bytes()))?)
+        Ok(ctx.state().get(&folded_key(anonymous_id.as_bytes()))?)
     }
 
     /// On the anonymous id's partition: sends `event` of visitor
@@ -201,14 +193,11 @@ impl Classifier {
                 profile,
             } => self.absorb(ctx, &customer, &merge_id, &anonymous_id, merged_at, profile),
             Forwarded::Event { fold_id, event, .. } => {
-                let applied = marked(APPLIED, fold_id.as_bytes());
-                if ctx.state().get::<i64>(&applied)?.is_some() {
+                if !FORWARDED.first_sighting(ctx, fold_id.as_bytes())? {
                     // A repeat: the visitor's side re-sent it after a crash.
+                    self.metrics.repeats.inc();
                     return Ok(());
                 }
-                let forget_at = now_millis().saturating_add(FOLD_MEMORY_MS);
-                ctx.state().put(&applied, &forget_at);
-                ctx.set_timer(Clock::Wall, forget_at, &applied);
                 let stored = ctx.state().get(customer.as_bytes())?;
                 self.observe_event(ctx, &customer, &event, stored)
             }
@@ -260,22 +249,18 @@ impl Classifier {
         self.save(ctx, customer, before, profile, i64::MIN)
     }
 
-    /// Forgets a fold key whose timer, due at `at`, fired: where a folded id
-    /// went (unless a later merge of the same id renewed it since), or a
-    /// forwarded event applied.
-    pub(super) fn forget(
+    /// Forgets where a folded anonymous id went (under `key`, whose timer
+    /// due at `at` fired), unless a later merge of the same id renewed it.
+    pub(super) fn forget_folded(
         &mut self,
         ctx: &mut Context<'_>,
         key: &[u8],
         at: i64,
     ) -> Result<(), ProcessError> {
-        let renewed = key.get(1) == Some(&FOLDED)
-            && ctx
-                .state()
-                .get::<FoldedInto>(key)?
-                .is_some_and(|folded| folded.forget_at > at);
-        if !renewed {
-            ctx.state().delete(key);
+        if let Some(folded) = ctx.state().get::<FoldedInto>(key)? {
+            if folded.forget_at <= at {
+                ctx.state().delete(key);
+            }
         }
         Ok(())
     }
@@ -288,7 +273,7 @@ impl Classifier {
         ctx: &mut Context<'_>,
         subject: &str,
     ) -> Result<(), ProcessError> {
-        let folded = marked(FOLDED, subject.as_bytes());
+        let folded = folded_key(subject.as_bytes());
         ctx.state().delete(&folded);
         ctx.cancel_timers(&folded)?;
         Ok(())

@@ -543,7 +543,7 @@ fn where_a_visitor_went_is_forgotten_after_the_fold_memory_and_on_erasure() {
     let mut h = Harness::new();
     h.identity(1, &merge("m1", "anon-7", "hal", T0));
     h.identity(1, &merge("m2", "anon-8", "hal", T0));
-    let forget_at = journey_core::runtime::now_millis() + fold::FOLD_MEMORY_MS;
+    let forget_at = journey_core::runtime::now_millis() + journey_core::runtime::REPEAT_MEMORY_MS;
 
     // Erasure of the anonymous id leaves no key or timer of it behind.
     let task = journey_core::contract::ErasureTask {
@@ -558,7 +558,7 @@ fn where_a_visitor_went_is_forgotten_after_the_fold_memory_and_on_erasure() {
             .due_timers(1, Clock::Wall, i64::MAX)
             .unwrap()
             .into_iter()
-            .filter(|(_, key)| fold::is_marked(key) && key.ends_with(id))
+            .filter(|(_, key)| fold::is_folded(key) && key.ends_with(id))
             .count()
     };
     assert_eq!(timers_of(&mut h, b"anon-8"), 0);
@@ -575,4 +575,39 @@ fn where_a_visitor_went_is_forgotten_after_the_fold_memory_and_on_erasure() {
     let late = anonymous("a4", "anon-7", EventType::PageView, T0 + 3);
     assert!(h.event_forwarded(1, &late).is_empty());
     assert!(h.profile(1, "anon-7").is_some());
+}
+
+#[test]
+fn an_order_or_session_re_sent_by_a_crashed_upstream_counts_once() {
+    let mut h = Harness::new();
+    let purchase = event("p1", "ivy", EventType::Purchase, T0);
+    assert_eq!(h.event(0, &purchase).len(), 1);
+    // The same order again (ingest re-sent it after a crash): not a second order, so not loyal.
+    assert!(h.event(0, &purchase).is_empty());
+    let mut resent = event("p1-again", "ivy", EventType::Purchase, T0 + 1);
+    resent.order = purchase.order.clone();
+    assert!(h.event(0, &resent).is_empty());
+    let ivy = h.profile(0, "ivy").unwrap();
+    assert_eq!((ivy.orders, ivy.revenue), (1, 40.0));
+    assert_eq!(ivy.stage, Some(Stage::Purchase));
+    // Another order is one.
+    let second = h.event(0, &event("p2", "ivy", EventType::Purchase, T0 + 2));
+    assert_eq!(
+        moves(&second),
+        vec![(Some(Stage::Purchase), Stage::Loyal, "repeat_purchase", "p2")]
+    );
+
+    let session = SessionSummary {
+        session_id: "s1".into(),
+        customer_id: "ivy".into(),
+        start: T0,
+        end: T0 + 60,
+        entry_channel: "WEB".into(),
+        ..SessionSummary::default()
+    };
+    let payload = h.codec.encode(&session).unwrap();
+    h.feed("sessions", 0, "ivy", &payload, T0 + 60);
+    h.feed("sessions", 0, "ivy", &payload, T0 + 60);
+    assert_eq!(h.profile(0, "ivy").unwrap().sessions, 1);
+    assert_eq!(h.gauge("repeats_total", &[]), 3.0);
 }

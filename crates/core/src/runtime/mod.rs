@@ -21,10 +21,12 @@ mod clock;
 mod looper;
 mod owned;
 mod rebalance;
+mod recent;
 mod restore;
 
 pub use cadence::{Cadence, Due, CHECK_EVERY};
 pub use looper::{run, LoopSettings};
+pub use recent::{repeats_counter, RecentIds, REPEAT_MEMORY_MS};
 
 /// One record in this many has its processing time measured
 /// (`process_latency_seconds`): reading the clock for every record would cost

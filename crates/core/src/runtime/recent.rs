@@ -1,0 +1,100 @@
+//! Ids a processor applied recently, remembered in state for a while so that
+//! a repeat is recognised and applied once.
+//!
+//! The runtime never applies one of its own input records twice, but an
+//! upstream service that crashes re-sends what it produced since its last
+//! commit: the same ids, moments later. A processor whose effect of a record
+//! is not idempotent (adding an order's revenue, counting a session) checks
+//! the record's id here first. Each id costs a key and a wall-clock timer
+//! that deletes it, so this is meant for the few records that need it.
+
+use prometheus::{IntCounter, Registry};
+
+use super::{now_millis, Context};
+use crate::state::{Clock, StateError};
+
+/// How long a processor should remember an id for a repeat to be
+/// recognised: an upstream service re-sends within minutes of a crash.
+pub const REPEAT_MEMORY_MS: i64 = 60 * 60 * 1000;
+
+/// A kind of remembered id: its key prefix and how long it is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct RecentIds {
+    prefix: &'static [u8],
+    memory_ms: i64,
+}
+
+impl RecentIds {
+    /// Ids kept under keys starting with `prefix` for `memory_ms` of wall
+    /// clock. The prefix must start no other key of the processor's state or
+    /// timers.
+    pub const fn new(prefix: &'static [u8], memory_ms: i64) -> Self {
+        RecentIds { prefix, memory_ms }
+    }
+
+    /// Remembers `id`; false when it was already remembered (a repeat).
+    /// Ids should be opaque (derived with [`crate::ids::derive`]), not personal data.
+    pub fn first_sighting(&self, ctx: &mut Context<'_>, id: &[u8]) -> Result<bool, StateError> {
+        let key = [self.prefix, id].concat();
+        if ctx.state().get::<i64>(&key)?.is_some() {
+            return Ok(false);
+        }
+        let forget_at = now_millis().saturating_add(self.memory_ms);
+        ctx.state().put(&key, &forget_at);
+        ctx.set_timer(Clock::Wall, forget_at, &key);
+        Ok(true)
+    }
+
+    /// Whether `key`, of a due timer, is one of these ids.
+    pub fn owns(&self, key: &[u8]) -> bool {
+        key.starts_with(self.prefix)
+    }
+
+    /// Forgets the id under `key`, whose timer came due.
+    pub fn forget(&self, ctx: &mut Context<'_>, key: &[u8]) {
+        ctx.state().delete(key);
+    }
+}
+
+/// The service's counter of records seen again and not applied twice
+/// (`repeats_total`).
+pub fn repeats_counter(registry: &Registry) -> IntCounter {
+    crate::metrics::register(
+        registry,
+        IntCounter::new(
+            "repeats_total",
+            "Records seen again (re-sent by an upstream service after a crash) and not applied twice.",
+        )
+        .expect("valid metric"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Codec;
+    use crate::state::StateStore;
+
+    #[test]
+    fn an_id_is_new_once_until_its_timer_forgets_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(dir.path(), 8 << 20).unwrap();
+        let codec = Codec::builtin();
+        let mut outputs = Vec::new();
+        let recent = RecentIds::new(b"\xffr", 60_000);
+        let mut ctx = Context::new(&mut store, &codec, &mut outputs, 0, 0);
+        assert!(recent.first_sighting(&mut ctx, b"order-1").unwrap());
+        assert!(!recent.first_sighting(&mut ctx, b"order-1").unwrap());
+        assert!(recent.first_sighting(&mut ctx, b"order-2").unwrap());
+
+        let due = store
+            .due_timers(0, Clock::Wall, now_millis() + 60_000)
+            .unwrap();
+        assert_eq!(due.len(), 2);
+        assert!(due.iter().all(|(_, key)| recent.owns(key)));
+        assert!(!recent.owns(b"customer"));
+        let mut ctx = Context::new(&mut store, &codec, &mut outputs, 0, 0);
+        recent.forget(&mut ctx, &due[0].1);
+        assert!(recent.first_sighting(&mut ctx, b"order-1").unwrap());
+    }
+}
