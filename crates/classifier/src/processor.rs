@@ -131,8 +131,8 @@ impl Classifier {
             .as_ref()
             .filter(|_| event.event_type == EventType::Purchase)
         {
-            let id = ids::derive(&[customer.as_bytes(), order.order_id.as_bytes()]);
-            if !ORDERS.first_sighting(ctx, id.as_bytes())? {
+            let id: [&[u8]; 2] = [customer.as_bytes(), order.order_id.as_bytes()];
+            if !ORDERS.first_sighting(ctx, &id)? {
                 self.metrics.repeats.inc();
                 return Ok(());
             }
@@ -166,7 +166,7 @@ impl Classifier {
         if session.customer_id.is_empty() {
             return Err(Rejection::semantic("customer_id", "session has no customer").into());
         }
-        if !SESSIONS.first_sighting(ctx, session.session_id.as_bytes())? {
+        if !SESSIONS.first_sighting(ctx, &[session.session_id.as_bytes()])? {
             self.metrics.repeats.inc();
             return Ok(());
         }

@@ -193,7 +193,7 @@ impl Classifier {
                 profile,
             } => self.absorb(ctx, &customer, &merge_id, &anonymous_id, merged_at, profile),
             Forwarded::Event { fold_id, event, .. } => {
-                if !FORWARDED.first_sighting(ctx, fold_id.as_bytes())? {
+                if !FORWARDED.first_sighting(ctx, &[fold_id.as_bytes()])? {
                     // A repeat: the visitor's side re-sent it after a crash.
                     self.metrics.repeats.inc();
                     return Ok(());

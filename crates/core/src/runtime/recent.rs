@@ -17,6 +17,10 @@ use crate::state::{Clock, StateError};
 /// recognised: an upstream service re-sends within minutes of a crash.
 pub const REPEAT_MEMORY_MS: i64 = 60 * 60 * 1000;
 
+/// Bytes of an id's hash in its key: collisions are out of reach among the
+/// ids of an hour.
+const ID_BYTES: usize = 16;
+
 /// A kind of remembered id: its key prefix and how long it is kept.
 #[derive(Debug, Clone, Copy)]
 pub struct RecentIds {
@@ -32,17 +36,37 @@ impl RecentIds {
         RecentIds { prefix, memory_ms }
     }
 
-    /// Remembers `id`; false when it was already remembered (a repeat).
-    /// Ids should be opaque (derived with [`crate::ids::derive`]), not personal data.
-    pub fn first_sighting(&self, ctx: &mut Context<'_>, id: &[u8]) -> Result<bool, StateError> {
-        let key = [self.prefix, id].concat();
+    /// Remembers the id made of `parts` (hashed: the key holds no personal
+    /// data, and is short); false when it was already remembered (a repeat).
+    pub fn first_sighting(
+        &self,
+        ctx: &mut Context<'_>,
+        parts: &[&[u8]],
+    ) -> Result<bool, StateError> {
+        let key = self.key(parts);
         if ctx.state().get::<i64>(&key)?.is_some() {
             return Ok(false);
         }
+        // Valued with its forget time: an empty value could read as a
+        // deletion on a changelog.
         let forget_at = now_millis().saturating_add(self.memory_ms);
         ctx.state().put(&key, &forget_at);
         ctx.set_timer(Clock::Wall, forget_at, &key);
         Ok(true)
+    }
+
+    /// The state key of the id made of `parts`: the prefix and 16 bytes of
+    /// its hash (length-prefixed parts, as [`crate::ids::derive`]).
+    fn key(&self, parts: &[&[u8]]) -> Vec<u8> {
+        let mut hasher = blake3::Hasher::new();
+        for part in parts {
+            hasher.update(&(part.len() as u64).to_be_bytes());
+            hasher.update(part);
+        }
+        let mut key = Vec::with_capacity(self.prefix.len() + ID_BYTES);
+        key.extend_from_slice(self.prefix);
+        key.extend_from_slice(&hasher.finalize().as_bytes()[..ID_BYTES]);
+        key
     }
 
     /// Whether `key`, of a due timer, is one of these ids.
@@ -83,18 +107,31 @@ mod tests {
         let mut outputs = Vec::new();
         let recent = RecentIds::new(b"\xffr", 60_000);
         let mut ctx = Context::new(&mut store, &codec, &mut outputs, 0, 0);
-        assert!(recent.first_sighting(&mut ctx, b"order-1").unwrap());
-        assert!(!recent.first_sighting(&mut ctx, b"order-1").unwrap());
-        assert!(recent.first_sighting(&mut ctx, b"order-2").unwrap());
+        assert!(recent
+            .first_sighting(&mut ctx, &[b"c1", b"order-1"])
+            .unwrap());
+        assert!(!recent
+            .first_sighting(&mut ctx, &[b"c1", b"order-1"])
+            .unwrap());
+        assert!(recent
+            .first_sighting(&mut ctx, &[b"c1", b"order-2"])
+            .unwrap());
+        assert!(recent
+            .first_sighting(&mut ctx, &[b"c2", b"order-1"])
+            .unwrap());
 
         let due = store
             .due_timers(0, Clock::Wall, now_millis() + 60_000)
             .unwrap();
-        assert_eq!(due.len(), 2);
+        assert_eq!(due.len(), 3);
         assert!(due.iter().all(|(_, key)| recent.owns(key)));
         assert!(!recent.owns(b"customer"));
         let mut ctx = Context::new(&mut store, &codec, &mut outputs, 0, 0);
-        recent.forget(&mut ctx, &due[0].1);
-        assert!(recent.first_sighting(&mut ctx, b"order-1").unwrap());
+        for (_, key) in &due {
+            recent.forget(&mut ctx, key);
+        }
+        assert!(recent
+            .first_sighting(&mut ctx, &[b"c1", b"order-1"])
+            .unwrap());
     }
 }
