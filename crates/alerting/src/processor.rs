@@ -4,7 +4,6 @@
 use journey_core::config::TopicsConfig;
 use journey_core::contract::{EventType, SessionSummary, StageChange};
 use journey_core::erasure::{self, ErasureTopics};
-use journey_core::ids;
 use journey_core::runtime::{
     now_millis, Context, InputRecord, ProcessError, Processor, RecentIds, REPEAT_MEMORY_MS,
 };
@@ -130,8 +129,8 @@ impl Alerting {
         // Most events (browsing, carts) neither change what is known of the
         // customer nor raise an alert that shows it: it is read only for those that do.
         if let Some(order) = CustomerContext::purchase(&event) {
-            let id = ids::derive(&[customer.as_bytes(), order.order_id.as_bytes()]);
-            if !ORDERS.first_sighting(ctx, id.as_bytes())? {
+            let id: [&[u8]; 2] = [customer.as_bytes(), order.order_id.as_bytes()];
+            if !ORDERS.first_sighting(ctx, &id)? {
                 self.repeats.inc();
                 return Ok(());
             }
@@ -263,12 +262,12 @@ impl Alerting {
         let window = millis(rule.window);
         let at = record.timestamp;
         let key = window_key(rules::FUNNEL_CONVERSION_DROP, &session.entry_channel);
-        let mut windows = match ctx.state().get::<FunnelWindows>(&key)? {
-            Some(windows) => windows,
-            None => FunnelWindows::new(window_start(at, window)),
-        };
-        if at >= windows.start + window {
-            ctx.cancel_timer(Clock::Event, windows.start + window, &key);
+        let stored = ctx.state().get::<FunnelWindows>(&key)?;
+        // The timer of a stored window is armed at its end.
+        let armed = stored.as_ref().map(|windows| windows.start + window);
+        let mut windows = stored.unwrap_or_else(|| FunnelWindows::new(window_start(at, window)));
+        if let Some(end) = armed.filter(|end| at >= *end) {
+            ctx.cancel_timer(Clock::Event, end, &key);
         }
         while at >= windows.start + window {
             self.close_funnel_window(ctx, &session.entry_channel, &mut windows)?;
@@ -277,7 +276,9 @@ impl Alerting {
             }
         }
         windows.record(converted(&session));
-        ctx.set_timer(Clock::Event, windows.start + window, &key);
+        if armed != Some(windows.start + window) {
+            ctx.set_timer(Clock::Event, windows.start + window, &key);
+        }
         ctx.state().put(&key, &windows);
         Ok(())
     }
@@ -353,17 +354,19 @@ impl Alerting {
     ) -> Result<(), ProcessError> {
         let window = millis(self.threshold_rule(name).window);
         let key = window_key(name, "");
-        let mut open = ctx
-            .state()
-            .get::<WindowCount>(&key)?
-            .unwrap_or_else(|| WindowCount::holding(at, window));
+        let stored = ctx.state().get::<WindowCount>(&key)?;
+        // The timer of a stored window is armed at its end.
+        let armed = stored.as_ref().map(|open| open.end(window));
+        let mut open = stored.unwrap_or_else(|| WindowCount::holding(at, window));
         if at >= open.end(window) {
             ctx.cancel_timer(Clock::Event, open.end(window), &key);
             self.close_threshold_window(ctx, name, &open)?;
             open = WindowCount::holding(at, window);
         }
         open.count += 1;
-        ctx.set_timer(Clock::Event, open.end(window), &key);
+        if armed != Some(open.end(window)) {
+            ctx.set_timer(Clock::Event, open.end(window), &key);
+        }
         ctx.state().put(&key, &open);
         Ok(())
     }
