@@ -71,6 +71,14 @@ pub fn check_properties(kafka: &KafkaConfig) -> anyhow::Result<()> {
     }
 }
 
+/// Sets `key` to `value` unless `kafka.properties` sets it: a default the
+/// user may tune, unlike the settings correctness depends on.
+fn tunable(config: &mut ClientConfig, kafka: &KafkaConfig, key: &str, value: &str) {
+    if !kafka.properties.contains_key(key) {
+        config.set(key, value);
+    }
+}
+
 /// Settings of an idempotent producer: retries never duplicate or reorder a
 /// partition's records.
 pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
@@ -78,9 +86,9 @@ pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
     config
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", "5")
         // Java clients' partitioner, so keys land where Kafka Streams and Java producers put them.
         .set("partitioner", "murmur2_random");
+    tunable(&mut config, kafka, "linger.ms", "5");
     config
 }
 
@@ -138,14 +146,25 @@ pub fn consumer_config(kafka: &KafkaConfig, group_id: &str) -> ClientConfig {
         .set("group.id", group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "1000")
-        // librdkafka pauses fetching a partition for this long once its local queue
-        // is full (1 s by default), which stalls a consumer that fell behind its prefetch.
-        .set("fetch.queue.backoff.ms", "20");
+        .set("auto.offset.reset", "earliest");
+    for (key, value) in CONSUMER_DEFAULTS {
+        tunable(&mut config, kafka, key, value);
+    }
     config
 }
+
+/// The services' consumer settings that `kafka.properties` may override.
+const CONSUMER_DEFAULTS: [(&str, &str); 4] = [
+    ("session.timeout.ms", "10000"),
+    ("heartbeat.interval.ms", "1000"),
+    // librdkafka pauses fetching a partition for this long once its local queue
+    // is full (1 s by default), which stalls a consumer that fell behind its prefetch.
+    ("fetch.queue.backoff.ms", "20"),
+    // How long a fetch may wait for records (librdkafka's default is 500 ms).
+    // Apache Kafka answers as soon as there is one; a broker that holds the
+    // fetch until this runs out adds it to every hop of the pipeline.
+    ("fetch.wait.max.ms", "100"),
+];
 
 /// The partition count shared by `topics`; an error if one is missing or
 /// they differ (per-partition state needs co-partitioned inputs).
@@ -299,6 +318,25 @@ mod tests {
                 .collect::<BTreeMap<_, _>>(),
             ..KafkaConfig::default()
         }
+    }
+
+    #[test]
+    fn properties_tune_the_defaults_but_not_what_correctness_needs() {
+        let kafka = with_properties(&[
+            ("fetch.wait.max.ms", "20"),
+            ("linger.ms", "50"),
+            ("enable.auto.commit", "true"),
+            ("acks", "1"),
+        ]);
+        let consumer = consumer_config(&kafka, "g");
+        assert_eq!(consumer.get("fetch.wait.max.ms"), Some("20"));
+        assert_eq!(consumer.get("session.timeout.ms"), Some("10000"));
+        assert_eq!(consumer.get("enable.auto.commit"), Some("false"));
+        let producer = producer_config(&kafka);
+        assert_eq!(producer.get("linger.ms"), Some("50"));
+        assert_eq!(producer.get("acks"), Some("all"));
+        let plain = consumer_config(&KafkaConfig::default(), "g");
+        assert_eq!(plain.get("fetch.wait.max.ms"), Some("100"));
     }
 
     const SASL_SSL: [(&str, &str); 4] = [
