@@ -31,7 +31,7 @@ use crate::session::Session;
 /// anonymous id went: a repeat comes from the anonymous partition
 /// re-processing after a crash, and an anonymous event overtaken by its
 /// merge comes from the same producer moments earlier, both within minutes.
-pub const FOLD_MEMORY_MS: i64 = 60 * 60 * 1000;
+pub const FOLD_MEMORY_MS: i64 = journey_core::runtime::REPEAT_MEMORY_MS;
 
 /// An anonymous visitor's open sessions on their way to the customer's partition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -169,14 +169,10 @@ impl Sessionizer {
                 message: format!("fold record does not decode: {e}"),
                 field_path: None,
             })?;
-        let memory = tagged(FOLDS, fold.merge_id.as_bytes());
-        if ctx.state().get::<i64>(&memory)?.is_some() {
+        if !FOLDS.first_sighting(ctx, &[fold.merge_id.as_bytes()])? {
             self.metrics.folds_repeated.inc();
             return Ok(());
         }
-        let forget_at = now_millis().saturating_add(FOLD_MEMORY_MS);
-        ctx.state().put(&memory, &forget_at);
-        ctx.set_timer(Clock::Wall, forget_at, &memory);
         let key = tagged(SESSIONS, fold.customer_id.as_bytes());
         let mut open: Vec<Session> = ctx.state().get(&key)?.unwrap_or_default();
         let before = open.len();

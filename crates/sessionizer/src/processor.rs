@@ -25,10 +25,11 @@
 use journey_core::config::TopicsConfig;
 use journey_core::erasure::{self, ErasureTopics};
 use journey_core::ids;
-use journey_core::runtime::{Context, InputRecord, ProcessError, Processor};
+use journey_core::runtime::{Context, InputRecord, ProcessError, Processor, RecentIds};
 use journey_core::state::Clock;
 use prometheus::Registry;
 
+use crate::fold::FOLD_MEMORY_MS;
 use crate::metrics::Metrics;
 use crate::open_count::OpenCount;
 use crate::session::Session;
@@ -36,8 +37,8 @@ use crate::window::{Placed, Placement, Windows};
 
 /// State key and timer key tag of a customer's open sessions.
 pub(crate) const SESSIONS: u8 = b's';
-/// State key and timer key tag of an applied fold.
-pub(crate) const FOLDS: u8 = b'f';
+/// Applied folds, by merge id (state and timer keys tagged `f`).
+pub(crate) const FOLDS: RecentIds = RecentIds::new(b"f", FOLD_MEMORY_MS);
 /// State key and timer key tag of where a folded anonymous id went.
 pub(crate) const FOLDED: u8 = b'a';
 
@@ -300,12 +301,12 @@ impl Processor for Sessionizer {
         key: &[u8],
         ctx: &mut Context<'_>,
     ) -> Result<(), ProcessError> {
+        if FOLDS.owns(key) {
+            FOLDS.forget(ctx, key);
+            return Ok(());
+        }
         match key.first() {
             Some(&SESSIONS) => self.close_final(key, ctx),
-            Some(&FOLDS) => {
-                ctx.state().delete(key);
-                Ok(())
-            }
             Some(&FOLDED) => self.forget_folded(ctx, key, at),
             _ => Err(anyhow::anyhow!("timer with an unknown key {key:?}").into()),
         }
