@@ -111,7 +111,7 @@ impl Classifier {
         // An anonymous id with a profile was not folded since it was made.
         if stored.is_none() && event.customer_id.is_none() {
             if let Some(folded) = self.folded_into(ctx, &customer)? {
-                return self.forward(ctx, customer, event, folded, record.timestamp);
+                return self.forward(ctx, event, folded, record.timestamp);
             }
         }
         self.observe_event(ctx, &customer, &event, stored)

@@ -60,7 +60,6 @@ enum Forwarded {
     /// from the merge and the event.
     Event {
         fold_id: String,
-        anonymous_id: String,
         event: Box<CustomerEvent>,
     },
 }
@@ -135,19 +134,17 @@ impl Classifier {
         Ok(ctx.state().get(&folded_key(anonymous_id.as_bytes()))?)
     }
 
-    /// On the anonymous id's partition: sends `event` of visitor
-    /// `anonymous_id`, read after the visitor was folded, to the customer.
+    /// On the anonymous id's partition: sends `event`, of a visitor read
+    /// after the visitor was folded, to the customer.
     pub(super) fn forward(
         &mut self,
         ctx: &mut Context<'_>,
-        anonymous_id: String,
         event: CustomerEvent,
         folded: FoldedInto,
         timestamp: i64,
     ) -> Result<(), ProcessError> {
         let forwarded = Forwarded::Event {
             fold_id: ids::derive(&[folded.merge_id.as_bytes(), event.event_id.as_bytes()]),
-            anonymous_id,
             event: Box::new(event),
         };
         let customer = &folded.customer_id;
@@ -192,7 +189,7 @@ impl Classifier {
                 merged_at,
                 profile,
             } => self.absorb(ctx, &customer, &merge_id, &anonymous_id, merged_at, profile),
-            Forwarded::Event { fold_id, event, .. } => {
+            Forwarded::Event { fold_id, event } => {
                 if !FORWARDED.first_sighting(ctx, &[fold_id.as_bytes()])? {
                     // A repeat: the visitor's side re-sent it after a crash.
                     self.metrics.repeats.inc();
