@@ -2,21 +2,27 @@
 //! record re-sent after a crash carries the id of the first send.
 
 /// Derives a 32-hex-character id from the given parts (length-prefixed, so
-/// `["ab", "c"]` and `["a", "bc"]` differ).
+/// `["ab", "c"]` and `["a", "bc"]` differ): [`digest`] in hex.
 pub fn derive(parts: &[&[u8]]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(32);
+    for b in digest(parts) {
+        id.push(char::from(HEX[usize::from(b >> 4)]));
+        id.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    id
+}
+
+/// 16 bytes of the BLAKE3 hash of the given parts, length-prefixed.
+pub fn digest(parts: &[&[u8]]) -> [u8; 16] {
     let mut hasher = blake3::Hasher::new();
     for part in parts {
         hasher.update(&(part.len() as u64).to_be_bytes());
         hasher.update(part);
     }
-    let hash = hasher.finalize();
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut id = String::with_capacity(32);
-    for b in &hash.as_bytes()[..16] {
-        id.push(char::from(HEX[usize::from(b >> 4)]));
-        id.push(char::from(HEX[usize::from(b & 0xf)]));
-    }
-    id
+    let mut digest = [0; 16];
+    digest.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+    digest
 }
 
 #[cfg(test)]

@@ -11,15 +11,12 @@
 use prometheus::{IntCounter, Registry};
 
 use super::{now_millis, Context};
+use crate::ids;
 use crate::state::{Clock, StateError};
 
 /// How long a processor should remember an id for a repeat to be
 /// recognised: an upstream service re-sends within minutes of a crash.
 pub const REPEAT_MEMORY_MS: i64 = 60 * 60 * 1000;
-
-/// Bytes of an id's hash in its key: collisions are out of reach among the
-/// ids of an hour.
-const ID_BYTES: usize = 16;
 
 /// A kind of remembered id: its key prefix and how long it is kept.
 #[derive(Debug, Clone, Copy)]
@@ -55,18 +52,10 @@ impl RecentIds {
         Ok(true)
     }
 
-    /// The state key of the id made of `parts`: the prefix and 16 bytes of
-    /// its hash (length-prefixed parts, as [`crate::ids::derive`]).
+    /// The state key of the id made of `parts`: the prefix and the parts'
+    /// [`ids::digest`] (collisions are out of reach among an hour's ids).
     fn key(&self, parts: &[&[u8]]) -> Vec<u8> {
-        let mut hasher = blake3::Hasher::new();
-        for part in parts {
-            hasher.update(&(part.len() as u64).to_be_bytes());
-            hasher.update(part);
-        }
-        let mut key = Vec::with_capacity(self.prefix.len() + ID_BYTES);
-        key.extend_from_slice(self.prefix);
-        key.extend_from_slice(&hasher.finalize().as_bytes()[..ID_BYTES]);
-        key
+        [self.prefix, &ids::digest(parts)].concat()
     }
 
     /// Whether `key`, of a due timer, is one of these ids.
