@@ -110,7 +110,7 @@ impl Classifier {
         let stored: Option<Profile> = ctx.state().get(customer.as_bytes())?;
         // An anonymous id with a profile was not folded since it was made.
         if stored.is_none() && event.customer_id.is_none() {
-            if let Some(folded) = self.folded_into(ctx, &customer)? {
+            if let Some(folded) = fold::FOLDED.get(ctx, &customer)? {
                 return self.forward(ctx, event, folded, record.timestamp);
             }
         }
@@ -208,7 +208,7 @@ impl Classifier {
             self.account(ctx, Some(profile.contribution()), None)?;
         }
         ctx.cancel_timers(key)?;
-        self.erase_folded(ctx, &task.subject)?;
+        fold::FOLDED.erase(ctx, &task.subject)?;
         self.metrics.erased.inc();
         erasure::report_erased(ctx, &self.topics.erasure, crate::NAME, &task)
     }
@@ -347,8 +347,8 @@ impl Processor for Classifier {
             recent.forget(ctx, key);
             return Ok(());
         }
-        if fold::is_folded(key) {
-            return self.forget_folded(ctx, key, at);
+        if fold::FOLDED.owns(key) {
+            return Ok(fold::FOLDED.forget(ctx, key, at)?);
         }
         let Some(mut profile) = ctx.state().get::<Profile>(key)? else {
             return Ok(());

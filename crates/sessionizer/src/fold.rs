@@ -20,8 +20,7 @@
 
 use journey_core::contract::{CustomerEvent, ErrorKind, IdentityMerge};
 use journey_core::ids;
-use journey_core::runtime::{now_millis, Context, InputRecord, ProcessError, Rejection};
-use journey_core::state::Clock;
+use journey_core::runtime::{Context, FoldedInto, InputRecord, ProcessError, Rejection};
 use serde::{Deserialize, Serialize};
 
 use crate::processor::{tagged, Sessionizer, FOLDED, FOLDS, SESSIONS};
@@ -41,15 +40,6 @@ pub struct Fold {
     pub sessions: Vec<Session>,
 }
 
-/// Where a folded anonymous id went (state `a<anonymous id>`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct FoldedInto {
-    pub merge_id: String,
-    pub customer_id: String,
-    /// Wall-clock time (ms) after which it is forgotten.
-    pub forget_at: i64,
-}
-
 impl Sessionizer {
     /// On the anonymous id's partition: remembers where the id went and sends
     /// its open sessions to the customer.
@@ -67,17 +57,12 @@ impl Sessionizer {
         if merge.anonymous_id == merge.customer_id {
             return Ok(());
         }
-        let folded = tagged(FOLDED, merge.anonymous_id.as_bytes());
-        let forget_at = now_millis().saturating_add(FOLD_MEMORY_MS);
-        ctx.state().put(
-            &folded,
-            &FoldedInto {
-                merge_id: merge.merge_id.clone(),
-                customer_id: merge.customer_id.clone(),
-                forget_at,
-            },
+        FOLDED.remember(
+            ctx,
+            &merge.anonymous_id,
+            &merge.merge_id,
+            &merge.customer_id,
         );
-        ctx.set_timer(Clock::Wall, forget_at, &folded);
         let key = tagged(SESSIONS, merge.anonymous_id.as_bytes());
         let Some(sessions) = ctx.state().get::<Vec<Session>>(&key)? else {
             return Ok(());
@@ -93,15 +78,6 @@ impl Sessionizer {
         self.send_fold(ctx, &fold, record.timestamp)?;
         self.metrics.folds_sent.inc();
         Ok(())
-    }
-
-    /// Where `anonymous_id` was folded into within the last [`FOLD_MEMORY_MS`], if it was.
-    pub(crate) fn folded_into(
-        &self,
-        ctx: &mut Context<'_>,
-        anonymous_id: &str,
-    ) -> Result<Option<FoldedInto>, ProcessError> {
-        Ok(ctx.state().get(&tagged(FOLDED, anonymous_id.as_bytes()))?)
     }
 
     /// On the anonymous id's partition: sends the one-event session of
@@ -122,22 +98,6 @@ impl Sessionizer {
         };
         self.send_fold(ctx, &fold, timestamp)?;
         self.metrics.forwarded.inc();
-        Ok(())
-    }
-
-    /// Forgets where the anonymous id under `key` went, unless a later merge
-    /// of the same id renewed it after the timer due at `at` was set.
-    pub(crate) fn forget_folded(
-        &mut self,
-        ctx: &mut Context<'_>,
-        key: &[u8],
-        at: i64,
-    ) -> Result<(), ProcessError> {
-        if let Some(folded) = ctx.state().get::<FoldedInto>(key)? {
-            if folded.forget_at <= at {
-                ctx.state().delete(key);
-            }
-        }
         Ok(())
     }
 

@@ -25,7 +25,7 @@
 use journey_core::config::TopicsConfig;
 use journey_core::erasure::{self, ErasureTopics};
 use journey_core::ids;
-use journey_core::runtime::{Context, InputRecord, ProcessError, Processor, RecentIds};
+use journey_core::runtime::{Context, FoldedIds, InputRecord, ProcessError, Processor, RecentIds};
 use journey_core::state::Clock;
 use prometheus::Registry;
 
@@ -39,8 +39,8 @@ use crate::window::{Placed, Placement, Windows};
 pub(crate) const SESSIONS: u8 = b's';
 /// Applied folds, by merge id (state and timer keys tagged `f`).
 pub(crate) const FOLDS: RecentIds = RecentIds::new(b"f", FOLD_MEMORY_MS);
-/// State key and timer key tag of where a folded anonymous id went.
-pub(crate) const FOLDED: u8 = b'a';
+/// Where folded anonymous ids went (state and timer keys tagged `a`).
+pub(crate) const FOLDED: FoldedIds = FoldedIds::new(b"a", FOLD_MEMORY_MS);
 
 /// Header of a late event: close time (ms) of the final session it belonged to.
 pub const LATE_CLOSE_TIME_HEADER: &str = "journey.late.close_time";
@@ -159,7 +159,7 @@ impl Sessionizer {
         let mut open: Vec<Session> = ctx.state().get(&key)?.unwrap_or_default();
         // An anonymous id with open sessions was not folded since they opened.
         if open.is_empty() && event.customer_id.is_none() {
-            if let Some(folded) = self.folded_into(ctx, &customer)? {
+            if let Some(folded) = FOLDED.get(ctx, &customer)? {
                 if let Some(close_time) = self.windows.final_at(event.occurred_at, stream_time) {
                     self.send_late(ctx, record, &customer, close_time);
                     return Ok(());
@@ -237,11 +237,7 @@ impl Sessionizer {
             self.open_count.adjust(ctx, -(open.len() as i64))?;
         }
         ctx.cancel_timers(&key)?;
-        // Every timer under the id, a renewed merge's earlier one too: an
-        // erased id leaves no key behind, in state or in the changelog.
-        let folded = tagged(FOLDED, task.subject.as_bytes());
-        ctx.state().delete(&folded);
-        ctx.cancel_timers(&folded)?;
+        FOLDED.erase(ctx, &task.subject)?;
         self.metrics.erased.inc();
         erasure::report_erased(ctx, &self.topics.erasure, crate::NAME, &task)
     }
@@ -303,12 +299,13 @@ impl Processor for Sessionizer {
     ) -> Result<(), ProcessError> {
         if FOLDS.owns(key) {
             FOLDS.forget(ctx, key);
-            return Ok(());
-        }
-        match key.first() {
-            Some(&SESSIONS) => self.close_final(key, ctx),
-            Some(&FOLDED) => self.forget_folded(ctx, key, at),
-            _ => Err(anyhow::anyhow!("timer with an unknown key {key:?}").into()),
+            Ok(())
+        } else if FOLDED.owns(key) {
+            Ok(FOLDED.forget(ctx, key, at)?)
+        } else if key.first() == Some(&SESSIONS) {
+            self.close_final(key, ctx)
+        } else {
+            Err(anyhow::anyhow!("timer with an unknown key {key:?}").into())
         }
     }
 

@@ -20,7 +20,8 @@
 use journey_core::contract::{CustomerEvent, ErrorKind, IdentityMerge};
 use journey_core::ids;
 use journey_core::runtime::{
-    now_millis, Context, InputRecord, ProcessError, RecentIds, Rejection, REPEAT_MEMORY_MS,
+    Context, FoldedIds, FoldedInto, InputRecord, ProcessError, RecentIds, Rejection,
+    REPEAT_MEMORY_MS,
 };
 use journey_core::state::Clock;
 use serde::{Deserialize, Serialize};
@@ -28,21 +29,11 @@ use serde::{Deserialize, Serialize};
 use super::{Classifier, Move, MARK, MERGE_RULE};
 use crate::profile::Profile;
 
-/// Kind of [`MARK`] key: where a folded anonymous id went ([`FoldedInto`]).
-const FOLDED: u8 = b'a';
+/// Where folded anonymous ids went, on their partitions.
+pub(super) const FOLDED: FoldedIds = FoldedIds::new(&[MARK, b'a'], REPEAT_MEMORY_MS);
 
 /// Forwarded events applied on the customer's side, by fold id.
 pub(super) const FORWARDED: RecentIds = RecentIds::new(&[MARK, b'f'], REPEAT_MEMORY_MS);
-
-/// The key of where folded anonymous id `id` went.
-fn folded_key(id: &[u8]) -> Vec<u8> {
-    [&[MARK, FOLDED][..], id].concat()
-}
-
-/// Whether `key` is where a folded anonymous id went.
-pub(super) fn is_folded(key: &[u8]) -> bool {
-    key.starts_with(&[MARK, FOLDED])
-}
 
 /// What the visitor's partition sends the customer's (JSON, keyed by the
 /// customer id).
@@ -64,15 +55,6 @@ enum Forwarded {
     },
 }
 
-/// Where a folded anonymous id went.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(super) struct FoldedInto {
-    merge_id: String,
-    customer_id: String,
-    /// Wall-clock time (ms) after which it is forgotten.
-    forget_at: i64,
-}
-
 impl Classifier {
     /// On the anonymous id's partition: remembers where the id went and sends
     /// the visitor's profile to the customer.
@@ -88,18 +70,13 @@ impl Classifier {
         if merge.anonymous_id == merge.customer_id {
             return Ok(());
         }
-        let key = merge.anonymous_id.as_bytes();
-        let folded = folded_key(key);
-        let forget_at = now_millis().saturating_add(REPEAT_MEMORY_MS);
-        ctx.state().put(
-            &folded,
-            &FoldedInto {
-                merge_id: merge.merge_id.clone(),
-                customer_id: merge.customer_id.clone(),
-                forget_at,
-            },
+        FOLDED.remember(
+            ctx,
+            &merge.anonymous_id,
+            &merge.merge_id,
+            &merge.customer_id,
         );
-        ctx.set_timer(Clock::Wall, forget_at, &folded);
+        let key = merge.anonymous_id.as_bytes();
         // Already forwarded (or never seen): nothing to move.
         let Some(profile) = ctx.state().get::<Profile>(key)? else {
             return Ok(());
@@ -122,16 +99,6 @@ impl Classifier {
             &forwarded,
             record.timestamp,
         )
-    }
-
-    /// On the anonymous id's partition: where `anonymous_id` was folded into
-    /// within the last [`REPEAT_MEMORY_MS`], if it was.
-    pub(super) fn folded_into(
-        &self,
-        ctx: &mut Context<'_>,
-        anonymous_id: &str,
-    ) -> Result<Option<FoldedInto>, ProcessError> {
-        Ok(ctx.state().get(&folded_key(anonymous_id.as_bytes()))?)
     }
 
     /// On the anonymous id's partition: sends `event`, of a visitor read
@@ -244,36 +211,6 @@ impl Classifier {
         }
         self.metrics.merges.inc();
         self.save(ctx, customer, before, profile, i64::MIN)
-    }
-
-    /// Forgets where a folded anonymous id went (under `key`, whose timer
-    /// due at `at` fired), unless a later merge of the same id renewed it.
-    pub(super) fn forget_folded(
-        &mut self,
-        ctx: &mut Context<'_>,
-        key: &[u8],
-        at: i64,
-    ) -> Result<(), ProcessError> {
-        if let Some(folded) = ctx.state().get::<FoldedInto>(key)? {
-            if folded.forget_at <= at {
-                ctx.state().delete(key);
-            }
-        }
-        Ok(())
-    }
-
-    /// Forgets where the erased id `subject` went, with every timer of that
-    /// key (a renewed merge's earlier one too): an erased id leaves no key
-    /// behind, in state or in the changelog.
-    pub(super) fn erase_folded(
-        &mut self,
-        ctx: &mut Context<'_>,
-        subject: &str,
-    ) -> Result<(), ProcessError> {
-        let folded = folded_key(subject.as_bytes());
-        ctx.state().delete(&folded);
-        ctx.cancel_timers(&folded)?;
-        Ok(())
     }
 }
 

@@ -558,7 +558,7 @@ fn where_a_visitor_went_is_forgotten_after_the_fold_memory_and_on_erasure() {
             .due_timers(1, Clock::Wall, i64::MAX)
             .unwrap()
             .into_iter()
-            .filter(|(_, key)| fold::is_folded(key) && key.ends_with(id))
+            .filter(|(_, key)| fold::FOLDED.owns(key) && key.ends_with(id))
             .count()
     };
     assert_eq!(timers_of(&mut h, b"anon-8"), 0);

@@ -18,6 +18,7 @@
 
 mod cadence;
 mod clock;
+mod folded;
 mod looper;
 mod owned;
 mod rebalance;
@@ -25,6 +26,7 @@ mod recent;
 mod restore;
 
 pub use cadence::{Cadence, Due, CHECK_EVERY};
+pub use folded::{FoldedIds, FoldedInto};
 pub use looper::{run, LoopSettings};
 pub use recent::{repeats_counter, RecentIds, REPEAT_MEMORY_MS};
 
