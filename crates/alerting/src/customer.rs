@@ -4,9 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use journey_core::contract::{
-    CustomerEvent, EventType, FunnelStep, Order, SessionSummary, Stage, StageChange,
-};
+use journey_core::contract::{FunnelStep, Order, SessionSummary, Stage, StageChange};
 use serde::{Deserialize, Serialize};
 
 /// The context of one customer, kept in state.
@@ -35,15 +33,6 @@ pub struct LastSession {
 }
 
 impl CustomerContext {
-    /// The order of `event` if it is a purchase: the only events that change
-    /// a customer's context.
-    pub fn purchase(event: &CustomerEvent) -> Option<&Order> {
-        event
-            .order
-            .as_ref()
-            .filter(|_| event.event_type == EventType::Purchase)
-    }
-
     /// Takes in a purchase's order.
     pub fn observe_purchase(&mut self, order: &Order) {
         self.lifetime_value += order.revenue;
@@ -103,6 +92,8 @@ impl CustomerContext {
 
 #[cfg(test)]
 mod tests {
+    use journey_core::contract::{CustomerEvent, EventType};
+
     use super::*;
 
     #[test]
@@ -117,7 +108,7 @@ mod tests {
                 }),
                 ..CustomerEvent::default()
             };
-            let order = CustomerContext::purchase(&purchase).expect("a purchase");
+            let order = purchase.purchase().expect("a purchase");
             context.observe_purchase(order);
         }
         assert_eq!(context.lifetime_value, 350.5);
@@ -132,13 +123,13 @@ mod tests {
             order: order.clone(),
             ..CustomerEvent::default()
         };
-        assert!(CustomerContext::purchase(&event(EventType::Purchase)).is_some());
-        assert!(CustomerContext::purchase(&event(EventType::AddToCart)).is_none());
+        assert!(event(EventType::Purchase).purchase().is_some());
+        assert!(event(EventType::AddToCart).purchase().is_none());
         let no_order = CustomerEvent {
             event_type: EventType::Purchase,
             ..CustomerEvent::default()
         };
-        assert!(CustomerContext::purchase(&no_order).is_none());
+        assert!(no_order.purchase().is_none());
     }
 
     #[test]

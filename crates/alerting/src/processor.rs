@@ -127,8 +127,9 @@ impl Alerting {
         let (event, customer) = ctx.customer_event(record)?;
         let key = customer_key(&customer);
         // Most events (browsing, carts) neither change what is known of the
-        // customer nor raise an alert that shows it: it is read only for those that do.
-        if let Some(order) = CustomerContext::purchase(&event) {
+        // customer nor raise an alert that shows it: it is read only for those
+        // that do. Purchases are the only events that change it.
+        if let Some(order) = event.purchase() {
             let id: [&[u8]; 2] = [customer.as_bytes(), order.order_id.as_bytes()];
             if !ORDERS.first_sighting(ctx, &id)? {
                 self.repeats.inc();

@@ -5,9 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use journey_core::config::TopicsConfig;
-use journey_core::contract::{
-    Channel, CustomerEvent, EventType, SessionSummary, Stage, StageChange,
-};
+use journey_core::contract::{Channel, CustomerEvent, SessionSummary, Stage, StageChange};
 use journey_core::erasure::{self, ErasureTopics};
 use journey_core::ids;
 use journey_core::runtime::{
@@ -126,11 +124,7 @@ impl Classifier {
         event: &CustomerEvent,
         stored: Option<Profile>,
     ) -> Result<(), ProcessError> {
-        if let Some(order) = event
-            .order
-            .as_ref()
-            .filter(|_| event.event_type == EventType::Purchase)
-        {
+        if let Some(order) = event.purchase() {
             let id: [&[u8]; 2] = [customer.as_bytes(), order.order_id.as_bytes()];
             if !ORDERS.first_sighting(ctx, &id)? {
                 self.metrics.repeats.inc();

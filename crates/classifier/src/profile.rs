@@ -1,6 +1,6 @@
 //! The live profile kept per customer, and the facts events and sessions add to it.
 
-use journey_core::contract::{Channel, CustomerEvent, EventType, SessionSummary, Stage};
+use journey_core::contract::{Channel, CustomerEvent, SessionSummary, Stage};
 use serde::{Deserialize, Serialize};
 
 use crate::rules::FeedbackThresholds;
@@ -97,13 +97,11 @@ impl Profile {
         }
         self.last_seen = self.last_seen.max(at);
         self.channels |= 1 << channel_index(event.channel);
-        if event.event_type == EventType::Purchase {
-            if let Some(order) = &event.order {
-                self.orders += 1;
-                self.revenue += order.revenue;
-                self.add_order_time(at, order_history);
-                self.detractor_since = None;
-            }
+        if let Some(order) = event.purchase() {
+            self.orders += 1;
+            self.revenue += order.revenue;
+            self.add_order_time(at, order_history);
+            self.detractor_since = None;
         }
         if let Some(f) = &event.feedback {
             if f.nps.is_some() || f.csat.is_some() {

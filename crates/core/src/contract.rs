@@ -161,6 +161,14 @@ pub struct CustomerEvent {
 }
 
 impl CustomerEvent {
+    /// The order of a purchase; none for other events, nor for a purchase
+    /// without one.
+    pub fn purchase(&self) -> Option<&Order> {
+        self.order
+            .as_ref()
+            .filter(|_| self.event_type == EventType::Purchase)
+    }
+
     /// The key this event is partitioned and aggregated by: the customer id
     /// when known, else the anonymous id.
     pub fn customer_key(&self) -> Option<&str> {
