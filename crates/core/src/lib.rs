@@ -19,6 +19,7 @@
 //! }
 //! ```
 
+mod allocator;
 pub mod codec;
 pub mod config;
 pub mod contract;

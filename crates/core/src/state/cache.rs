@@ -22,10 +22,23 @@ use indexmap::IndexMap;
 /// slack of vectors that double as they grow.
 const ENTRY_OVERHEAD: usize = 128;
 
-/// The bytes the allocator hands out for a request of `n`: a header, rounded
-/// up to 16, at least 32 (glibc's chunks).
+/// The bytes the allocator hands out for a request of `n`: jemalloc's size
+/// class, 8, then multiples of 16 up to 128, then four classes per doubling
+/// (160, 192, 224, 256, 320, ...) up to 32 KiB; beyond, whole pages.
 fn allocated(n: usize) -> usize {
-    ((n + 8 + 15) & !15).max(32)
+    const PAGE: usize = 4096;
+    if n <= 8 {
+        return 8;
+    }
+    if n <= 128 {
+        return (n + 15) & !15;
+    }
+    if n > 8 * PAGE {
+        return (n + PAGE - 1) & !(PAGE - 1);
+    }
+    // A quarter of the power of two below `n`.
+    let spacing = 1usize << (usize::BITS - (n - 1).leading_zeros() - 3);
+    (n + spacing - 1) & !(spacing - 1)
 }
 
 /// The bytes held by every record cache of the process, against one capacity.
@@ -301,7 +314,17 @@ mod tests {
     use super::*;
 
     /// The cost of an entry with a key and a value of up to 8 bytes.
-    const ENTRY: usize = ENTRY_OVERHEAD + 64;
+    const ENTRY: usize = ENTRY_OVERHEAD + 16;
+
+    #[test]
+    fn sizes_are_those_the_allocator_hands_out() {
+        for n in (1..=40_000).chain([65_537, 1 << 20, (3 << 20) + 1]) {
+            let block = Vec::<u8>::with_capacity(n);
+            // SAFETY: the pointer is a live allocation of the process's allocator.
+            let usable = unsafe { tikv_jemallocator::usable_size(block.as_ptr()) };
+            assert_eq!(allocated(n), usable, "a request of {n} bytes");
+        }
+    }
 
     fn budget(capacity: usize) -> &'static CacheBudget {
         Box::leak(Box::new(CacheBudget::new(capacity)))

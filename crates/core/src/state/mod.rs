@@ -89,7 +89,6 @@ impl StateMemory {
     /// The process's budget, created with `bytes` on first use.
     pub fn global(bytes: usize) -> &'static StateMemory {
         MEMORY.get_or_init(|| {
-            return_freed_memory();
             let records = bytes / 4;
             let cache = Cache::new_lru_cache(bytes - records);
             // Memtables are charged to the block cache; half the budget may
@@ -120,24 +119,6 @@ impl StateMemory {
     /// Bytes held by memtables.
     pub fn memtable_bytes(&self) -> usize {
         self.write_buffers.get_usage()
-    }
-}
-
-/// Makes glibc's allocator give large freed blocks back to the system.
-///
-/// RocksDB allocates memtable arena blocks and SST read buffers of a megabyte
-/// or so. glibc serves such blocks with `mmap`, but once one is freed it
-/// raises its threshold above that size, and from then on serves them from
-/// the heap, where freed blocks stay resident between live ones. With 1M keys
-/// that held about 11 MiB of RSS beyond the budget. A fixed threshold keeps
-/// them mapped, so freeing one unmaps it.
-fn return_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator parameters; glibc applies them
-    // under its own lock, and an unknown value only makes it return 0.
-    unsafe {
-        // glibc's initial threshold; setting it turns the adjustment off.
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
 }
 
