@@ -19,6 +19,7 @@
 //! }
 //! ```
 
+#[cfg(feature = "jemalloc")]
 mod allocator;
 pub mod codec;
 pub mod config;

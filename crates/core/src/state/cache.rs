@@ -316,6 +316,7 @@ mod tests {
     /// The cost of an entry with a key and a value of up to 8 bytes.
     const ENTRY: usize = ENTRY_OVERHEAD + 16;
 
+    #[cfg(feature = "jemalloc")]
     #[test]
     fn sizes_are_those_the_allocator_hands_out() {
         for n in (1..=40_000).chain([65_537, 1 << 20, (3 << 20) + 1]) {
