@@ -191,7 +191,16 @@ impl RecordCache {
     /// those never read leave the cache.
     pub fn drain_dirty(&mut self, mut write: impl FnMut(&[u8], Option<&[u8]>)) {
         let mut dirty = std::mem::take(&mut self.dirty);
-        dirty.sort_unstable_by(|&a, &b| self.key_at(a).cmp(self.key_at(b)));
+        // Sorted as (key, index) pairs: a comparison reads the two keys, not
+        // first the two entries they hang from.
+        let mut order: Vec<(&[u8], usize)> = dirty
+            .iter()
+            .map(|&index| (self.key_at(index), index))
+            .collect();
+        order.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (slot, (_, index)) in dirty.iter_mut().zip(order) {
+            *slot = index;
+        }
         let mut unread = Vec::new();
         for index in dirty.drain(..) {
             let (key, slot) = self
