@@ -254,6 +254,18 @@ impl StateStore {
         clock: Clock,
         now: i64,
     ) -> Result<Vec<(i64, Vec<u8>)>, StateError> {
+        self.first_due_timers(partition, clock, now, usize::MAX)
+    }
+
+    /// The earliest `limit` of the timers [`Self::due_timers`] returns; the
+    /// rest stay due for the next call.
+    pub fn first_due_timers(
+        &mut self,
+        partition: i32,
+        clock: Clock,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Vec<u8>)>, StateError> {
         let floor = self
             .timer_floors
             .get(&(partition, clock.tag()))
@@ -270,7 +282,7 @@ impl StateStore {
             None => scoped(TIMER, partition, &[clock.tag() + 1]),
         };
         let due: Vec<(i64, Vec<u8>)> = self
-            .keys_between(&from, &to, usize::MAX)?
+            .keys_between(&from, &to, limit)?
             .into_iter()
             .map(|k| {
                 let at = time_from_bytes(&k[6..14]);
@@ -773,6 +785,28 @@ mod tests {
             .map(|(at, _)| at)
             .collect();
         assert_eq!(due, vec![1, 3, 4]);
+    }
+
+    #[test]
+    fn a_backlog_of_due_timers_comes_a_chunk_at_a_time_in_time_order() {
+        let (_dir, mut store) = open();
+        for at in (0..10).rev() {
+            store.set_timer(0, Clock::Wall, at, b"k");
+        }
+        store.commit().unwrap();
+        let mut fired = Vec::new();
+        for round in 0..4 {
+            let due = store.first_due_timers(0, Clock::Wall, 100, 4).unwrap();
+            assert!(due.len() <= 4);
+            for (at, key) in due {
+                store.cancel_timer(0, Clock::Wall, at, &key);
+                fired.push(at);
+            }
+            if round == 1 {
+                store.commit().unwrap();
+            }
+        }
+        assert_eq!(fired, (0..10).collect::<Vec<_>>());
     }
 
     #[test]
