@@ -52,6 +52,9 @@ const WINDOW: &[u8] = b"window/";
 /// Orders added to lifetime values, by customer and order id: one re-sent
 /// by an upstream service after a crash is not added again.
 const ORDERS: RecentIds = RecentIds::new(b"order/", REPEAT_MEMORY_MS);
+/// Complaints counted towards a surge, by event id: one re-sent by an
+/// upstream service after a crash is not counted again.
+const COMPLAINTS: RecentIds = RecentIds::new(b"complaint/", REPEAT_MEMORY_MS);
 
 fn customer_key(customer: &str) -> Vec<u8> {
     [b"customer/", customer.as_bytes()].concat()
@@ -80,8 +83,8 @@ pub struct Alerting {
 
 impl Alerting {
     /// A processor evaluating `rules` over `topics`, raising alerts through
-    /// `lifecycle`, counting erasures in `erased` and purchases re-sent by
-    /// an upstream service in `repeats`.
+    /// `lifecycle`, counting erasures in `erased` and purchases and
+    /// complaints re-sent by an upstream service in `repeats`.
     pub fn new(
         rules: RuleSet,
         topics: Topics,
@@ -163,7 +166,11 @@ impl Alerting {
             }
         }
         if complaint && self.rules.complaint_surge.enabled {
-            self.count(ctx, rules::COMPLAINT_SURGE, record.timestamp)?;
+            if COMPLAINTS.first_sighting(ctx, &[event.event_id.as_bytes()])? {
+                self.count(ctx, rules::COMPLAINT_SURGE, record.timestamp)?;
+            } else {
+                self.repeats.inc();
+            }
         }
         if self.rules.cart_abandonment.enabled {
             self.track_cart(ctx, &event, &customer)?;
@@ -495,8 +502,8 @@ impl Processor for Alerting {
         if key.starts_with(CART) {
             return self.on_cart_due(ctx, at, key);
         }
-        if ORDERS.owns(key) {
-            ORDERS.forget(ctx, key);
+        if let Some(ids) = [ORDERS, COMPLAINTS].into_iter().find(|ids| ids.owns(key)) {
+            ids.forget(ctx, key);
             return Ok(());
         }
         let (kind, rest) = if let Some(rest) = key.strip_prefix(EXPIRY_TIMER) {

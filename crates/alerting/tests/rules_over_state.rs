@@ -521,6 +521,24 @@ fn a_complaint_surge_fires_for_the_window_and_resolves_after_a_quiet_one() {
 }
 
 #[test]
+fn a_complaint_re_sent_by_a_crashed_upstream_counts_towards_a_surge_once() {
+    let mut h = Harness::new("[complaint_surge]\nwindow = \"15m\"\nthreshold = 3\n");
+    let start = T0 - T0.rem_euclid(15 * MINUTE);
+    // Three complaints, one of them twice: at the threshold, not over it.
+    for (i, id) in ["s0", "s1", "s2", "s1"].into_iter().enumerate() {
+        h.event(event(
+            id,
+            "carol",
+            EventType::SupportContact,
+            start + i as i64 * MINUTE,
+        ));
+    }
+    assert_eq!(h.metric("repeats_total", &[]), 1.0);
+    h.tick(start + 15 * MINUTE, start + 15 * MINUTE);
+    assert!(h.alerts().is_empty());
+}
+
+#[test]
 fn the_dead_letter_rate_counts_every_dead_letter_record_as_it_is() {
     let mut h = Harness::new("[dead_letter_rate]\nwindow = \"5m\"\nthreshold = 2\n");
     let start = T0 - T0.rem_euclid(5 * MINUTE);
