@@ -215,6 +215,11 @@ fn change(id: &str, customer: &str, from: Option<Stage>, to: Stage, at: i64) -> 
     }
 }
 
+/// A loyal customer entering churn risk.
+fn loyal_to_churn_risk(id: &str, customer: &str, at: i64) -> StageChange {
+    change(id, customer, Some(Stage::Loyal), Stage::ChurnRisk, at)
+}
+
 fn statuses(alerts: &[Alert]) -> Vec<(&str, AlertStatus)> {
     alerts.iter().map(|a| (a.rule.as_str(), a.status)).collect()
 }
@@ -410,13 +415,7 @@ fn a_purchase_re_sent_by_a_crashed_upstream_adds_to_the_lifetime_value_once() {
     // 300 once is below the valued customers' 500; counted twice it would not be.
     h.event(purchase("p1", "dan", T0, 300.0));
     h.event(purchase("p1", "dan", T0, 300.0));
-    h.stage(change(
-        "g1",
-        "dan",
-        Some(Stage::Loyal),
-        Stage::ChurnRisk,
-        T0 + MINUTE,
-    ));
+    h.stage(loyal_to_churn_risk("g1", "dan", T0 + MINUTE));
     assert!(h.alerts().is_empty());
     assert_eq!(h.metric("repeats_total", &[]), 1.0);
     // Remembered for an hour of wall clock, not for ever: the same order
@@ -424,13 +423,7 @@ fn a_purchase_re_sent_by_a_crashed_upstream_adds_to_the_lifetime_value_once() {
     let later = journey_core::runtime::now_millis() + journey_core::runtime::REPEAT_MEMORY_MS;
     h.tick(T0 + MINUTE, later + MINUTE);
     h.event(purchase("p1", "dan", T0 + 2 * MINUTE, 300.0));
-    h.stage(change(
-        "g2",
-        "dan",
-        Some(Stage::Loyal),
-        Stage::ChurnRisk,
-        T0 + 3 * MINUTE,
-    ));
+    h.stage(loyal_to_churn_risk("g2", "dan", T0 + 3 * MINUTE));
     let fired = h.alerts();
     assert_eq!(fired.len(), 1);
     assert_eq!(fired[0].context["lifetime_value"], "600.00");
@@ -449,20 +442,8 @@ fn a_valued_customer_entering_churn_risk_alerts_until_they_leave_it() {
     h.event(purchase("p1", "vip", T0, 400.0));
     h.event(purchase("p2", "vip", T0 + MINUTE, 300.0));
     h.event(purchase("p3", "small", T0, 20.0));
-    h.stage(change(
-        "g1",
-        "vip",
-        Some(Stage::Loyal),
-        Stage::ChurnRisk,
-        T0 + 90 * MINUTE,
-    ));
-    h.stage(change(
-        "g2",
-        "small",
-        Some(Stage::Loyal),
-        Stage::ChurnRisk,
-        T0 + 90 * MINUTE,
-    ));
+    h.stage(loyal_to_churn_risk("g1", "vip", T0 + 90 * MINUTE));
+    h.stage(loyal_to_churn_risk("g2", "small", T0 + 90 * MINUTE));
     let fired = h.alerts();
     assert_eq!(
         statuses(&fired),
