@@ -52,6 +52,7 @@ pub use ruleset::{
 use anyhow::Context as _;
 use journey_core::config::ConfigSource;
 use journey_core::service::{self, ServiceSpec};
+use journey_core::state::Workload;
 use prometheus::Registry;
 use tokio_util::sync::CancellationToken;
 
@@ -96,7 +97,7 @@ pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> anyhow::R
         http_listen: config.http_listen,
         group_id: config.group_id.clone(),
         store: "alerts",
-        cache_values: true,
+        workload: Workload::ReadModifyWrite,
         inputs,
         internal_inputs: Vec::new(),
         control_inputs,

@@ -44,6 +44,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use journey_core::config::ConfigSource;
 use journey_core::service::{self, ServiceSpec};
+use journey_core::state::Workload;
 use tokio_util::sync::CancellationToken;
 
 /// Service name: config section, metric prefix and state directory.
@@ -94,7 +95,7 @@ pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> anyhow::R
         http_listen: config.http_listen,
         group_id: config.group_id.clone(),
         store: "profiles",
-        cache_values: true,
+        workload: Workload::ReadModifyWrite,
         inputs: vec![
             topics.events,
             topics.sessions,

@@ -14,7 +14,7 @@ use crate::http::{self, Readiness};
 use crate::metrics::RuntimeMetrics;
 use crate::runtime::{self, LoopSettings, Processor};
 use crate::schema_registry::pipeline_codec;
-use crate::state::StateStore;
+use crate::state::{StateStore, Workload};
 
 /// Environment variable naming the config file, when `--config` is not given.
 pub const CONFIG_ENV: &str = "JOURNEY_CONFIG";
@@ -29,9 +29,8 @@ pub struct ServiceSpec<'a> {
     pub group_id: String,
     /// Name of the state store; its changelog is `<group_id>-<store>-changelog`.
     pub store: &'static str,
-    /// Whether the store's record cache keeps values after their commit
-    /// (see [`StateStore::without_caching`]).
-    pub cache_values: bool,
+    /// How the service uses its state store.
+    pub workload: Workload,
     pub inputs: Vec<String>,
     /// Inputs the service writes itself (see [`LoopSettings::internal_inputs`]).
     pub internal_inputs: Vec<String>,
@@ -52,11 +51,12 @@ pub async fn run<P: Processor>(
     let state_dir = spec.common.runtime.state_dir.join(spec.name);
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("creating state directory {}", state_dir.display()))?;
-    let mut store = StateStore::open(&state_dir, spec.common.runtime.state_memory_bytes)
-        .with_context(|| format!("opening state in {}", state_dir.display()))?;
-    if !spec.cache_values {
-        store = store.without_caching();
-    }
+    let store = StateStore::open_for(
+        &state_dir,
+        spec.common.runtime.state_memory_bytes,
+        spec.workload,
+    )
+    .with_context(|| format!("opening state in {}", state_dir.display()))?;
     let metrics = RuntimeMetrics::new(&spec.registry);
     let readiness = Readiness::default();
     let routes = http::router(spec.registry.clone(), readiness.clone()).merge(spec.routes);

@@ -19,7 +19,7 @@ use journey_core::contract::{
 use journey_core::runtime::{
     now_millis, Cadence, Context, InputRecord, Output, Processor, CHECK_EVERY,
 };
-use journey_core::state::{Clock, StateStore};
+use journey_core::state::{Clock, StateStore, Workload};
 use journey_ingest::{visitor_key, Ingest, IngestConfig, IngestTopics};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -175,9 +175,8 @@ fn ingest_round(
 ) -> Duration {
     let dir = tempfile::tempdir().expect("temp dir");
     // As the service opens it (see `journey_ingest::run`).
-    let mut store = StateStore::open(dir.path(), STATE_MEMORY)
-        .expect("state store")
-        .without_caching();
+    let mut store =
+        StateStore::open_for(dir.path(), STATE_MEMORY, Workload::WriteOnce).expect("state store");
     let registry = prometheus::Registry::new();
     let topics = IngestTopics::new(&TopicsConfig::default(), "journey-ingest");
     let config = IngestConfig {

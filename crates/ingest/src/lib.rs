@@ -31,6 +31,7 @@ pub use validate::{validate, Limits};
 
 use journey_core::config::ConfigSource;
 use journey_core::service::{self, ServiceSpec};
+use journey_core::state::Workload;
 use tokio_util::sync::CancellationToken;
 
 /// Service name: config section, metric prefix and state directory.
@@ -52,7 +53,7 @@ pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> anyhow::R
         // Event ids and links are written once and read again only when
         // their Bloom filter cannot rule them out: caching them costs more
         // than it saves.
-        cache_values: false,
+        workload: Workload::WriteOnce,
         inputs: vec![
             common.topics.raw_events.clone(),
             topics.repartition.clone(),

@@ -39,6 +39,7 @@ pub use window::{Placed, Placement, Windows};
 
 use journey_core::config::ConfigSource;
 use journey_core::service::{self, ServiceSpec};
+use journey_core::state::Workload;
 use tokio_util::sync::CancellationToken;
 
 /// Service name: config section, metric prefix and state directory.
@@ -58,7 +59,7 @@ pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> anyhow::R
         http_listen: config.http_listen,
         group_id: config.group_id.clone(),
         store: "sessions",
-        cache_values: true,
+        workload: Workload::ReadModifyWrite,
         inputs: vec![
             topics.events,
             topics.identities,
