@@ -4,7 +4,10 @@
 //! records one by one, timers fired and state committed on the runtime's
 //! default cadence.
 //!
-//! `cargo bench -p journey-alerting --bench rule_evaluation [-- CUSTOMERS RECORDS]`
+//! `cargo bench -p journey-alerting --bench rule_evaluation [-- CUSTOMERS RECORDS [STATE_MIB]]`
+//!
+//! `STATE_MIB` is the state memory budget (`runtime.state_memory_bytes`),
+//! 256 MiB by default as in the services.
 
 use std::time::Instant;
 
@@ -248,8 +251,10 @@ fn main() {
         .collect();
     let customers = args.first().copied().unwrap_or(200_000);
     let records = args.get(1).copied().unwrap_or(1_000_000);
+    let state_mib = args.get(2).copied().unwrap_or(256);
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let mut store = StateStore::open(dir.path(), 256 << 20).expect("opens the store");
+    let mut store =
+        StateStore::open(dir.path(), (state_mib as usize) << 20).expect("opens the store");
     let codec = Codec::builtin();
     let topics = Topics {
         events: "events".into(),
@@ -279,7 +284,7 @@ fn main() {
     let secs = started.elapsed().as_secs_f64();
     let cpu = cpu_before.and_then(|before| Some(thread_cpu_seconds()? - before));
     println!(
-        "warm-up: {} records over {customers} customers in {warm_secs:.2} s ({} state keys)",
+        "warm-up: {} records over {customers} customers in {warm_secs:.2} s ({} state keys, {state_mib} MiB state memory)",
         customers * 3,
         store.estimated_keys()
     );
