@@ -21,6 +21,7 @@
 
 #[cfg(feature = "jemalloc")]
 mod allocator;
+pub mod bloom;
 pub mod codec;
 pub mod config;
 pub mod contract;

@@ -24,8 +24,7 @@
 
 use std::collections::{hash_map, BTreeMap, HashMap, HashSet};
 
-use crate::bloom::{Bloom, KeyHash};
-
+use journey_core::bloom::{Bloom, KeyHash};
 use journey_core::runtime::Context;
 use journey_core::state::{Clock, StateError};
 
@@ -118,7 +117,7 @@ impl Dedup {
             // Buckets see about as many ids as the one before: one layer
             // sized for that many keeps lookups to a cache miss per bucket.
             let before = filters.range(..current).next_back();
-            let capacity = before.map_or(0, |(_, f)| f.len() + f.len() / 4);
+            let capacity = before.map_or(0, |(_, f)| f.inserted() + f.inserted() / 4);
             filters.insert(current, Bloom::with_capacity(capacity));
         }
         filters

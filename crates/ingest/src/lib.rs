@@ -15,12 +15,10 @@
 //! # }
 //! ```
 
-mod bloom;
 mod config;
 mod dedup;
 mod erasure;
 mod identity;
-mod link_filter;
 mod processor;
 mod validate;
 

@@ -6,7 +6,9 @@ use journey_core::contract::{
     CustomerEvent, ErasureConfirmation, ErasureProgress, ErasureRequest, ErasureStep, ErasureTask,
     ErrorKind,
 };
-use journey_core::runtime::{now_millis, Context, InputRecord, ProcessError, Processor, Rejection};
+use journey_core::runtime::{
+    now_millis, Context, InputRecord, KeyFilter, ProcessError, Processor, Rejection,
+};
 use journey_core::state::Clock;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
 
@@ -14,7 +16,6 @@ use crate::config::IngestConfig;
 use crate::dedup::Dedup;
 use crate::erasure::{Pending, Tracker};
 use crate::identity::{drop_placeholders, is_placeholder, stitch, visitor_key};
-use crate::link_filter::LinkFilter;
 use crate::validate::{validate, Limits};
 
 /// Timer key prefix of erasure requests to forget; no dedup timer key (an
@@ -75,7 +76,7 @@ pub struct Ingest {
     limits: Limits,
     max_record_bytes: usize,
     dedup: Dedup,
-    links: LinkFilter,
+    links: KeyFilter,
     /// The services that confirm an erasure, ingest first.
     erasure_services: Vec<String>,
     topics: IngestTopics,
@@ -164,7 +165,7 @@ impl Ingest {
             limits: Limits::from(config),
             max_record_bytes: config.max_record_bytes,
             dedup: Dedup::new(config.dedup_window.as_millis() as i64),
-            links: LinkFilter::new(LINK),
+            links: KeyFilter::new(LINK),
             erasure_services: std::iter::once(crate::NAME.to_string())
                 .chain(config.erasure_services.iter().cloned())
                 .collect(),
@@ -189,7 +190,7 @@ impl Ingest {
         }
 
         let linked: Option<String> = match event.anonymous_id.as_deref() {
-            Some(anonymous) if self.links.may_be_linked(ctx, anonymous)? => {
+            Some(anonymous) if self.links.may_hold(ctx, anonymous.as_bytes())? => {
                 ctx.state().get(&link_key(anonymous))?
             }
             _ => None,
@@ -204,7 +205,7 @@ impl Ingest {
             }
             ctx.state()
                 .put(&link_key(&merge.anonymous_id), &merge.customer_id);
-            self.links.linked(ctx, &merge.anonymous_id)?;
+            self.links.insert(ctx, merge.anonymous_id.as_bytes())?;
             ctx.state().put(
                 &reverse_link_key(&merge.customer_id, &merge.anonymous_id),
                 &(),

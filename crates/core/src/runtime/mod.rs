@@ -19,6 +19,7 @@
 mod cadence;
 mod clock;
 mod folded;
+mod key_filter;
 mod looper;
 mod owned;
 mod rebalance;
@@ -27,6 +28,7 @@ mod restore;
 
 pub use cadence::{Cadence, Due, CHECK_EVERY};
 pub use folded::{FoldedIds, FoldedInto};
+pub use key_filter::KeyFilter;
 pub use looper::{run, LoopSettings};
 pub use recent::{repeats_counter, RecentIds, REPEAT_MEMORY_MS};
 

@@ -1,7 +1,8 @@
 //! A growable Bloom filter of byte strings: it answers "certainly absent"
-//! or "maybe present", never a false "absent". Ingest keeps them in memory in
-//! front of state, so that looking up a key certainly not there (a new event
-//! id, a visitor with no link) skips RocksDB, and the answer stays exact.
+//! or "maybe present", never a false "absent". Services keep them in memory
+//! in front of state, so that looking up a key certainly not there (a new
+//! event id, a visitor with no link, a customer with no open alert) skips
+//! RocksDB, and the answer stays exact.
 //!
 //! Blocked, as RocksDB's own filters are: all of a key's bits lie in one
 //! 64-byte block, one cache miss per layer and lookup. Growable: once a
@@ -28,11 +29,11 @@ type Block = [u64; 8];
 
 /// A key's hash, computed once for every filter it is checked against.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct KeyHash(u64);
+pub struct KeyHash(u64);
 
 impl KeyHash {
     /// The hash of `key` (SipHash with fixed keys: the same in every process).
-    pub(crate) fn of(key: &[u8]) -> Self {
+    pub fn of(key: &[u8]) -> Self {
         KeyHash(BuildHasherDefault::<DefaultHasher>::default().hash_one(key))
     }
 
@@ -54,7 +55,7 @@ impl KeyHash {
 
 /// Keys that may be present; see the module doc.
 #[derive(Debug, Default)]
-pub(crate) struct Bloom {
+pub struct Bloom {
     layers: Vec<Layer>,
 }
 
@@ -84,7 +85,7 @@ impl Layer {
 
 impl Bloom {
     /// An empty filter whose first layer holds `keys` keys (at least a few thousand).
-    pub(crate) fn with_capacity(keys: usize) -> Self {
+    pub fn with_capacity(keys: usize) -> Self {
         Bloom {
             layers: vec![Layer::with_capacity(keys.max(FIRST_CAPACITY))],
         }
@@ -92,7 +93,7 @@ impl Bloom {
 
     /// A filter of the keys of `hashes`, with room for as many again before
     /// it grows a layer.
-    pub(crate) fn of(hashes: Vec<KeyHash>) -> Self {
+    pub fn of(hashes: Vec<KeyHash>) -> Self {
         let mut filter = Bloom::with_capacity(2 * hashes.len());
         for hash in hashes {
             filter.insert(hash);
@@ -101,7 +102,7 @@ impl Bloom {
     }
 
     /// Adds the key of `hash`.
-    pub(crate) fn insert(&mut self, hash: KeyHash) {
+    pub fn insert(&mut self, hash: KeyHash) {
         let layer = match self.layers.last_mut() {
             Some(last) if last.len < last.capacity => last,
             last => {
@@ -118,17 +119,17 @@ impl Bloom {
     }
 
     /// False only if the key of `hash` was never inserted.
-    pub(crate) fn may_contain(&self, hash: KeyHash) -> bool {
+    pub fn may_contain(&self, hash: KeyHash) -> bool {
         self.layers.iter().any(|layer| layer.may_contain(hash))
     }
 
     /// How many keys were inserted.
-    pub(crate) fn len(&self) -> usize {
+    pub fn inserted(&self) -> usize {
         self.layers.iter().map(|l| l.len).sum()
     }
 
     /// Memory held by the filter's bits.
-    pub(crate) fn bytes(&self) -> usize {
+    pub fn bytes(&self) -> usize {
         self.layers
             .iter()
             .map(|l| std::mem::size_of_val(&*l.blocks))
@@ -152,7 +153,7 @@ mod tests {
             bloom.insert(KeyHash::of(&key(i)));
         }
         assert_eq!(bloom.layers.len(), 3, "16k, 32k and 64k keys");
-        assert_eq!(bloom.len(), keys);
+        assert_eq!(bloom.inserted(), keys);
         assert!((0..keys).all(|i| bloom.may_contain(KeyHash::of(&key(i)))));
     }
 
