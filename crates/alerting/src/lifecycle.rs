@@ -10,13 +10,17 @@
 //! firing) and forgotten, so state does not grow with every customer ever
 //! alerted. Aggregate rules have no cooldown: a firing alert suppresses
 //! further triggers until a window clears it.
+//!
+//! Most triggers and resolving events concern a customer with no alert of
+//! the rule open: a filter of the open alerts' keys ([`KeyFilter`]) answers
+//! those without a RocksDB read.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
 use journey_core::contract::{Alert, AlertStatus};
 use journey_core::ids;
-use journey_core::runtime::{Context, ProcessError};
+use journey_core::runtime::{Context, KeyFilter, ProcessError};
 use journey_core::state::Clock;
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +28,8 @@ use crate::metrics::AlertMetrics;
 use crate::rules::Draft;
 use crate::webhook::Notifier;
 
+/// State key prefix of alerts, followed by rule, `/` and subject.
+const ALERT: &[u8] = b"alert/";
 /// Prefix of the timers that expire alerts.
 pub const EXPIRY_TIMER: &[u8] = b"expire/";
 /// State key of a partition's firing alerts, counted by rule and severity.
@@ -47,10 +53,12 @@ pub struct Lifecycle {
     notifier: Notifier,
     /// Firing counts of the partitions seen since they were assigned.
     firing: HashMap<i32, FiringCounts>,
+    /// The alerts that may be in state.
+    open: KeyFilter,
 }
 
 fn alert_key(rule: &str, subject: &str) -> Vec<u8> {
-    [b"alert/", rule.as_bytes(), b"/", subject.as_bytes()].concat()
+    [ALERT, rule.as_bytes(), b"/", subject.as_bytes()].concat()
 }
 
 /// The key of the timer expiring the alert of `rule` for `subject`.
@@ -66,7 +74,20 @@ impl Lifecycle {
             metrics,
             notifier,
             firing: HashMap::new(),
+            open: KeyFilter::new(ALERT),
         }
+    }
+
+    /// The alert under `key`, if there is one.
+    fn open_alert(
+        &mut self,
+        ctx: &mut Context<'_>,
+        key: &[u8],
+    ) -> Result<Option<OpenAlert>, ProcessError> {
+        if !self.open.may_hold(ctx, &key[ALERT.len()..])? {
+            return Ok(None);
+        }
+        Ok(ctx.state().get(key)?)
     }
 
     /// Raises `draft` unless suppressed; `cooldown` (ms) for per-customer
@@ -78,7 +99,7 @@ impl Lifecycle {
         cooldown: Option<i64>,
     ) -> Result<bool, ProcessError> {
         let key = alert_key(draft.rule, &draft.subject);
-        if let Some(open) = ctx.state().get::<OpenAlert>(&key)? {
+        if let Some(open) = self.open_alert(ctx, &key)? {
             match open.expires_at {
                 Some(end) if draft.at >= end => {
                     ctx.cancel_timer(Clock::Event, end, &expiry_timer(draft.rule, &draft.subject));
@@ -114,6 +135,7 @@ impl Lifecycle {
         self.emit(ctx, &alert, &draft.subject, draft.at, None)?;
         self.count_firing(ctx, &alert, 1);
         ctx.state().put(&key, &OpenAlert { alert, expires_at });
+        self.open.insert(ctx, &key[ALERT.len()..])?;
         Ok(true)
     }
 
@@ -128,7 +150,7 @@ impl Lifecycle {
         reason: &str,
     ) -> Result<bool, ProcessError> {
         let key = alert_key(rule, subject);
-        let Some(mut open) = ctx.state().get::<OpenAlert>(&key)? else {
+        let Some(mut open) = self.open_alert(ctx, &key)? else {
             return Ok(false);
         };
         if open.alert.status != AlertStatus::Firing {
@@ -202,8 +224,11 @@ impl Lifecycle {
         Ok(())
     }
 
-    /// Forgets a partition given back to the group: its alerts are the new owner's to count.
+    /// Forgets what is kept in memory of `partition`: when it is given back
+    /// to the group (its alerts are the new owner's to count), and when it is
+    /// assigned (its restored state may hold alerts the filter has not seen).
     pub fn forget_partition(&mut self, partition: i32) {
+        self.open.forget(partition);
         if self.firing.remove(&partition).is_some() {
             self.update_gauges();
         }

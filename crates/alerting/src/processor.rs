@@ -525,6 +525,11 @@ impl Processor for Alerting {
         }
     }
 
+    fn on_assigned(&mut self, partition: i32, _ctx: &mut Context<'_>) -> Result<(), ProcessError> {
+        self.lifecycle.forget_partition(partition);
+        Ok(())
+    }
+
     fn on_revoked(&mut self, partition: i32) {
         self.lifecycle.forget_partition(partition);
     }

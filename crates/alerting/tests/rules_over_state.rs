@@ -28,6 +28,8 @@ const T0: i64 = 1_700_000_000_000;
 struct Harness {
     store: StateStore,
     codec: Codec,
+    /// The rules (TOML) the processor was built with.
+    rules: String,
     alerting: journey_alerting::Alerting,
     registry: Registry,
     outputs: Vec<Output>,
@@ -36,28 +38,32 @@ struct Harness {
     _dir: tempfile::TempDir,
 }
 
+/// An alerting processor with the built-in rules and `rules` (TOML) over them.
+fn processor(rules: &str, registry: &Registry) -> journey_alerting::Alerting {
+    let topics = Topics {
+        events: EVENTS.into(),
+        sessions: SESSIONS.into(),
+        stage_changes: STAGES.into(),
+        dead_letters: DEAD.into(),
+        alerts: ALERTS.into(),
+        erasure: ErasureTopics {
+            tasks: ERASURE_TASKS.into(),
+            progress: ERASURE_PROGRESS.into(),
+        },
+    };
+    let rules = RuleSet::parse(rules, None).unwrap();
+    journey_alerting::processor(&AlertingConfig::default(), rules, topics, registry).unwrap()
+}
+
 impl Harness {
     /// Alerting with the built-in rules and `rules` (TOML) over them.
     fn new(rules: &str) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path(), 64 << 20).unwrap();
         let registry = Registry::new();
-        let topics = Topics {
-            events: EVENTS.into(),
-            sessions: SESSIONS.into(),
-            stage_changes: STAGES.into(),
-            dead_letters: DEAD.into(),
-            alerts: ALERTS.into(),
-            erasure: ErasureTopics {
-                tasks: ERASURE_TASKS.into(),
-                progress: ERASURE_PROGRESS.into(),
-            },
-        };
-        let rules = RuleSet::parse(rules, None).unwrap();
-        let alerting =
-            journey_alerting::processor(&AlertingConfig::default(), rules, topics, &registry)
-                .unwrap();
+        let alerting = processor(rules, &registry);
         Harness {
+            rules: rules.to_string(),
             store,
             codec: Codec::builtin(),
             alerting,
@@ -67,6 +73,14 @@ impl Harness {
             offset: 0,
             _dir: dir,
         }
+    }
+
+    /// A new processor over the same state, as after a restart: it knows
+    /// only what is in state.
+    fn restart(&mut self) {
+        self.store.commit().unwrap();
+        self.registry = Registry::new();
+        self.alerting = processor(&self.rules, &self.registry);
     }
 
     fn feed(&mut self, topic: &str, key: &str, payload: &[u8], timestamp: i64) {
@@ -393,6 +407,33 @@ fn a_detractor_alert_carries_context_suppresses_repeats_and_expires_after_the_co
         statuses(&h.alerts()),
         [("detractor_feedback", AlertStatus::Resolved)]
     );
+}
+
+#[test]
+fn alerts_open_before_a_restart_still_suppress_and_resolve() {
+    let mut h = Harness::new("[detractor_feedback]\ncooldown = \"1h\"\n");
+    h.event(feedback("f1", "carol", T0, 2, "Delivery was late"));
+    let fired = h.alerts();
+    assert_eq!(
+        statuses(&fired),
+        [("detractor_feedback", AlertStatus::Firing)]
+    );
+    h.restart();
+    h.event(feedback("f2", "carol", T0 + MINUTE, 1, "Still late"));
+    assert!(h.alerts().is_empty(), "suppressed by the alert in state");
+    h.event(feedback(
+        "f3",
+        "carol",
+        T0 + 2 * MINUTE,
+        9,
+        "Sorted, thanks",
+    ));
+    let resolved = h.alerts();
+    assert_eq!(
+        statuses(&resolved),
+        [("detractor_feedback", AlertStatus::Resolved)]
+    );
+    assert_eq!(resolved[0].alert_id, fired[0].alert_id);
 }
 
 #[test]
