@@ -134,8 +134,8 @@ pub enum Workload {
     /// keys the service rules out with its own filters (ingest's event ids
     /// and identity links): the record cache holds only uncommitted writes
     /// (Kafka Streams' `withCachingDisabled`), and the memtable has no bloom
-    /// filter, whose upkeep on every write would buy nothing. Measured on
-    /// ingest's bench: 1.06-1.15x.
+    /// filter, whose upkeep on every write would buy nothing (ingest's
+    /// bench without it: median 1.11x over eight alternated pairs).
     WriteOnce,
 }
 
