@@ -184,7 +184,7 @@ impl Lifecycle {
         at: i64,
     ) -> Result<(), ProcessError> {
         let key = alert_key(rule, subject);
-        let open = ctx.state().get::<OpenAlert>(&key)?;
+        let open = self.open_alert(ctx, &key)?;
         if open.is_none_or(|o| o.expires_at != Some(at)) {
             return Ok(());
         }
