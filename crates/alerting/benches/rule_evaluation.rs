@@ -19,7 +19,9 @@ use journey_core::contract::{
     StageChange,
 };
 use journey_core::erasure::ErasureTopics;
-use journey_core::runtime::{Cadence, Context, InputRecord, Output, Processor, CHECK_EVERY};
+use journey_core::runtime::{
+    Cadence, Context, InputRecord, Output, Processor, CHECK_EVERY, TIMERS_PER_TICK,
+};
 use journey_core::state::{Clock, StateStore};
 use prometheus::Registry;
 
@@ -212,8 +214,9 @@ fn run(
     alerts
 }
 
-/// Fires the timers due at `stream_time`: the wall clock runs with stream
-/// time here, so carts come due as they would live.
+/// Fires the timers due at `stream_time`, at most a tick's worth per clock as
+/// the runtime does. The wall clock runs with stream time here, so carts come
+/// due as they would live.
 fn fire_timers(
     alerting: &mut journey_alerting::Alerting,
     store: &mut StateStore,
@@ -223,7 +226,7 @@ fn fire_timers(
 ) {
     for clock in [Clock::Event, Clock::Wall] {
         for (at, key) in store
-            .due_timers(PARTITION, clock, stream_time)
+            .first_due_timers(PARTITION, clock, stream_time, TIMERS_PER_TICK)
             .expect("timers")
         {
             store.cancel_timer(PARTITION, clock, at, &key);

@@ -17,7 +17,7 @@ use journey_core::contract::{
     Campaign, Channel, CustomerEvent, Device, EventType, Feedback, Order, Page, Product, Support,
 };
 use journey_core::runtime::{
-    now_millis, Cadence, Context, InputRecord, Output, Processor, CHECK_EVERY,
+    now_millis, Cadence, Context, InputRecord, Output, Processor, CHECK_EVERY, TIMERS_PER_TICK,
 };
 use journey_core::state::{Clock, StateStore, Workload};
 use journey_ingest::{visitor_key, Ingest, IngestConfig, IngestTopics};
@@ -231,7 +231,7 @@ fn ingest_round(
     total
 }
 
-/// Fires the wall-clock timers due now.
+/// Fires the wall-clock timers due now, at most a tick's worth as the runtime does.
 fn fire_timers(
     ingest: &mut Ingest,
     store: &mut StateStore,
@@ -240,7 +240,7 @@ fn fire_timers(
     now: i64,
 ) {
     for (at, key) in store
-        .due_timers(0, Clock::Wall, now_millis())
+        .first_due_timers(0, Clock::Wall, now_millis(), TIMERS_PER_TICK)
         .expect("timers")
     {
         store.cancel_timer(0, Clock::Wall, at, &key);

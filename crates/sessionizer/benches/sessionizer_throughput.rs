@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use journey_core::codec::Codec;
 use journey_core::config::{RuntimeConfig, TopicsConfig};
 use journey_core::contract::{Channel, CustomerEvent, EventType, Product};
-use journey_core::runtime::{Cadence, Context, InputRecord, Output, Processor, CHECK_EVERY};
+use journey_core::runtime::{
+    Cadence, Context, InputRecord, Output, Processor, CHECK_EVERY, TIMERS_PER_TICK,
+};
 use journey_core::state::{Clock, StateStore};
 use journey_sessionizer::{Sessionizer, SessionizerConfig, SessionizerTopics};
 use rand::rngs::SmallRng;
@@ -137,7 +139,8 @@ fn round(codec: &Codec, records: &[(String, Vec<u8>, i64)]) -> (Duration, usize)
     (started.elapsed(), closed)
 }
 
-/// Fires the event-time timers due at `stream_time`.
+/// Fires the event-time timers due at `stream_time`, at most a tick's worth as
+/// the runtime does.
 fn fire_timers(
     sessionizer: &mut Sessionizer,
     store: &mut StateStore,
@@ -146,7 +149,7 @@ fn fire_timers(
     stream_time: i64,
 ) {
     for (at, key) in store
-        .due_timers(0, Clock::Event, stream_time)
+        .first_due_timers(0, Clock::Event, stream_time, TIMERS_PER_TICK)
         .expect("timers")
     {
         store.cancel_timer(0, Clock::Event, at, &key);

@@ -14,7 +14,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::cadence::{Cadence, CHECK_EVERY};
+use super::cadence::{Cadence, CHECK_EVERY, TIMERS_PER_TICK};
 use super::owned::OwnedPartitions;
 use super::rebalance::{release, AssignmentChange, LoopContext};
 use super::restore::{restore_partition, RestoreProgress};
@@ -34,13 +34,6 @@ const RETRY_BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duratio
 /// held, rather than at the commit: a long commit interval at a high output
 /// rate would otherwise hold one for every output since the last commit.
 const MAX_IN_FLIGHT: usize = 65_536;
-
-/// Timers fired per partition and clock on one tick. A backlog (a restart
-/// after downtime, stream time leaping forward) fires over the next ticks
-/// instead of stalling the loop and holding every output it makes at once;
-/// at the default tick interval (200 ms) that is up to 100 000 a second per
-/// partition.
-const TIMERS_PER_TICK: usize = 20_000;
 
 /// Where and how a service's loop runs.
 #[derive(Debug, Clone)]

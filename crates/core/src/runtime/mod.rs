@@ -26,7 +26,7 @@ mod rebalance;
 mod recent;
 mod restore;
 
-pub use cadence::{Cadence, Due, CHECK_EVERY};
+pub use cadence::{Cadence, Due, CHECK_EVERY, TIMERS_PER_TICK};
 pub use folded::{FoldedIds, FoldedInto};
 pub use key_filter::KeyFilter;
 pub use looper::{run, LoopSettings};
