@@ -84,7 +84,10 @@ impl Lifecycle {
         ctx: &mut Context<'_>,
         key: &[u8],
     ) -> Result<Option<OpenAlert>, ProcessError> {
-        if !self.open.may_hold(ctx, &key[ALERT.len()..])? {
+        let may_hold = self.open.may_hold(ctx, &key[ALERT.len()..])?;
+        // The first look at a partition builds its filter.
+        self.report_filter_bytes();
+        if !may_hold {
             return Ok(None);
         }
         Ok(ctx.state().get(key)?)
@@ -136,6 +139,7 @@ impl Lifecycle {
         self.count_firing(ctx, &alert, 1);
         ctx.state().put(&key, &OpenAlert { alert, expires_at });
         self.open.insert(ctx, &key[ALERT.len()..])?;
+        self.report_filter_bytes();
         Ok(true)
     }
 
@@ -229,9 +233,14 @@ impl Lifecycle {
     /// assigned (its restored state may hold alerts the filter has not seen).
     pub fn forget_partition(&mut self, partition: i32) {
         self.open.forget(partition);
+        self.report_filter_bytes();
         if self.firing.remove(&partition).is_some() {
             self.update_gauges();
         }
+    }
+
+    fn report_filter_bytes(&self) {
+        self.metrics.filter_bytes.set(self.open.bytes() as i64);
     }
 
     fn suppress(&self, rule: &str) -> bool {

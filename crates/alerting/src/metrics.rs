@@ -2,7 +2,7 @@
 //! one place. No label holds a customer id.
 
 use journey_core::metrics::register;
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// What alerting measures beside the runtime's metrics.
 #[derive(Clone)]
@@ -17,6 +17,8 @@ pub struct AlertMetrics {
     pub webhook_notifications: IntCounterVec,
     /// Failed webhook delivery attempts (each retried until `max_attempts`).
     pub webhook_failures: IntCounterVec,
+    /// Memory held by the in-memory filter of open alerts' keys.
+    pub filter_bytes: IntGauge,
 }
 
 impl AlertMetrics {
@@ -59,6 +61,14 @@ impl AlertMetrics {
                 "webhook_failures_total",
                 "Failed webhook delivery attempts, by receiver.",
                 &["receiver"],
+            ),
+            filter_bytes: register(
+                registry,
+                IntGauge::new(
+                    "filter_bytes",
+                    "Memory held by the in-memory filter of open alerts' keys.",
+                )
+                .expect("valid metric"),
             ),
         }
     }

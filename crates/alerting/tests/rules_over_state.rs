@@ -648,6 +648,16 @@ fn a_revoked_partition_leaves_the_firing_gauge() {
 }
 
 #[test]
+fn the_open_alert_filter_reports_its_memory_until_the_partition_is_revoked() {
+    let mut h = Harness::new("");
+    assert_eq!(h.metric("filter_bytes", &[]), 0.0);
+    h.event(feedback("f1", "carol", T0, 0, "no"));
+    assert!(h.metric("filter_bytes", &[]) > 0.0);
+    h.alerting.on_revoked(PARTITION);
+    assert_eq!(h.metric("filter_bytes", &[]), 0.0);
+}
+
+#[test]
 fn interim_session_summaries_do_not_count_as_sessions() {
     let mut h = Harness::new("");
     let summary = |id: &str, interim: bool| SessionSummary {
