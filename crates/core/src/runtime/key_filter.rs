@@ -73,8 +73,7 @@ fn build(ctx: &mut Context<'_>, prefix: &[u8]) -> Result<Bloom, StateError> {
 
 #[cfg(test)]
 mod tests {
-    use crate::codec::Codec;
-    use crate::state::StateStore;
+    use crate::runtime::fixture::Fixture;
 
     use super::*;
 
@@ -82,11 +81,8 @@ mod tests {
 
     #[test]
     fn keys_in_state_and_keys_written_since_may_be_held() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = StateStore::open(dir.path(), 16 << 20).unwrap();
-        let codec = Codec::builtin();
-        let mut outputs = Vec::new();
-        let mut ctx = Context::new(&mut store, &codec, &mut outputs, 0, 0);
+        let mut fixture = Fixture::new(16 << 20);
+        let mut ctx = fixture.ctx(0);
         ctx.state().put(b"l/a-1", &"c-1");
         let mut filter = KeyFilter::new(PREFIX);
         assert!(filter.may_hold(&mut ctx, b"a-1").unwrap(), "from state");
@@ -104,14 +100,9 @@ mod tests {
 
     #[test]
     fn partitions_have_their_own_filters() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = StateStore::open(dir.path(), 16 << 20).unwrap();
-        let codec = Codec::builtin();
-        let mut outputs = Vec::new();
+        let mut fixture = Fixture::new(16 << 20);
         let mut filter = KeyFilter::new(PREFIX);
-        let mut ctx = Context::new(&mut store, &codec, &mut outputs, 0, 0);
-        filter.insert(&mut ctx, b"a-1").unwrap();
-        let mut ctx = Context::new(&mut store, &codec, &mut outputs, 1, 0);
-        assert!(!filter.may_hold(&mut ctx, b"a-1").unwrap());
+        filter.insert(&mut fixture.ctx(0), b"a-1").unwrap();
+        assert!(!filter.may_hold(&mut fixture.ctx(1), b"a-1").unwrap());
     }
 }

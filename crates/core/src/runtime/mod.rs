@@ -18,6 +18,8 @@
 
 mod cadence;
 mod clock;
+#[cfg(test)]
+mod fixture;
 mod folded;
 mod key_filter;
 mod looper;

@@ -85,17 +85,13 @@ pub fn repeats_counter(registry: &Registry) -> IntCounter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::Codec;
-    use crate::state::StateStore;
+    use crate::runtime::fixture::Fixture;
 
     #[test]
     fn an_id_is_new_once_until_its_timer_forgets_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = StateStore::open(dir.path(), 8 << 20).unwrap();
-        let codec = Codec::builtin();
-        let mut outputs = Vec::new();
+        let mut fixture = Fixture::new(8 << 20);
         let recent = RecentIds::new(b"\xffr", 60_000);
-        let mut ctx = Context::new(&mut store, &codec, &mut outputs, 0, 0);
+        let mut ctx = fixture.ctx(0);
         assert!(recent
             .first_sighting(&mut ctx, &[b"c1", b"order-1"])
             .unwrap());
@@ -109,13 +105,14 @@ mod tests {
             .first_sighting(&mut ctx, &[b"c2", b"order-1"])
             .unwrap());
 
-        let due = store
+        let due = fixture
+            .store
             .due_timers(0, Clock::Wall, now_millis() + 60_000)
             .unwrap();
         assert_eq!(due.len(), 3);
         assert!(due.iter().all(|(_, key)| recent.owns(key)));
         assert!(!recent.owns(b"customer"));
-        let mut ctx = Context::new(&mut store, &codec, &mut outputs, 0, 0);
+        let mut ctx = fixture.ctx(0);
         for (_, key) in &due {
             recent.forget(&mut ctx, key);
         }
