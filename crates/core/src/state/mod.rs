@@ -19,9 +19,9 @@
 //! changelogged and restored on its own.
 
 mod cache;
+mod timer_key;
 
 use std::collections::{BTreeMap, HashMap};
-use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
@@ -33,6 +33,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use cache::{CacheBudget, RecordCache};
+use timer_key::TimerKey;
 
 /// A state failure: storage or a value that does not deserialize.
 #[derive(Debug, thiserror::Error)]
@@ -154,7 +155,8 @@ pub struct StateStore {
     /// Recently used values and the writes pending since the last commit;
     /// timers apart: they are scanned in order.
     cache: RecordCache,
-    timers: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Timers set (`true`) or cancelled (`false`) since the last commit.
+    timers: BTreeMap<TimerKey, bool>,
     /// Per partition and clock, a time no live timer is earlier than: timer
     /// scans start there instead of wading through the tombstones of every
     /// timer fired or cancelled before (RocksDB drops them only when
@@ -261,13 +263,13 @@ impl StateStore {
             *floor = (*floor).min(at);
         }
         self.timers
-            .insert(timer_key(partition, clock, at, key), Some(Vec::new()));
+            .insert(TimerKey::new(timer_key(partition, clock, at, key)), true);
     }
 
     /// Cancels a timer set with the same arguments.
     pub fn cancel_timer(&mut self, partition: i32, clock: Clock, at: i64, key: &[u8]) {
         self.timers
-            .insert(timer_key(partition, clock, at, key), None);
+            .insert(TimerKey::new(timer_key(partition, clock, at, key)), false);
     }
 
     /// Timers of `partition` on `clock` due at `now` (`at <= now`), earliest first.
@@ -347,7 +349,7 @@ impl StateStore {
         let timers = self
             .timers
             .iter()
-            .map(|(k, v)| (k.as_slice(), v.as_deref()));
+            .map(|(k, &live)| (k.as_bytes(), live.then_some(&[][..])));
         self.cache
             .dirty()
             .chain(timers)
@@ -369,7 +371,8 @@ impl StateStore {
     /// moved to another instance, or is about to be restored).
     pub fn discard(&mut self, partition: i32) {
         self.cache.forget(|k| partition_of(k) == partition);
-        self.timers.retain(|k, _| partition_of(k) != partition);
+        self.timers
+            .retain(|k, _| partition_of(k.as_bytes()) != partition);
         // A new owner may restore timers of any time.
         self.timer_floors.retain(|(p, _), _| *p != partition);
     }
@@ -384,8 +387,8 @@ impl StateStore {
         // memtable's skip list (measured faster than hash order).
         self.cache
             .drain_dirty(|key, value| stage(&mut batch, key, value));
-        for (key, value) in std::mem::take(&mut self.timers) {
-            stage(&mut batch, &key, value.as_deref());
+        for (key, live) in std::mem::take(&mut self.timers) {
+            stage(&mut batch, key.as_bytes(), live.then_some(&[]));
         }
         write_unlogged(&self.db, batch)
     }
@@ -456,8 +459,8 @@ impl StateStore {
         let in_range = |k: &[u8]| k >= from && k < to;
         let mut pending: Vec<(&[u8], bool)> = if from[0] == TIMER {
             self.timers
-                .range::<[u8], _>((Bound::Included(from), Bound::Excluded(to)))
-                .map(|(k, v)| (k.as_slice(), v.is_some()))
+                .range(TimerKey::new(from.to_vec())..TimerKey::new(to.to_vec()))
+                .map(|(k, &live)| (k.as_bytes(), live))
                 .collect()
         } else {
             let mut pending: Vec<(&[u8], bool)> = self
