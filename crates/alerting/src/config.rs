@@ -36,3 +36,29 @@ impl Default for AlertingConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use journey_core::config::ConfigSource;
+
+    fn section(text: &str) -> anyhow::Result<AlertingConfig> {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        ConfigSource::load(Some(file.path()))?.section("alerting")
+    }
+
+    #[test]
+    fn a_webhook_queue_of_zero_is_refused_by_name() {
+        let webhook = "[[alerting.webhooks]]\nname = \"cx\"\nurl = \"http://127.0.0.1:1/\"\n";
+        let config = section(webhook).unwrap();
+        assert_eq!(config.webhooks[0].queue.get(), 10_000);
+        let err = section(&format!("{webhook}queue = 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("alerting.webhooks") && err.contains("queue"),
+            "{err}"
+        );
+    }
+}

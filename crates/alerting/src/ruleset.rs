@@ -170,10 +170,11 @@ impl RuleSet {
     }
 
     fn validate(&self) -> Result<(), String> {
+        // Rules count in whole milliseconds: a shorter duration would be 0.
         let positive = |rule: &str, field: &str, d: Duration| {
-            if d.is_zero() {
+            if d < Duration::from_millis(1) {
                 Err(format!(
-                    "rule `{rule}`, field `{field}`: must be longer than 0 s"
+                    "rule `{rule}`, field `{field}`: must be at least 1 ms (got {d:?})"
                 ))
             } else {
                 Ok(())
@@ -208,6 +209,11 @@ impl RuleSet {
                 "rule `funnel_conversion_drop`, field `drop_percent`: must be above 0 and below 100 (got {})",
                 funnel.drop_percent
             ));
+        }
+        if funnel.min_sessions == 0 {
+            return Err(
+                "rule `funnel_conversion_drop`, field `min_sessions`: must be at least 1".into(),
+            );
         }
         if funnel.baseline_windows == 0 {
             return Err(
@@ -286,6 +292,14 @@ mod tests {
             (
                 "[dead_letter_rate]\nwindow = \"0s\"",
                 "rule `dead_letter_rate`, field `window`",
+            ),
+            (
+                "[complaint_surge]\nwindow = \"500us\"",
+                "rule `complaint_surge`, field `window`: must be at least 1 ms",
+            ),
+            (
+                "[funnel_conversion_drop]\nmin_sessions = 0",
+                "rule `funnel_conversion_drop`, field `min_sessions`",
             ),
             (
                 "[dead_letter_rate]\nseverity = \"LOUD\"",

@@ -43,7 +43,7 @@ impl Notifier {
     ) -> std::io::Result<Notifier> {
         let mut queues = Vec::new();
         for config in receivers {
-            let (sender, queue) = sync_channel(config.queue);
+            let (sender, queue) = sync_channel(config.queue.get());
             let outcome = |o: &str| {
                 metrics
                     .webhook_notifications
@@ -273,7 +273,7 @@ mod tests {
             .unwrap()
             .port();
         let config = WebhookConfig {
-            queue: 1,
+            queue: std::num::NonZeroUsize::MIN,
             max_attempts: 2,
             ..fast("dead", &format!("http://127.0.0.1:{port}/"))
         };

@@ -4,6 +4,7 @@
 mod delivery;
 mod payload;
 
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -19,9 +20,10 @@ pub struct WebhookConfig {
     pub name: String,
     /// `http://` URL notifications are POSTed to.
     pub url: String,
-    /// Notifications waiting for delivery; beyond this they are dropped and counted.
+    /// Notifications waiting for delivery (at least 1); beyond this they are
+    /// dropped and counted.
     #[serde(default = "default_queue")]
-    pub queue: usize,
+    pub queue: NonZeroUsize,
     /// Attempts per notification before it is abandoned (and counted).
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
@@ -36,8 +38,8 @@ pub struct WebhookConfig {
     pub timeout: Duration,
 }
 
-fn default_queue() -> usize {
-    10_000
+fn default_queue() -> NonZeroUsize {
+    NonZeroUsize::new(10_000).expect("not zero")
 }
 fn default_max_attempts() -> u32 {
     8
