@@ -17,7 +17,7 @@ use prometheus::Registry;
 use crate::instances::LocalPartitions;
 use crate::metrics::ClassifierMetrics;
 use crate::profile::{Contribution, Profile};
-use crate::rules::{Rules, Signal};
+use crate::rules::{Rules, Signal, Trigger};
 use crate::stats::{Stats, STATS_KEY};
 
 /// Rule name of stage changes caused by an identity merge.
@@ -355,6 +355,11 @@ impl Processor for Classifier {
         profile.timer_at = None;
         let rules = Arc::clone(&self.rules);
         if let Some(rule) = rules.evaluate(&profile, Signal::Timer, at) {
+            if matches!(rule.trigger, Trigger::Detractor { .. }) {
+                // The score is acted on: won back, the customer is not moved
+                // again for it; a later detractor score starts its own clock.
+                profile.detractor_since = None;
+            }
             let evidence = format!("{}@{at}", rule.name);
             let to = Move {
                 to: rule.to,

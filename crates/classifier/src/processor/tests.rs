@@ -3,7 +3,8 @@
 
 use journey_core::codec::Codec;
 use journey_core::contract::{
-    Channel, CustomerEvent, EventType, IdentityMerge, Order, SessionSummary, Stage, StageChange,
+    Channel, CustomerEvent, EventType, Feedback, IdentityMerge, Order, SessionSummary, Stage,
+    StageChange,
 };
 use journey_core::runtime::{Context, InputRecord, Output, Processor};
 use journey_core::state::{Clock, StateStore};
@@ -294,6 +295,42 @@ fn a_silent_buyer_becomes_a_churn_risk_on_the_wall_clock_and_returns_as_win_back
     );
     assert_eq!(h.gauge("customers", &[("stage", "WIN_BACK")]), 1.0);
     assert_eq!(h.gauge("customers", &[("stage", "CHURN_RISK")]), 0.0);
+}
+
+#[test]
+fn a_detractor_won_back_from_churn_risk_stays_won_back_until_a_new_detractor_score() {
+    let mut h = Harness::new();
+    let detractor = |id: &str, nps: i32, at: i64| {
+        let mut e = event(id, "dan", EventType::Feedback, at);
+        e.feedback = Some(Feedback {
+            nps: Some(nps),
+            ..Feedback::default()
+        });
+        e
+    };
+    h.event(0, &detractor("f1", 2, T0));
+    let churn = h.tick(0, T0 + 14 * DAY);
+    assert_eq!(moves(&churn)[0].1, Stage::ChurnRisk);
+    let back = h.event(0, &event("v1", "dan", EventType::PageView, T0 + 20 * DAY));
+    assert_eq!(
+        moves(&back),
+        vec![(Some(Stage::ChurnRisk), Stage::WinBack, "win_back", "v1")]
+    );
+    // The score already acted on is not a reason to move again.
+    assert!(h.tick(0, T0 + 20 * DAY).is_empty());
+    assert!(h
+        .event(0, &event("v2", "dan", EventType::PageView, T0 + 21 * DAY))
+        .is_empty());
+    assert!(h.tick(0, T0 + 60 * DAY).is_empty());
+    // A new detractor score starts its own clock.
+    h.event(0, &detractor("f2", 1, T0 + 61 * DAY));
+    assert!(h.tick(0, T0 + 75 * DAY - 1).is_empty());
+    let again = h.tick(0, T0 + 75 * DAY);
+    assert_eq!(
+        moves(&again)[0].1,
+        Stage::ChurnRisk,
+        "fourteen days after the new score"
+    );
 }
 
 #[test]
