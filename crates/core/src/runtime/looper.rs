@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::cadence::{Cadence, CHECK_EVERY, TIMERS_PER_TICK};
 use super::owned::OwnedPartitions;
 use super::rebalance::{release, AssignmentChange, LoopContext};
-use super::restore::{restore_partition, RestoreProgress};
+use super::restore::{restore_partition, RestoreProgress, Restores};
 use super::{now_millis, Context, InputRecord, Output, ProcessError, Processor, LATENCY_SAMPLE};
 use crate::codec::Codec;
 use crate::config::{KafkaConfig, RuntimeConfig};
@@ -136,6 +136,7 @@ pub async fn run<P: Processor>(
             metrics,
             readiness,
             restored_tx,
+            restores: Restores::default(),
             rewinds: HashMap::new(),
             processed,
             outputs: Vec::new(),
@@ -177,6 +178,7 @@ struct Work<P> {
     readiness: Readiness,
     producer: FutureProducer,
     restored_tx: mpsc::UnboundedSender<(i32, anyhow::Result<u64>)>,
+    restores: Restores,
     /// Assigned partitions: their topics, restore, clock and offsets.
     owned: OwnedPartitions,
     /// First offset of a record that arrived during its partition's restore.
@@ -338,14 +340,29 @@ impl<P: Processor> Loop<P> {
         Ok(())
     }
 
-    /// Resumes a restored partition from the offsets its state reflects.
+    /// Resumes a restored partition from the offsets its state reflects; after
+    /// a cancelled restore, starts the partition's restore again if it was
+    /// assigned again meanwhile.
     fn finish_restore(
         &mut self,
         partition: i32,
         outcome: anyhow::Result<u64>,
     ) -> anyhow::Result<()> {
-        outcome.with_context(|| format!("restoring partition {partition}"))?;
         let work = &mut self.work;
+        if work.restores.finish(partition) {
+            if let Err(e) = outcome {
+                tracing::warn!(partition, error = %format!("{e:#}"), "cancelled restore failed");
+            }
+            if work
+                .owned
+                .get(partition)
+                .is_some_and(|owned| owned.restoring)
+            {
+                work.spawn_restore(partition);
+            }
+            return Ok(());
+        }
+        outcome.with_context(|| format!("restoring partition {partition}"))?;
         let Some(owned) = work
             .owned
             .get_mut(partition)
@@ -435,12 +452,10 @@ impl<P: Processor> Work<P> {
                 return;
             }
         }
-        if self
-            .owned
-            .remove(partition)
-            .is_some_and(|owned| !owned.restoring)
-        {
-            self.processor.on_revoked(partition);
+        match self.owned.remove(partition) {
+            Some(owned) if owned.restoring => self.restores.cancel(partition),
+            Some(_) => self.processor.on_revoked(partition),
+            None => {}
         }
         self.store.discard(partition);
         self.rewinds.retain(|(_, p), _| *p != partition);
@@ -520,6 +535,14 @@ impl<P: Processor> Work<P> {
         owned.restoring = true;
         // The restore writes RocksDB directly: nothing of the partition may stay cached.
         self.store.discard(partition);
+        if !self.restores.is_running(partition) {
+            // Otherwise a cancelled one is still stopping: this starts when it has.
+            self.spawn_restore(partition);
+        }
+    }
+
+    fn spawn_restore(&mut self, partition: i32) {
+        let cancel = self.restores.start(partition);
         let kafka = self.settings.kafka.clone();
         let changelog = self.settings.changelog_topic.clone();
         let restorer = self.store.restorer();
@@ -532,7 +555,8 @@ impl<P: Processor> Work<P> {
         };
         let done = self.restored_tx.clone();
         tokio::task::spawn_blocking(move || {
-            let outcome = restore_partition(&kafka, &changelog, partition, &restorer, &progress);
+            let outcome =
+                restore_partition(&kafka, &changelog, partition, &restorer, &progress, &cancel);
             let _ = done.send((partition, outcome));
         });
     }

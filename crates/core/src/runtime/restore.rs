@@ -5,6 +5,9 @@
 //! changelog (a recreated topic) is brought to the changelog's end; the input
 //! then resumes from the offsets the restored state reflects.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -29,14 +32,56 @@ pub(crate) struct RestoreProgress {
     pub(crate) restored: IntCounter,
 }
 
-/// Brings `partition` of the store up to the end of `changelog`; returns the
-/// number of changelog records applied.
+/// The restores in flight, at most one per partition. A partition revoked
+/// during its restore has it cancelled; assigned again before the cancelled
+/// restore has stopped, it waits for it to stop before a new one starts, so
+/// two restores never write one partition's state at once.
+#[derive(Default)]
+pub(crate) struct Restores {
+    running: HashMap<i32, Arc<AtomicBool>>,
+}
+
+impl Restores {
+    /// Whether a restore of `partition` is running (cancelled or not).
+    pub(crate) fn is_running(&self, partition: i32) -> bool {
+        self.running.contains_key(&partition)
+    }
+
+    /// Records a restore of `partition` starting; it stops early once the
+    /// returned flag is set.
+    pub(crate) fn start(&mut self, partition: i32) -> Arc<AtomicBool> {
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.running.insert(partition, Arc::clone(&cancel));
+        cancel
+    }
+
+    /// Asks the restore of `partition`, if one is running, to stop.
+    pub(crate) fn cancel(&mut self, partition: i32) {
+        if let Some(cancel) = self.running.get(&partition) {
+            cancel.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Records that the restore of `partition` has stopped; returns whether
+    /// it had been cancelled (its outcome is then no one's).
+    pub(crate) fn finish(&mut self, partition: i32) -> bool {
+        self.running
+            .remove(&partition)
+            .is_some_and(|cancel| cancel.load(Ordering::Relaxed))
+    }
+}
+
+/// Brings `partition` of the store up to the end of `changelog`, or as far as
+/// it got when `cancel` is set; returns the number of changelog records
+/// applied. Each batch lands with the changelog position it reaches, so a
+/// cancelled restore leaves state a later one continues from.
 pub(crate) fn restore_partition(
     kafka: &KafkaConfig,
     changelog: &str,
     partition: i32,
     restorer: &Restorer,
     progress: &RestoreProgress,
+    cancel: &AtomicBool,
 ) -> anyhow::Result<u64> {
     let consumer: BaseConsumer = crate::kafka::client_config(kafka)
         .set("group.id", "journey-restore")
@@ -85,6 +130,15 @@ pub(crate) fn restore_partition(
     let mut last_progress = Instant::now();
     progress.remaining.set(high - from);
     while next < high {
+        if cancel.load(Ordering::Relaxed) {
+            tracing::info!(
+                changelog,
+                partition,
+                next,
+                "restore cancelled: partition revoked"
+            );
+            return Ok(applied);
+        }
         match consumer.poll(Duration::from_millis(500)) {
             None => anyhow::ensure!(
                 last_progress.elapsed() < STALL,
@@ -116,4 +170,23 @@ pub(crate) fn restore_partition(
     progress.remaining.set(0);
     tracing::info!(changelog, partition, records = applied, "state restored");
     Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_restore_cancelled_by_a_revoke_finishes_as_cancelled() {
+        let mut restores = Restores::default();
+        let cancel = restores.start(1);
+        restores.start(2);
+        restores.cancel(1);
+        restores.cancel(3); // not running: nothing to cancel
+        assert!(cancel.load(Ordering::Relaxed), "the restore sees its flag");
+        assert!(restores.is_running(1), "running until it has stopped");
+        assert!(restores.finish(1));
+        assert!(!restores.finish(2));
+        assert!(!restores.is_running(1) && !restores.is_running(2));
+    }
 }
