@@ -1,6 +1,8 @@
 //! Ingest alone on a real broker: duplicates dropped, visitors stitched to
 //! customers with one merge record, placeholder ids ignored, events under a
-//! foreign key re-routed by visitor, and ids that identify nobody dead-lettered.
+//! foreign key re-routed by visitor, and ids that identify nobody dead-lettered,
+//! as is a record too large for ingest, without the bytes that would make its
+//! dead letter too large for the producer.
 
 use std::time::Duration;
 
@@ -39,9 +41,11 @@ async fn ingest_dedups_stitches_reroutes_and_dead_letters() {
     std::fs::write(
         &path,
         format!(
-            "[kafka]\nbootstrap_servers = \"{}\"\npartitions = 3\n\n\
+            "[kafka]\nbootstrap_servers = \"{}\"\npartitions = 3\n\
+             properties = {{ \"message.max.bytes\" = \"200000\" }}\n\n\
              [runtime]\nstate_dir = \"{}\"\ncommit_interval = \"200ms\"\n\n\
-             [ingest]\nhttp_listen = \"{http}\"\ngroup_id = \"ingest-test\"\n",
+             [ingest]\nhttp_listen = \"{http}\"\ngroup_id = \"ingest-test\"\n\
+             max_record_bytes = 100000\n",
             broker.bootstrap,
             dir.path().display()
         ),
@@ -69,10 +73,12 @@ async fn ingest_dedups_stitches_reroutes_and_dead_letters() {
         ("x", event("e5", Some("anonymous"), Some("0"), t + 4)),
         ("c-9", event("e6", Some("c-9"), None, t + 5)),
     ];
-    let encoded: Vec<(String, Vec<u8>, i64)> = records
+    let mut encoded: Vec<(String, Vec<u8>, i64)> = records
         .iter()
         .map(|(key, e)| (key.to_string(), codec.encode(e).unwrap(), e.occurred_at))
         .collect();
+    // Over ingest's 100 000 bytes, and its dead letter over its producer's 200 000.
+    encoded.push(("big".into(), vec![0; 300_000], t + 6));
     produce(&kafka, "journey.events.raw", &encoded)
         .await
         .unwrap();
@@ -121,12 +127,24 @@ async fn ingest_dedups_stitches_reroutes_and_dead_letters() {
         ("dev-1", "c-1", "e2", t + 1)
     );
 
-    let dead = collect::<DeadLetter>(&kafka, "journey.dead-letters", 1, wait, settle)
+    let mut dead = collect::<DeadLetter>(&kafka, "journey.dead-letters", 2, wait, settle)
         .await
         .unwrap();
-    assert_eq!(dead[0].error_kind, ErrorKind::SemanticViolation);
-    assert_eq!(dead[0].field_path.as_deref(), Some("customer_id"));
-    assert_eq!(dead[0].original_key.as_deref(), Some(&b"x"[..]));
+    dead.sort_by_key(|d| d.original_key.clone());
+    assert_eq!(dead.len(), 2);
+    assert_eq!(dead[0].error_kind, ErrorKind::TooLarge);
+    assert_eq!(dead[0].original_key.as_deref(), Some(&b"big"[..]));
+    assert_eq!(dead[0].original_value, None);
+    assert!(
+        dead[0]
+            .message
+            .contains("original value of 300000 bytes left out"),
+        "{}",
+        dead[0].message
+    );
+    assert_eq!(dead[1].error_kind, ErrorKind::SemanticViolation);
+    assert_eq!(dead[1].field_path.as_deref(), Some("customer_id"));
+    assert_eq!(dead[1].original_key.as_deref(), Some(&b"x"[..]));
 
     let (_, metrics) = http_get(http, "/metrics").await.unwrap();
     for line in [

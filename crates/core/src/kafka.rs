@@ -92,6 +92,19 @@ pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
     config
 }
 
+/// librdkafka's default `message.max.bytes`.
+const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_000_000;
+
+/// The largest record the producers send (`message.max.bytes`, as set in
+/// `kafka.properties` or librdkafka's default).
+pub fn max_message_bytes(kafka: &KafkaConfig) -> usize {
+    kafka
+        .properties
+        .get("message.max.bytes")
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES)
+}
+
 /// An idempotent producer ([`producer_config`]).
 pub fn producer(kafka: &KafkaConfig) -> anyhow::Result<FutureProducer> {
     producer_config(kafka)

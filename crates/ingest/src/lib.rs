@@ -39,6 +39,7 @@ pub const NAME: &str = "ingest";
 pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> anyhow::Result<()> {
     let common = source.common()?;
     let config: IngestConfig = source.section(NAME)?;
+    config.check(journey_core::kafka::max_message_bytes(&common.kafka))?;
     let registry = journey_core::metrics::registry(NAME);
     let topics = IngestTopics::new(&common.topics, &config.group_id);
     let processor = Ingest::new(&config, topics.clone(), &registry);

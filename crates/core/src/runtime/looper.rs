@@ -15,13 +15,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::cadence::{Cadence, CHECK_EVERY, TIMERS_PER_TICK};
+use super::dead_letter::dead_letter;
 use super::owned::OwnedPartitions;
 use super::rebalance::{release, AssignmentChange, LoopContext};
 use super::restore::{restore_partition, RestoreProgress, Restores};
 use super::{now_millis, Context, InputRecord, Output, ProcessError, Processor, LATENCY_SAMPLE};
 use crate::codec::Codec;
 use crate::config::{KafkaConfig, RuntimeConfig};
-use crate::contract::{DeadLetter, ErrorKind};
+use crate::contract::ErrorKind;
 use crate::http::Readiness;
 use crate::kafka::TopicSpec;
 use crate::metrics::RuntimeMetrics;
@@ -129,6 +130,7 @@ pub async fn run<P: Processor>(
             owned: OwnedPartitions::new(control.len()),
             control,
             producer: crate::kafka::producer(&settings.kafka)?,
+            max_message_bytes: crate::kafka::max_message_bytes(&settings.kafka),
             settings,
             processor,
             codec,
@@ -177,6 +179,8 @@ struct Work<P> {
     metrics: RuntimeMetrics,
     readiness: Readiness,
     producer: FutureProducer,
+    /// The producer's `message.max.bytes`: dead letters stay within it.
+    max_message_bytes: usize,
     restored_tx: mpsc::UnboundedSender<(i32, anyhow::Result<u64>)>,
     restores: Restores,
     /// Assigned partitions: their topics, restore, clock and offsets.
@@ -628,26 +632,15 @@ impl<P: Processor> Work<P> {
                     reason = %rejection.message,
                     "record dead-lettered"
                 );
-                let dead = DeadLetter {
-                    service: self.settings.service.clone(),
-                    source_topic: topic.to_string(),
-                    source_partition: partition,
-                    source_offset: record.offset,
-                    error_kind: rejection.kind,
-                    message: rejection.message,
-                    field_path: rejection.field_path,
-                    original_key: record.key.map(<[u8]>::to_vec),
-                    original_value: record.payload.map(<[u8]>::to_vec),
-                    failed_at: now_millis(),
-                };
-                self.outputs.push(Output {
-                    topic: self.settings.dead_letter_topic.clone(),
-                    key: record.key.map(<[u8]>::to_vec).unwrap_or_default(),
-                    payload: self.codec.encode(&dead)?,
-                    timestamp: record.timestamp,
-                    headers: Vec::new(),
-                    partition: None,
-                });
+                let dead = dead_letter(
+                    &self.codec,
+                    &self.settings.service,
+                    &self.settings.dead_letter_topic,
+                    record,
+                    rejection,
+                    self.max_message_bytes,
+                )?;
+                self.outputs.push(dead);
             }
             Err(ProcessError::Unavailable { kind, message }) => {
                 self.hold(topic, partition, record.offset, kind, &message);

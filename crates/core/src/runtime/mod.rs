@@ -18,6 +18,7 @@
 
 mod cadence;
 mod clock;
+mod dead_letter;
 #[cfg(test)]
 mod fixture;
 mod folded;
