@@ -12,7 +12,7 @@ use prometheus::IntCounter;
 
 use crate::customer::CustomerContext;
 use crate::lifecycle::{Lifecycle, EXPIRY_TIMER};
-use crate::rules::cart::{CartEvent, OpenCart};
+use crate::rules::cart::{CartEvent, LastPurchase, OpenCart};
 use crate::rules::detractor::{detractor_feedback, is_detractor};
 use crate::rules::funnel::{converted, drop_draft, FunnelWindows};
 use crate::rules::window::{threshold_draft, threshold_verdict, window_start, WindowCount};
@@ -47,6 +47,9 @@ impl Topics {
 
 /// Prefix of cart timers and state, followed by the customer key.
 const CART: &[u8] = b"cart/";
+/// Prefix of a customer's latest purchase ([`LastPurchase`]) and its timer,
+/// followed by the customer key.
+const BOUGHT: &[u8] = b"bought/";
 /// Prefix of window timers and state, followed by `<rule>/<scope>`.
 const WINDOW: &[u8] = b"window/";
 /// Orders added to lifetime values, by customer and order id: one re-sent
@@ -62,6 +65,10 @@ fn customer_key(customer: &str) -> Vec<u8> {
 
 fn cart_key(customer: &str) -> Vec<u8> {
     [CART, customer.as_bytes()].concat()
+}
+
+fn bought_key(customer: &str) -> Vec<u8> {
+    [BOUGHT, customer.as_bytes()].concat()
 }
 
 fn window_key(rule: &str, scope: &str) -> Vec<u8> {
@@ -114,6 +121,9 @@ impl Alerting {
         let cart = cart_key(customer);
         ctx.state().delete(&cart);
         ctx.cancel_timers(&cart)?;
+        let bought = bought_key(customer);
+        ctx.state().delete(&bought);
+        ctx.cancel_timers(&bought)?;
         let now = now_millis();
         for rule in rules::PER_CUSTOMER {
             self.lifecycle.erase(ctx, rule, customer, now)?;
@@ -193,6 +203,11 @@ impl Alerting {
                         cart
                     }
                     None => {
+                        let bought = ctx.state().get::<LastPurchase>(&bought_key(customer))?;
+                        if bought.is_some_and(|b| b.covers(event.occurred_at)) {
+                            // The customer bought after this event: no cart is open.
+                            return Ok(());
+                        }
                         let cart = OpenCart::open(event, &self.rules.cart_abandonment);
                         ctx.set_timer(Clock::Wall, cart.deadline, &key);
                         cart
@@ -206,6 +221,7 @@ impl Alerting {
                     ctx.cancel_timer(Clock::Event, cart.deadline, &key);
                     ctx.state().delete(&key);
                 }
+                self.remember_purchase(ctx, customer, event.occurred_at)?;
                 self.lifecycle.resolve(
                     ctx,
                     rules::CART_ABANDONMENT,
@@ -216,6 +232,28 @@ impl Alerting {
             }
             CartEvent::Other => {}
         }
+        Ok(())
+    }
+
+    /// Keeps `customer`'s latest purchase, now one at `at`, until stream time
+    /// is past the cart events it covers.
+    fn remember_purchase(
+        &mut self,
+        ctx: &mut Context<'_>,
+        customer: &str,
+        at: i64,
+    ) -> Result<(), ProcessError> {
+        let key = bought_key(customer);
+        let before = ctx.state().get::<LastPurchase>(&key)?;
+        let after_ms = millis(self.rules.cart_abandonment.after);
+        let bought = LastPurchase::after_purchase(before, at, after_ms);
+        if before.map(|b| b.forget_at) != Some(bought.forget_at) {
+            if let Some(before) = before {
+                ctx.cancel_timer(Clock::Event, before.forget_at, &key);
+            }
+            ctx.set_timer(Clock::Event, bought.forget_at, &key);
+        }
+        ctx.state().put(&key, &bought);
         Ok(())
     }
 
@@ -501,6 +539,13 @@ impl Processor for Alerting {
         self.lifecycle.observe_partition(ctx)?;
         if key.starts_with(CART) {
             return self.on_cart_due(ctx, at, key);
+        }
+        if key.starts_with(BOUGHT) {
+            let current = ctx.state().get::<LastPurchase>(key)?;
+            if current.is_some_and(|b| b.forget_at == at) {
+                ctx.state().delete(key);
+            }
+            return Ok(());
         }
         if let Some(ids) = [ORDERS, COMPLAINTS].into_iter().find(|ids| ids.owns(key)) {
             ids.forget(ctx, key);

@@ -309,6 +309,47 @@ fn a_purchase_within_the_deadline_cancels_the_cart_alert() {
 }
 
 #[test]
+fn a_cart_event_arriving_after_the_purchase_that_followed_it_opens_no_cart() {
+    let mut h = Harness::new(CART_10M);
+    h.event(purchase("g2", "gina", T0 + 5 * MINUTE, 20.0));
+    // Out of order, or re-sent by a crashed upstream: it happened before the purchase.
+    h.event(event("g1", "gina", EventType::AddToCart, T0));
+    h.tick(T0 + 30 * MINUTE, T0 + 30 * MINUTE);
+    assert!(h.alerts().is_empty(), "gina bought after her cart add");
+    // A cart opened after the purchase is a new one, and is abandoned.
+    h.event(event("g3", "gina", EventType::AddToCart, T0 + 31 * MINUTE));
+    h.tick(T0 + 41 * MINUTE, T0 + 41 * MINUTE);
+    let fired = h.alerts();
+    assert_eq!(
+        statuses(&fired),
+        [("cart_abandonment", AlertStatus::Firing)]
+    );
+    assert_eq!(fired[0].evidence_id, "g3");
+    // The purchase is forgotten once no cart event before it can still come due.
+    let bought = || b"bought/gina".as_slice();
+    h.store.commit().unwrap();
+    assert_eq!(
+        h.store
+            .partition(PARTITION)
+            .keys(bought(), None, 9)
+            .unwrap()
+            .len(),
+        1
+    );
+    h.tick(
+        T0 + 5 * MINUTE + 10 * MINUTE + 60 * MINUTE,
+        T0 + 76 * MINUTE,
+    );
+    h.store.commit().unwrap();
+    assert!(h
+        .store
+        .partition(PARTITION)
+        .keys(bought(), None, 9)
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
 fn a_partition_behind_the_deadline_waits_for_its_backlog_before_alerting() {
     let mut h = Harness::new(CART_10M);
     h.event(event("c1", "carl", EventType::AddToCart, T0));
