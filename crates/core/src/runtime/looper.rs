@@ -604,10 +604,15 @@ impl<P: Processor> Work<P> {
             return Ok(());
         }
         let clock = owned.clock(&self.store, partition, arrived)?;
+        // Put back if the record is to be read again: stream time moves
+        // with the records applied, not those waiting for a retry.
+        let clock_before = *clock;
         if !self.control[input] {
             clock.observe(record.timestamp, arrived);
         }
         let stream_time = clock.stream_time;
+        // A rejected or retried record emits nothing of its own.
+        let outputs_before = self.outputs.len();
         let mut ctx = Context::new(
             &mut self.store,
             &self.codec,
@@ -619,6 +624,7 @@ impl<P: Processor> Work<P> {
         match self.processor.process(record, &mut ctx) {
             Ok(()) => {}
             Err(ProcessError::Rejected(rejection)) => {
+                self.outputs.truncate(outputs_before);
                 self.metrics
                     .dead_letters
                     .with_label_values(&[rejection.kind.as_str()])
@@ -643,6 +649,10 @@ impl<P: Processor> Work<P> {
                 self.outputs.push(dead);
             }
             Err(ProcessError::Unavailable { kind, message }) => {
+                self.outputs.truncate(outputs_before);
+                if let Some(owned) = self.owned.get_mut(partition) {
+                    *owned.clock(&self.store, partition, arrived)? = clock_before;
+                }
                 self.hold(topic, partition, record.offset, kind, &message);
                 return Ok(());
             }

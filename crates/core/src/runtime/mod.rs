@@ -93,11 +93,13 @@ impl From<DecodeError> for Rejection {
 /// fatal error (the service stops and restarts from its last commit).
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
+    /// The record is bad: its dead letter is all it emits.
     #[error("rejected: {}", .0.message)]
     Rejected(Rejection),
     /// Something the record needs is unavailable for now (the schema
     /// registry): its partition pauses with exponential backoff and then
-    /// re-reads from this record. The record must not have changed state.
+    /// re-reads from this record. The record must not have changed state;
+    /// what it emitted is dropped, and stream time does not count it.
     #[error("unavailable ({}): {message}", .kind.as_str())]
     Unavailable { kind: ErrorKind, message: String },
     #[error(transparent)]
