@@ -111,8 +111,13 @@ pub fn topic_spec(group_id: &str) -> TopicSpec {
     TopicSpec::compacted(format!("{group_id}-instances"), 1)
 }
 
+/// First and longest wait between attempts to publish a claim.
+const CLAIM_RETRY: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
+
 /// Publishes this instance's claim whenever its partitions change, and an
-/// empty one at shutdown, until `shutdown` is cancelled.
+/// empty one at shutdown, until `shutdown` is cancelled. A claim the broker
+/// does not take is retried with backoff (the latest partitions each time):
+/// other instances would otherwise route queries by a stale claim for good.
 pub async fn publish(
     kafka: KafkaConfig,
     topic: String,
@@ -123,8 +128,23 @@ pub async fn publish(
     let producer = journey_core::kafka::producer(&kafka)?;
     let mut changes = local.owned.subscribe();
     loop {
-        let partitions: Vec<i32> = changes.borrow_and_update().iter().copied().collect();
-        send_claim(&producer, &topic, &url, partitions).await?;
+        let mut wait = CLAIM_RETRY.0;
+        loop {
+            let partitions: Vec<i32> = changes.borrow_and_update().iter().copied().collect();
+            let Err(e) = send_claim(&producer, &topic, &url, partitions).await else {
+                break;
+            };
+            tracing::warn!(
+                error = format!("{e:#}"),
+                retry_in_ms = wait.as_millis() as u64,
+                "cannot publish this instance's partitions; retrying"
+            );
+            tokio::select! {
+                _ = shutdown.cancelled() => return send_claim(&producer, &topic, &url, Vec::new()).await,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(CLAIM_RETRY.1);
+        }
         tokio::select! {
             _ = shutdown.cancelled() => break,
             changed = changes.changed() => changed.context("partition watch closed")?,

@@ -72,7 +72,7 @@ pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> anyhow::R
     let publisher = tokio::spawn(instances::publish(
         common.kafka.clone(),
         instances.name.clone(),
-        url,
+        url.clone(),
         local.clone(),
         background.clone(),
     ));
@@ -85,6 +85,7 @@ pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> anyhow::R
     let routes = router(Query {
         local: local.clone(),
         directory,
+        url,
         partitions,
         rules: Arc::clone(&rules),
     });

@@ -26,6 +26,9 @@ use crate::rules::Rules;
 pub struct Query {
     pub local: LocalPartitions,
     pub directory: Directory,
+    /// This instance's advertised URL: a stale claim naming it is no owner
+    /// to redirect to (the redirect would come straight back).
+    pub url: String,
     /// Partitions of the input topics, to find a customer's.
     pub partitions: i32,
     pub rules: Arc<Rules>,
@@ -98,7 +101,7 @@ async fn customer(State(query): State<Query>, Path(id): Path<String>) -> Respons
     }
     let partition = journey_core::kafka::partition_for(id.as_bytes(), query.partitions);
     let Some(reader) = query.local.reader_of(partition) else {
-        return match query.directory.owner(partition) {
+        return match query.directory.owner(partition).filter(|o| *o != query.url) {
             Some(owner) => {
                 let location = format!("{owner}/customers/{}", encode_path(&id));
                 let body = json!({
@@ -220,9 +223,18 @@ mod tests {
             },
             1,
         );
+        // A claim of this instance's that it no longer holds (revoked since).
+        directory.record(
+            Claim {
+                url: "http://self:9103".into(),
+                partitions: vec![3],
+            },
+            1,
+        );
         let query = Query {
             local,
             directory,
+            url: "http://self:9103".into(),
             partitions: PARTITIONS,
             rules: Arc::new(Rules::parse(crate::DEFAULT_RULES).unwrap()),
         };
@@ -258,6 +270,9 @@ mod tests {
 
         let (status, _, body) = get(addr, &format!("/customers/{orphan}")).await;
         assert_eq!(status, 503, "{body}");
+        let stale = id_in(3, 0);
+        let (status, _, body) = get(addr, &format!("/customers/{stale}")).await;
+        assert_eq!(status, 503, "no redirect to itself: {body}");
 
         stop.cancel();
         server.await.unwrap();
