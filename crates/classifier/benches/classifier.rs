@@ -246,6 +246,7 @@ fn main() {
     let query = Query {
         local,
         directory: Directory::default(),
+        url: "http://127.0.0.1:9103".into(),
         partitions: 1,
         rules,
     };
