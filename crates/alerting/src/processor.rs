@@ -354,6 +354,18 @@ impl Alerting {
                     "conversion back above the threshold",
                 )?;
             }
+            Verdict::Quiet if windows.is_empty() => {
+                // No session for the whole baseline: the channel's windows
+                // are dropped, and nothing else would ever clear its alert.
+                let subject = format!("partition {partition} channel {channel}");
+                self.lifecycle.resolve(
+                    ctx,
+                    rules::FUNNEL_CONVERSION_DROP,
+                    &subject,
+                    end,
+                    "no sessions on the channel for the whole baseline",
+                )?;
+            }
             Verdict::Quiet => {}
         }
         Ok(())

@@ -668,6 +668,27 @@ fn a_channel_converting_far_below_its_baseline_fires_and_recovers() {
         [("funnel_conversion_drop", AlertStatus::Resolved)]
     );
     assert_eq!(resolved[0].alert_id, fired[0].alert_id);
+
+    // Fired again, then the channel goes silent: once no session is left in
+    // the baseline, the alert resolves rather than firing for good.
+    assert!(window(&mut h, 5, 5).is_empty());
+    let again = window(&mut h, 6, 1);
+    assert_eq!(
+        statuses(&again),
+        [("funnel_conversion_drop", AlertStatus::Firing)]
+    );
+    h.tick(start + 8 * hour, start + 8 * hour);
+    assert!(h.alerts().is_empty(), "a session is left in the baseline");
+    h.tick(start + 9 * hour, start + 9 * hour);
+    let silent = h.alerts();
+    assert_eq!(
+        statuses(&silent),
+        [("funnel_conversion_drop", AlertStatus::Resolved)]
+    );
+    assert_eq!(
+        silent[0].context["resolution"],
+        "no sessions on the channel for the whole baseline"
+    );
 }
 
 #[test]
