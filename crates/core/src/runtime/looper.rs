@@ -813,7 +813,11 @@ impl<P: Processor> Work<P> {
     async fn write_back(&mut self) -> anyhow::Result<TopicPartitionList> {
         self.send_outputs().await?;
         let mut offsets = TopicPartitionList::new();
+        let now = now_millis();
         for (partition, owned) in self.owned.iter_mut() {
+            if !owned.restoring {
+                self.store.set_synced_at(partition, now);
+            }
             for (input, offset) in owned.take_to_commit() {
                 let topic = &self.settings.inputs[input];
                 self.store.set_input_offset(topic, partition, offset);

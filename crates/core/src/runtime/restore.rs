@@ -17,6 +17,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::now_millis;
 use crate::config::KafkaConfig;
 use crate::state::{Change, Restorer};
 
@@ -24,6 +25,26 @@ use crate::state::{Change, Restorer};
 const BATCH: usize = 10_000;
 /// A restore that makes no progress for this long fails.
 const STALL: Duration = Duration::from_secs(60);
+/// Local state last in step with its changelog longer ago than this is
+/// restored in full: by then the broker may have compacted away tombstones
+/// another instance wrote (after `delete.retention.ms`, 24 h by default), and
+/// replaying from the local position would bring deleted keys back.
+pub(crate) const STALE_AFTER_MS: i64 = 12 * 3600 * 1000;
+
+/// Where a restore continues from: the local changelog `position`, if the
+/// changelog's offsets `low..=high` still hold it and the local state was in
+/// step with the changelog (`synced_at`) within [`STALE_AFTER_MS`] of `now`;
+/// `None` for a full restore. State written before `synced_at` was recorded
+/// is trusted.
+fn resume_from(
+    position: Option<i64>,
+    synced_at: Option<i64>,
+    (low, high): (i64, i64),
+    now: i64,
+) -> Option<i64> {
+    let fresh = synced_at.is_none_or(|at| now.saturating_sub(at) <= STALE_AFTER_MS);
+    position.filter(|p| (low..=high).contains(p) && fresh)
+}
 
 /// Gauges and counters a restore reports to.
 #[derive(Clone)]
@@ -93,20 +114,21 @@ pub(crate) fn restore_partition(
         .fetch_watermarks(changelog, partition, Duration::from_secs(30))
         .with_context(|| format!("reading watermarks of {changelog}/{partition}"))?;
     let local = restorer.changelog_position(partition)?;
-    let from = match local {
-        Some(position) if position >= low && position <= high => position,
-        Some(position) if position > high => {
-            tracing::warn!(
-                changelog,
-                partition,
-                position,
-                high,
-                "local state is ahead of its changelog: restoring in full"
-            );
-            restorer.wipe(partition)?;
-            low
-        }
-        _ => {
+    let synced_at = restorer.synced_at(partition)?;
+    let from = match resume_from(local, synced_at, (low, high), now_millis()) {
+        Some(position) => position,
+        None => {
+            if local.is_some() {
+                tracing::warn!(
+                    changelog,
+                    partition,
+                    position = local,
+                    low,
+                    high,
+                    synced_at,
+                    "local state is ahead of its changelog, or too old to catch up: restoring in full"
+                );
+            }
             restorer.wipe(partition)?;
             low
         }
@@ -155,7 +177,7 @@ pub(crate) fn restore_partition(
                     value: message.payload().map(<[u8]>::to_vec),
                 });
                 if batch.len() >= BATCH {
-                    restorer.restore(partition, &batch, next)?;
+                    restorer.restore(partition, &batch, next, now_millis())?;
                     applied += batch.len() as u64;
                     progress.restored.inc_by(batch.len() as u64);
                     progress.remaining.set((high - next).max(0));
@@ -164,7 +186,7 @@ pub(crate) fn restore_partition(
             }
         }
     }
-    restorer.restore(partition, &batch, next.max(high))?;
+    restorer.restore(partition, &batch, next.max(high), now_millis())?;
     applied += batch.len() as u64;
     progress.restored.inc_by(batch.len() as u64);
     progress.remaining.set(0);
@@ -175,6 +197,29 @@ pub(crate) fn restore_partition(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restore_continues_from_local_state_only_if_the_changelog_can_still_bring_it_up_to_date() {
+        const HOUR: i64 = 3600 * 1000;
+        let now = 100 * HOUR;
+        let cases = [
+            // (position, synced_at, low..=high, expected start)
+            (Some(5), Some(now - HOUR), (0, 10), Some(5)),
+            (Some(5), None, (0, 10), Some(5)),
+            (Some(5), Some(now - STALE_AFTER_MS), (0, 10), Some(5)),
+            (Some(5), Some(now - STALE_AFTER_MS - 1), (0, 10), None),
+            (Some(11), Some(now), (0, 10), None),
+            (Some(5), Some(now), (6, 10), None),
+            (None, Some(now), (0, 10), None),
+        ];
+        for (position, synced_at, range, expected) in cases {
+            assert_eq!(
+                resume_from(position, synced_at, range, now),
+                expected,
+                "{position:?} synced at {synced_at:?} in {range:?}"
+            );
+        }
+    }
 
     #[test]
     fn only_a_restore_cancelled_by_a_revoke_finishes_as_cancelled() {

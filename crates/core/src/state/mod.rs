@@ -55,6 +55,8 @@ const META: u8 = b'm';
 const TIMER: u8 = b't';
 /// Key namespace of the local changelog position; never itself changelogged.
 const LOCAL: u8 = b'l';
+/// Key (under [`LOCAL`]) of when a partition's state last matched its changelog.
+const SYNCED_AT: &[u8] = b"synced_at";
 
 /// Which clock a timer follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -367,6 +369,13 @@ impl StateStore {
         self.put_encoded(&scoped(LOCAL, partition, b"changelog"), &next_offset);
     }
 
+    /// Records that the state of `partition` is, as of `at` (ms since the
+    /// epoch), the changelog up to its position: how stale local state is
+    /// when the partition comes back (see [`Restorer::synced_at`]).
+    pub fn set_synced_at(&mut self, partition: i32, at: i64) {
+        self.put_encoded(&scoped(LOCAL, partition, SYNCED_AT), &at);
+    }
+
     /// Forgets what is cached of `partition` and its uncommitted changes (it
     /// moved to another instance, or is about to be restored).
     pub fn discard(&mut self, partition: i32) {
@@ -525,19 +534,28 @@ impl Restorer {
         self.db.get(&key)?.map(|v| decode(&key, &v)).transpose()
     }
 
+    /// When the state of `partition` last matched its changelog (written at
+    /// every commit while the partition is owned, and by restores).
+    pub fn synced_at(&self, partition: i32) -> Result<Option<i64>, StateError> {
+        let key = scoped(LOCAL, partition, SYNCED_AT);
+        self.db.get(&key)?.map(|v| decode(&key, &v)).transpose()
+    }
+
     /// Applies changelog records of `partition` straight to RocksDB, with the
-    /// changelog position they reach, in one batch.
+    /// changelog position they reach, in one batch, as of `now` (ms).
     pub fn restore(
         &self,
         partition: i32,
         records: &[Change],
         next_offset: i64,
+        now: i64,
     ) -> Result<(), StateError> {
         let mut batch = WriteBatch::default();
         for change in records {
             stage(&mut batch, &change.key, change.value.as_deref());
         }
         batch.put(scoped(LOCAL, partition, b"changelog"), encode(&next_offset));
+        batch.put(scoped(LOCAL, partition, SYNCED_AT), encode(&now));
         write_unlogged(&self.db, batch)
     }
 
@@ -981,7 +999,7 @@ mod tests {
 
         let (_dir2, mut target) = open();
         let restorer = target.restorer();
-        restorer.restore(2, &changes, 3).unwrap();
+        restorer.restore(2, &changes, 3, 0).unwrap();
         assert_eq!(target.partition(2).get::<u64>(b"k").unwrap(), Some(5));
         assert_eq!(target.input_offset("events", 2).unwrap(), Some(9));
         assert_eq!(target.due_timers(2, Clock::Event, 7).unwrap().len(), 1);
