@@ -58,9 +58,6 @@ const ORDERS: RecentIds = RecentIds::new(b"order/", REPEAT_MEMORY_MS);
 /// Complaints counted towards a surge, by event id: one re-sent by an
 /// upstream service after a crash is not counted again.
 const COMPLAINTS: RecentIds = RecentIds::new(b"complaint/", REPEAT_MEMORY_MS);
-/// Session summaries counted in a channel's funnel, by session id: one
-/// re-sent by the sessionizer after a crash is not counted again.
-const SESSIONS: RecentIds = RecentIds::new(b"session/", REPEAT_MEMORY_MS);
 
 fn customer_key(customer: &str) -> Vec<u8> {
     [b"customer/", customer.as_bytes()].concat()
@@ -298,10 +295,6 @@ impl Alerting {
         let session: SessionSummary = ctx.codec().decode(record.payload.unwrap_or_default())?;
         if session.interim {
             // An early update of a session still open: its final summary follows.
-            return Ok(());
-        }
-        if !SESSIONS.first_sighting(ctx, &[session.session_id.as_bytes()])? {
-            self.repeats.inc();
             return Ok(());
         }
         let key = customer_key(&session.customer_id);
@@ -566,10 +559,7 @@ impl Processor for Alerting {
             }
             return Ok(());
         }
-        if let Some(ids) = [ORDERS, COMPLAINTS, SESSIONS]
-            .into_iter()
-            .find(|ids| ids.owns(key))
-        {
+        if let Some(ids) = [ORDERS, COMPLAINTS].into_iter().find(|ids| ids.owns(key)) {
             ids.forget(ctx, key);
             return Ok(());
         }
