@@ -203,11 +203,6 @@ impl Alerting {
                         cart
                     }
                     None => {
-                        let bought = ctx.state().get::<LastPurchase>(&bought_key(customer))?;
-                        if bought.is_some_and(|b| b.covers(event.occurred_at)) {
-                            // The customer bought after this event: no cart is open.
-                            return Ok(());
-                        }
                         let cart = OpenCart::open(event, &self.rules.cart_abandonment);
                         ctx.set_timer(Clock::Wall, cart.deadline, &key);
                         cart
@@ -280,6 +275,15 @@ impl Alerting {
             .state()
             .get(&customer_key(&customer))?
             .unwrap_or_default();
+        // Only a customer who bought can have bought after opening the cart
+        // (a purchase processed before a cart event that happened earlier):
+        // the others cost no read.
+        if known.orders > 0 {
+            let bought = ctx.state().get::<LastPurchase>(&bought_key(&customer))?;
+            if bought.is_some_and(|b| b.covers(cart.opened_at)) {
+                return Ok(());
+            }
+        }
         let rule = &self.rules.cart_abandonment;
         let draft = cart.draft(&customer, &known, rule);
         let cooldown = millis(rule.cooldown);

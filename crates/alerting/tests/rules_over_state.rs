@@ -309,7 +309,7 @@ fn a_purchase_within_the_deadline_cancels_the_cart_alert() {
 }
 
 #[test]
-fn a_cart_event_arriving_after_the_purchase_that_followed_it_opens_no_cart() {
+fn a_cart_event_arriving_after_the_purchase_that_followed_it_raises_no_alert() {
     let mut h = Harness::new(CART_10M);
     h.event(purchase("g2", "gina", T0 + 5 * MINUTE, 20.0));
     // Out of order, or re-sent by a crashed upstream: it happened before the purchase.

@@ -32,9 +32,9 @@ pub struct OpenCart {
 }
 
 /// A customer's latest purchase, kept in state until stream time passes
-/// `forget_at`: a cart event that happened before it but arrives after it
-/// (out of order, or re-sent by a crashed upstream) opens no cart, which
-/// would otherwise alert for a customer who bought.
+/// `forget_at`: a cart opened by an event that happened before it but
+/// arrived after it (out of order, or re-sent by a crashed upstream) comes
+/// due without an alert, which would otherwise be for a customer who bought.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LastPurchase {
     pub at: i64,
@@ -55,7 +55,7 @@ impl LastPurchase {
         }
     }
 
-    /// Whether a cart event at `at` happened no later than this purchase.
+    /// Whether a cart opened at `at` was opened no later than this purchase.
     pub fn covers(&self, at: i64) -> bool {
         at <= self.at
     }
