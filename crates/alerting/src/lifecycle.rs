@@ -55,6 +55,8 @@ pub struct Lifecycle {
     firing: HashMap<i32, FiringCounts>,
     /// The alerts that may be in state.
     open: KeyFilter,
+    /// Bytes of the processor's other key filters, reported with this one's.
+    other_filter_bytes: usize,
 }
 
 fn alert_key(rule: &str, subject: &str) -> Vec<u8> {
@@ -75,7 +77,15 @@ impl Lifecycle {
             notifier,
             firing: HashMap::new(),
             open: KeyFilter::new(ALERT),
+            other_filter_bytes: 0,
         }
+    }
+
+    /// Notes the memory of the processor's other key filters, reported in
+    /// `filter_bytes` with the open alerts' filter.
+    pub fn report_other_filter_bytes(&mut self, bytes: usize) {
+        self.other_filter_bytes = bytes;
+        self.report_filter_bytes();
     }
 
     /// The alert under `key`, if there is one.
@@ -240,7 +250,8 @@ impl Lifecycle {
     }
 
     fn report_filter_bytes(&self) {
-        self.metrics.filter_bytes.set(self.open.bytes() as i64);
+        let bytes = self.open.bytes() + self.other_filter_bytes;
+        self.metrics.filter_bytes.set(bytes as i64);
     }
 
     fn suppress(&self, rule: &str) -> bool {

@@ -66,7 +66,7 @@ impl AlertMetrics {
                 registry,
                 IntGauge::new(
                     "filter_bytes",
-                    "Memory held by the in-memory filter of open alerts' keys.",
+                    "Memory held by the in-memory filters of open alerts' and latest purchases' keys.",
                 )
                 .expect("valid metric"),
             ),

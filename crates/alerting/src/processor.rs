@@ -5,7 +5,8 @@ use journey_core::config::TopicsConfig;
 use journey_core::contract::{EventType, SessionSummary, StageChange};
 use journey_core::erasure::{self, ErasureTopics};
 use journey_core::runtime::{
-    now_millis, Context, InputRecord, ProcessError, Processor, RecentIds, REPEAT_MEMORY_MS,
+    now_millis, Context, InputRecord, KeyFilter, ProcessError, Processor, RecentIds,
+    REPEAT_MEMORY_MS,
 };
 use journey_core::state::Clock;
 use prometheus::IntCounter;
@@ -84,6 +85,9 @@ pub struct Alerting {
     rules: RuleSet,
     topics: Topics,
     lifecycle: Lifecycle,
+    /// The customers whose latest purchase may be in state: most are not,
+    /// and a read of an absent key probes every level of RocksDB.
+    bought: KeyFilter,
     erased: IntCounter,
     repeats: IntCounter,
 }
@@ -103,6 +107,7 @@ impl Alerting {
             rules,
             topics,
             lifecycle,
+            bought: KeyFilter::new(BOUGHT),
             erased,
             repeats,
         }
@@ -239,7 +244,10 @@ impl Alerting {
         at: i64,
     ) -> Result<(), ProcessError> {
         let key = bought_key(customer);
-        let before = ctx.state().get::<LastPurchase>(&key)?;
+        let before = match self.bought.may_hold(ctx, customer.as_bytes())? {
+            true => ctx.state().get::<LastPurchase>(&key)?,
+            false => None,
+        };
         let after_ms = millis(self.rules.cart_abandonment.after);
         let bought = LastPurchase::after_purchase(before, at, after_ms);
         if before.map(|b| b.forget_at) != Some(bought.forget_at) {
@@ -249,6 +257,9 @@ impl Alerting {
             ctx.set_timer(Clock::Event, bought.forget_at, &key);
         }
         ctx.state().put(&key, &bought);
+        self.bought.insert(ctx, customer.as_bytes())?;
+        self.lifecycle
+            .report_other_filter_bytes(self.bought.bytes());
         Ok(())
     }
 
@@ -275,10 +286,10 @@ impl Alerting {
             .state()
             .get(&customer_key(&customer))?
             .unwrap_or_default();
-        // Only a customer who bought can have bought after opening the cart
-        // (a purchase processed before a cart event that happened earlier):
-        // the others cost no read.
-        if known.orders > 0 {
+        // A purchase processed before a cart event that happened earlier: the
+        // customer bought after opening the cart. Most customers have no
+        // purchase remembered, and their filter spares the read.
+        if self.bought.may_hold(ctx, customer.as_bytes())? {
             let bought = ctx.state().get::<LastPurchase>(&bought_key(&customer))?;
             if bought.is_some_and(|b| b.covers(cart.opened_at)) {
                 return Ok(());
@@ -587,11 +598,17 @@ impl Processor for Alerting {
     }
 
     fn on_assigned(&mut self, partition: i32, _ctx: &mut Context<'_>) -> Result<(), ProcessError> {
+        self.bought.forget(partition);
+        self.lifecycle
+            .report_other_filter_bytes(self.bought.bytes());
         self.lifecycle.forget_partition(partition);
         Ok(())
     }
 
     fn on_revoked(&mut self, partition: i32) {
+        self.bought.forget(partition);
+        self.lifecycle
+            .report_other_filter_bytes(self.bought.bytes());
         self.lifecycle.forget_partition(partition);
     }
 }
