@@ -13,7 +13,7 @@ use prometheus::IntCounter;
 
 use crate::customer::CustomerContext;
 use crate::lifecycle::{Lifecycle, EXPIRY_TIMER};
-use crate::rules::cart::{CartEvent, LastPurchase, OpenCart};
+use crate::rules::cart::{CartEvent, OpenCart};
 use crate::rules::detractor::{detractor_feedback, is_detractor};
 use crate::rules::funnel::{converted, drop_draft, FunnelWindows};
 use crate::rules::window::{threshold_draft, threshold_verdict, window_start, WindowCount};
@@ -48,8 +48,11 @@ impl Topics {
 
 /// Prefix of cart timers and state, followed by the customer key.
 const CART: &[u8] = b"cart/";
-/// Prefix of a customer's latest purchase ([`LastPurchase`]) and its timer,
-/// followed by the customer key.
+/// Prefix of the time of a customer's latest purchase, followed by the
+/// customer key. A cart opened by an event that happened before it but
+/// arrived after it (out of order, or re-sent by a crashed upstream) comes due
+/// without an alert, which would otherwise be for a customer who bought. Kept
+/// like the customer's context, one small key per buying customer.
 const BOUGHT: &[u8] = b"bought/";
 /// Prefix of window timers and state, followed by `<rule>/<scope>`.
 const WINDOW: &[u8] = b"window/";
@@ -126,9 +129,7 @@ impl Alerting {
         let cart = cart_key(customer);
         ctx.state().delete(&cart);
         ctx.cancel_timers(&cart)?;
-        let bought = bought_key(customer);
-        ctx.state().delete(&bought);
-        ctx.cancel_timers(&bought)?;
+        ctx.state().delete(&bought_key(customer));
         let now = now_millis();
         for rule in rules::PER_CUSTOMER {
             self.lifecycle.erase(ctx, rule, customer, now)?;
@@ -235,8 +236,7 @@ impl Alerting {
         Ok(())
     }
 
-    /// Keeps `customer`'s latest purchase, now one at `at`, until stream time
-    /// is past the cart events it covers.
+    /// Keeps the time of `customer`'s latest purchase, now one at `at`.
     fn remember_purchase(
         &mut self,
         ctx: &mut Context<'_>,
@@ -244,19 +244,14 @@ impl Alerting {
         at: i64,
     ) -> Result<(), ProcessError> {
         let key = bought_key(customer);
-        let before = match self.bought.may_hold(ctx, customer.as_bytes())? {
-            true => ctx.state().get::<LastPurchase>(&key)?,
-            false => None,
-        };
-        let after_ms = millis(self.rules.cart_abandonment.after);
-        let bought = LastPurchase::after_purchase(before, at, after_ms);
-        if before.map(|b| b.forget_at) != Some(bought.forget_at) {
-            if let Some(before) = before {
-                ctx.cancel_timer(Clock::Event, before.forget_at, &key);
+        if self.bought.may_hold(ctx, customer.as_bytes())? {
+            if let Some(latest) = ctx.state().get::<i64>(&key)? {
+                if latest >= at {
+                    return Ok(());
+                }
             }
-            ctx.set_timer(Clock::Event, bought.forget_at, &key);
         }
-        ctx.state().put(&key, &bought);
+        ctx.state().put(&key, &at);
         self.bought.insert(ctx, customer.as_bytes())?;
         self.lifecycle
             .report_other_filter_bytes(self.bought.bytes());
@@ -290,8 +285,8 @@ impl Alerting {
         // customer bought after opening the cart. Most customers have no
         // purchase remembered, and their filter spares the read.
         if self.bought.may_hold(ctx, customer.as_bytes())? {
-            let bought = ctx.state().get::<LastPurchase>(&bought_key(&customer))?;
-            if bought.is_some_and(|b| b.covers(cart.opened_at)) {
+            let bought = ctx.state().get::<i64>(&bought_key(&customer))?;
+            if bought.is_some_and(|at| cart.opened_at <= at) {
                 return Ok(());
             }
         }
@@ -566,13 +561,6 @@ impl Processor for Alerting {
         self.lifecycle.observe_partition(ctx)?;
         if key.starts_with(CART) {
             return self.on_cart_due(ctx, at, key);
-        }
-        if key.starts_with(BOUGHT) {
-            let current = ctx.state().get::<LastPurchase>(key)?;
-            if current.is_some_and(|b| b.forget_at == at) {
-                ctx.state().delete(key);
-            }
-            return Ok(());
         }
         if let Some(ids) = [ORDERS, COMPLAINTS].into_iter().find(|ids| ids.owns(key)) {
             ids.forget(ctx, key);

@@ -31,36 +31,6 @@ pub struct OpenCart {
     pub channel: String,
 }
 
-/// A customer's latest purchase, kept in state until stream time passes
-/// `forget_at`: a cart opened by an event that happened before it but
-/// arrived after it (out of order, or re-sent by a crashed upstream) comes
-/// due without an alert, which would otherwise be for a customer who bought.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct LastPurchase {
-    pub at: i64,
-    pub forget_at: i64,
-}
-
-impl LastPurchase {
-    /// How long past a purchase a cart event older than it may still arrive.
-    pub const MEMORY_MS: i64 = journey_core::runtime::REPEAT_MEMORY_MS;
-
-    /// `before` (if any) after a purchase at `at`, under a rule waiting `after_ms`.
-    pub fn after_purchase(before: Option<LastPurchase>, at: i64, after_ms: i64) -> LastPurchase {
-        let at = before.map_or(at, |b| b.at.max(at));
-        LastPurchase {
-            at,
-            // A cart event before the purchase is due at most `after_ms` past it.
-            forget_at: at.saturating_add(after_ms).saturating_add(Self::MEMORY_MS),
-        }
-    }
-
-    /// Whether a cart opened at `at` was opened no later than this purchase.
-    pub fn covers(&self, at: i64) -> bool {
-        at <= self.at
-    }
-}
-
 /// What a customer's event does to their cart.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CartEvent {
