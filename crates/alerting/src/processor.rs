@@ -15,7 +15,7 @@ use crate::customer::CustomerContext;
 use crate::lifecycle::{Lifecycle, EXPIRY_TIMER};
 use crate::rules::cart::{CartEvent, OpenCart};
 use crate::rules::detractor::{detractor_feedback, is_detractor};
-use crate::rules::funnel::{converted, drop_draft, FunnelWindows};
+use crate::rules::funnel::{converted, drop_draft, drop_subject, FunnelWindows};
 use crate::rules::window::{threshold_draft, threshold_verdict, window_start, WindowCount};
 use crate::rules::{self, churn, Verdict};
 use crate::ruleset::{RuleSet, ThresholdRule};
@@ -236,6 +236,15 @@ impl Alerting {
         Ok(())
     }
 
+    /// Forgets what is kept in memory of `partition` (see
+    /// [`Lifecycle::forget_partition`]).
+    fn forget_partition(&mut self, partition: i32) {
+        self.bought.forget(partition);
+        self.lifecycle
+            .report_other_filter_bytes(self.bought.bytes());
+        self.lifecycle.forget_partition(partition);
+    }
+
     /// Keeps the time of `customer`'s latest purchase, now one at `at`.
     fn remember_purchase(
         &mut self,
@@ -349,34 +358,24 @@ impl Alerting {
         let end = windows.start + millis(rule.window);
         let (verdict, current, baseline) = windows.close(rule);
         let partition = ctx.partition();
-        match verdict {
+        let resolution = match verdict {
             Verdict::Fire => {
                 let draft = drop_draft(rule, partition, channel, end, current, baseline);
                 self.lifecycle.fire(ctx, draft, None)?;
+                None
             }
-            Verdict::Clear => {
-                let subject = format!("partition {partition} channel {channel}");
-                self.lifecycle.resolve(
-                    ctx,
-                    rules::FUNNEL_CONVERSION_DROP,
-                    &subject,
-                    end,
-                    "conversion back above the threshold",
-                )?;
-            }
+            Verdict::Clear => Some("conversion back above the threshold"),
+            // No session for the whole baseline: the channel's windows are
+            // dropped, and nothing else would ever clear its alert.
             Verdict::Quiet if windows.is_empty() => {
-                // No session for the whole baseline: the channel's windows
-                // are dropped, and nothing else would ever clear its alert.
-                let subject = format!("partition {partition} channel {channel}");
-                self.lifecycle.resolve(
-                    ctx,
-                    rules::FUNNEL_CONVERSION_DROP,
-                    &subject,
-                    end,
-                    "no sessions on the channel for the whole baseline",
-                )?;
+                Some("no sessions on the channel for the whole baseline")
             }
-            Verdict::Quiet => {}
+            Verdict::Quiet => None,
+        };
+        if let Some(reason) = resolution {
+            let subject = drop_subject(partition, channel);
+            self.lifecycle
+                .resolve(ctx, rules::FUNNEL_CONVERSION_DROP, &subject, end, reason)?;
         }
         Ok(())
     }
@@ -586,17 +585,11 @@ impl Processor for Alerting {
     }
 
     fn on_assigned(&mut self, partition: i32, _ctx: &mut Context<'_>) -> Result<(), ProcessError> {
-        self.bought.forget(partition);
-        self.lifecycle
-            .report_other_filter_bytes(self.bought.bytes());
-        self.lifecycle.forget_partition(partition);
+        self.forget_partition(partition);
         Ok(())
     }
 
     fn on_revoked(&mut self, partition: i32) {
-        self.bought.forget(partition);
-        self.lifecycle
-            .report_other_filter_bytes(self.bought.bytes());
-        self.lifecycle.forget_partition(partition);
+        self.forget_partition(partition);
     }
 }

@@ -102,6 +102,11 @@ pub fn conversion_drop(current: Counts, baseline: Counts, rule: &FunnelDropRule)
     }
 }
 
+/// The subject of the conversion-drop alert of `channel` on `partition`.
+pub fn drop_subject(partition: i32, channel: &str) -> String {
+    format!("partition {partition} channel {channel}")
+}
+
 /// The alert for `channel` on `partition` whose window ending at `end` dropped.
 pub fn drop_draft(
     rule: &FunnelDropRule,
@@ -111,7 +116,7 @@ pub fn drop_draft(
     current: Counts,
     baseline: Counts,
 ) -> Draft {
-    let subject = format!("partition {partition} channel {channel}");
+    let subject = drop_subject(partition, channel);
     let percent = |c: Counts| format!("{:.1}", c.rate() * 100.0);
     Draft {
         rule: FUNNEL_CONVERSION_DROP,

@@ -22,8 +22,13 @@ impl PartitionClock {
         }
     }
 
+    /// Stream time once a record at `timestamp` is observed.
+    pub(crate) fn after(&self, timestamp: i64) -> i64 {
+        self.stream_time.max(timestamp)
+    }
+
     pub(crate) fn observe(&mut self, timestamp: i64, now: Instant) {
-        self.stream_time = self.stream_time.max(timestamp);
+        self.stream_time = self.after(timestamp);
         self.at_last_record = self.stream_time;
         self.last_record = now;
     }

@@ -604,13 +604,14 @@ impl<P: Processor> Work<P> {
             return Ok(());
         }
         let clock = owned.clock(&self.store, partition, arrived)?;
-        // Put back if the record is to be read again: stream time moves
-        // with the records applied, not those waiting for a retry.
-        let clock_before = *clock;
-        if !self.control[input] {
-            clock.observe(record.timestamp, arrived);
-        }
-        let stream_time = clock.stream_time;
+        // Stream time counts the record once it is applied (below), not while
+        // it waits for a retry; its processing already sees it.
+        let observed = !self.control[input];
+        let stream_time = if observed {
+            clock.after(record.timestamp)
+        } else {
+            clock.stream_time
+        };
         // A rejected or retried record emits nothing of its own.
         let outputs_before = self.outputs.len();
         let mut ctx = Context::new(
@@ -650,9 +651,6 @@ impl<P: Processor> Work<P> {
             }
             Err(ProcessError::Unavailable { kind, message }) => {
                 self.outputs.truncate(outputs_before);
-                if let Some(owned) = self.owned.get_mut(partition) {
-                    *owned.clock(&self.store, partition, arrived)? = clock_before;
-                }
                 self.hold(topic, partition, record.offset, kind, &message);
                 return Ok(());
             }
@@ -663,10 +661,16 @@ impl<P: Processor> Work<P> {
                 )))
             }
         }
-        self.owned
+        let owned = self
+            .owned
             .get_mut(partition)
-            .expect("owned while processing")
-            .applied_up_to(input, record.offset + 1);
+            .expect("owned while processing");
+        if observed {
+            owned
+                .clock(&self.store, partition, arrived)?
+                .observe(record.timestamp, arrived);
+        }
+        owned.applied_up_to(input, record.offset + 1);
         self.processed_since_commit += 1;
         self.processed[input].inc();
         if let Some(started) = started {

@@ -29,7 +29,7 @@ const STALL: Duration = Duration::from_secs(60);
 /// restored in full: by then the broker may have compacted away tombstones
 /// another instance wrote (after `delete.retention.ms`, 24 h by default), and
 /// replaying from the local position would bring deleted keys back.
-pub(crate) const STALE_AFTER_MS: i64 = 12 * 3600 * 1000;
+const STALE_AFTER_MS: i64 = 12 * 3600 * 1000;
 
 /// Where a restore continues from: the local changelog `position`, if the
 /// changelog's offsets `low..=high` still hold it and the local state was in

@@ -530,14 +530,18 @@ pub struct Restorer {
 impl Restorer {
     /// The changelog offset (exclusive) the committed state of `partition` reflects.
     pub fn changelog_position(&self, partition: i32) -> Result<Option<i64>, StateError> {
-        let key = scoped(LOCAL, partition, b"changelog");
-        self.db.get(&key)?.map(|v| decode(&key, &v)).transpose()
+        self.local(partition, b"changelog")
     }
 
     /// When the state of `partition` last matched its changelog (written at
     /// every commit while the partition is owned, and by restores).
     pub fn synced_at(&self, partition: i32) -> Result<Option<i64>, StateError> {
-        let key = scoped(LOCAL, partition, SYNCED_AT);
+        self.local(partition, SYNCED_AT)
+    }
+
+    /// The committed value of `partition`'s local key `name`.
+    fn local(&self, partition: i32, name: &[u8]) -> Result<Option<i64>, StateError> {
+        let key = scoped(LOCAL, partition, name);
         self.db.get(&key)?.map(|v| decode(&key, &v)).transpose()
     }
 
