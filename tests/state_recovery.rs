@@ -9,10 +9,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
 use journey_core::codec::Codec;
 use journey_core::config::KafkaConfig;
 use journey_core::contract::{Channel, CustomerEvent, EventType, SessionSummary};
 use journey_core::runtime::now_millis;
+use journey_core::state::CommitMarker;
 use journey_tests::{free_port, produce, read_table, Broker, ServiceProcess};
 
 const MINUTE: i64 = 60_000;
@@ -70,7 +73,7 @@ async fn setup(broker: &Broker) -> KafkaConfig {
     let kafka = broker.kafka();
     let topics = journey_core::config::TopicsConfig::default();
     let mut specs = journey_core::kafka::pipeline_topics(&topics, 3);
-    for name in ["clean", "crash", "wiped", "pair", "handover"] {
+    for name in ["clean", "crash", "wiped", "pair", "handover", "torn"] {
         specs.push(journey_core::kafka::TopicSpec::new(
             format!("sessions-{name}"),
             3,
@@ -240,4 +243,93 @@ async fn crash_lost_state_and_takeover_lose_nothing_and_apply_nothing_twice() {
         "the wiped instance restored its state from the changelog"
     );
     drop((clean, crash, wiped, b, staying));
+}
+
+/// What a crash in the middle of a commit leaves in `changelog`: the broker
+/// acknowledged the commit's begin marker for the partition of `key` and its
+/// first changes (`key` rewritten, a key of its own added), and nothing more.
+async fn tear_a_commit(kafka: &KafkaConfig, changelog: &str, key: &[u8]) {
+    let partition = i32::from_be_bytes(key[1..5].try_into().unwrap());
+    let begin = CommitMarker::Begin.record(partition);
+    let added = [key, b"/torn"].concat();
+    let producer: FutureProducer = journey_core::kafka::producer(kafka).unwrap();
+    let records = [
+        (&begin.key[..], &begin.value.unwrap()[..]),
+        (key, &b"torn"[..]),
+        (&added[..], &b"torn"[..]),
+    ];
+    for (key, value) in records {
+        let record = FutureRecord::to(changelog)
+            .partition(partition)
+            .key(key)
+            .payload(value);
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_torn_by_a_crash_is_left_out_of_the_restore_and_written_over() {
+    let broker = Broker::start();
+    let kafka = setup(&broker).await;
+    let dir = tempfile::tempdir().unwrap();
+    let base = now_millis() - 5 * 60 * MINUTE;
+    produce(&kafka, "journey.events", &events(base, 0))
+        .await
+        .unwrap();
+    let cfg = config(dir.path(), &broker, "torn", "torn", "100ms");
+    let service = ServiceProcess::start("journey-sessionizer", &cfg);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while settled_state(&kafka, "torn", None).await.len() <= CUSTOMERS {
+        assert!(
+            Instant::now() < deadline,
+            "the first burst's sessions never reached state"
+        );
+    }
+    service.stop();
+    let committed = settled_state(&kafka, "torn", None).await;
+    let key = committed
+        .keys()
+        .find(|k| k[0] == b'u')
+        .expect("an open session in state")
+        .clone();
+
+    // Torn after the last commit, the local state intact: the restore
+    // catches up past it; then torn again, the local state lost: the restore
+    // reads the whole changelog. Each time, the torn changes are left out and
+    // overwritten, so the changelog ends as the last whole commit left it.
+    let changelog = "sessionizer-torn-sessions-changelog";
+    for wipe in [false, true] {
+        tear_a_commit(&kafka, changelog, &key).await;
+        if wipe {
+            std::fs::remove_dir_all(dir.path().join("torn")).unwrap();
+        }
+        let service = ServiceProcess::start("journey-sessionizer", &cfg);
+        let state = settled_state(&kafka, "torn", Some(&committed)).await;
+        assert_eq!(
+            differences(&committed, &state),
+            [0, 0, 0],
+            "wiped {wipe}: the state of the last whole commit (keys only before, only after, different)"
+        );
+        service.stop();
+    }
+
+    // The restored state goes on: the next bursts close every session.
+    let service = ServiceProcess::start("journey-sessionizer", &cfg);
+    produce(&kafka, "journey.events", &events(base, 1))
+        .await
+        .unwrap();
+    produce(&kafka, "journey.events", &events(base, 3)[..CUSTOMERS])
+        .await
+        .unwrap();
+    let (ids, _) = sessions(&kafka, "torn", 2 * CUSTOMERS).await;
+    assert_eq!(
+        ids.len(),
+        2 * CUSTOMERS,
+        "every session of both bursts closed"
+    );
+    drop(service);
 }

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::cadence::{Cadence, CHECK_EVERY, TIMERS_PER_TICK};
+use super::commit_frames::frame;
 use super::dead_letter::dead_letter;
 use super::owned::OwnedPartitions;
 use super::rebalance::{release, AssignmentChange, LoopContext};
@@ -26,7 +27,7 @@ use crate::contract::ErrorKind;
 use crate::http::Readiness;
 use crate::kafka::TopicSpec;
 use crate::metrics::RuntimeMetrics;
-use crate::state::{Clock, StateStore};
+use crate::state::{Change, Clock, StateStore};
 
 /// First and longest wait before a record that met a transient failure is retried.
 const RETRY_BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(30));
@@ -161,7 +162,7 @@ pub async fn run<P: Processor>(
 
 struct Loop<P> {
     consumer: StreamConsumer<LoopContext>,
-    restored_rx: mpsc::UnboundedReceiver<(i32, anyhow::Result<u64>)>,
+    restored_rx: mpsc::UnboundedReceiver<(i32, anyhow::Result<Vec<Change>>)>,
     work: Work<P>,
 }
 
@@ -181,7 +182,7 @@ struct Work<P> {
     producer: FutureProducer,
     /// The producer's `message.max.bytes`: dead letters stay within it.
     max_message_bytes: usize,
-    restored_tx: mpsc::UnboundedSender<(i32, anyhow::Result<u64>)>,
+    restored_tx: mpsc::UnboundedSender<(i32, anyhow::Result<Vec<Change>>)>,
     restores: Restores,
     /// Assigned partitions: their topics, restore, clock and offsets.
     owned: OwnedPartitions,
@@ -350,7 +351,7 @@ impl<P: Processor> Loop<P> {
     fn finish_restore(
         &mut self,
         partition: i32,
-        outcome: anyhow::Result<u64>,
+        outcome: anyhow::Result<Vec<Change>>,
     ) -> anyhow::Result<()> {
         let work = &mut self.work;
         if work.restores.finish(partition) {
@@ -366,7 +367,7 @@ impl<P: Processor> Loop<P> {
             }
             return Ok(());
         }
-        outcome.with_context(|| format!("restoring partition {partition}"))?;
+        let repairs = outcome.with_context(|| format!("restoring partition {partition}"))?;
         let Some(owned) = work
             .owned
             .get_mut(partition)
@@ -376,6 +377,7 @@ impl<P: Processor> Loop<P> {
         };
         owned.restoring = false;
         owned.reload();
+        owned.repairs = repairs;
         let topics = owned.topics.clone();
         let mut resume = TopicPartitionList::new();
         for topic in &topics {
@@ -831,10 +833,14 @@ impl<P: Processor> Work<P> {
                 self.store.set_stream_time(partition, time);
             }
         }
-        let changes = self.store.pending_changes();
+        let mut changes = Vec::new();
+        for (_, owned) in self.owned.iter_mut() {
+            changes.append(&mut owned.repairs);
+        }
+        changes.extend(self.store.pending_changes());
         self.metrics.changelog_records.inc_by(changes.len() as u64);
         let changelog = self.settings.changelog_topic.clone();
-        for change in &changes {
+        for change in &frame(changes) {
             let mut record = FutureRecord::<Vec<u8>, Vec<u8>>::to(&changelog)
                 .partition(change.partition)
                 .key(&change.key);

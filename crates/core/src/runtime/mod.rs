@@ -6,7 +6,8 @@
 //! topic, and commits in this order:
 //!
 //! 1. outputs and the state's changes (to the changelog, one partition per
-//!    input partition) are acknowledged by the broker;
+//!    input partition, each partition's between commit markers) are
+//!    acknowledged by the broker;
 //! 2. state, the input offsets it reflects, stream time and timers are written
 //!    to RocksDB in one atomic batch;
 //! 3. input offsets are committed to Kafka.
@@ -18,6 +19,7 @@
 
 mod cadence;
 mod clock;
+mod commit_frames;
 mod dead_letter;
 #[cfg(test)]
 mod fixture;

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::clock::PartitionClock;
-use crate::state::{StateError, StateStore};
+use crate::state::{Change, StateError, StateStore};
 
 /// One owned partition (of every input: the inputs are co-partitioned).
 #[derive(Debug)]
@@ -23,6 +23,9 @@ pub(super) struct OwnedPartition {
     /// Per input: the offset to record in state and commit to Kafka at the
     /// next commit.
     to_commit: Vec<Option<i64>>,
+    /// Changelog records the next commit writes before its own changes: the
+    /// restored values of keys a torn commit changed.
+    pub(super) repairs: Vec<Change>,
 }
 
 impl OwnedPartition {
@@ -34,6 +37,7 @@ impl OwnedPartition {
             stream_time_written: i64::MIN,
             applied: vec![None; inputs],
             to_commit: vec![None; inputs],
+            repairs: Vec::new(),
         }
     }
 

@@ -2,8 +2,9 @@
 //!
 //! The changelog holds every committed change of the state, input offsets and
 //! stream time included. Local state that is missing, behind, or ahead of the
-//! changelog (a recreated topic) is brought to the changelog's end; the input
-//! then resumes from the offsets the restored state reflects.
+//! changelog (a recreated topic) is brought to the changelog's end, less a
+//! commit a crash tore (see [`CommitFrames`]); the input then resumes from
+//! the offsets the restored state reflects.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +18,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::commit_frames::CommitFrames;
 use super::now_millis;
 use crate::config::KafkaConfig;
 use crate::state::{Change, Restorer};
@@ -93,9 +95,10 @@ impl Restores {
 }
 
 /// Brings `partition` of the store up to the end of `changelog`, or as far as
-/// it got when `cancel` is set; returns the number of changelog records
-/// applied. Each batch lands with the changelog position it reaches, so a
-/// cancelled restore leaves state a later one continues from.
+/// it got when `cancel` is set. Returns the changelog records the next commit
+/// must write first: the restored values of the keys a torn commit changed
+/// (see [`CommitFrames`]). Each batch lands with the changelog position it
+/// reaches, so a cancelled restore leaves state a later one continues from.
 pub(crate) fn restore_partition(
     kafka: &KafkaConfig,
     changelog: &str,
@@ -103,7 +106,7 @@ pub(crate) fn restore_partition(
     restorer: &Restorer,
     progress: &RestoreProgress,
     cancel: &AtomicBool,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<Vec<Change>> {
     let consumer: BaseConsumer = crate::kafka::client_config(kafka)
         .set("group.id", "journey-restore")
         .set("enable.auto.commit", "false")
@@ -134,7 +137,7 @@ pub(crate) fn restore_partition(
         }
     };
     if from >= high {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     tracing::info!(
         changelog,
@@ -146,7 +149,7 @@ pub(crate) fn restore_partition(
     let mut assignment = TopicPartitionList::new();
     assignment.add_partition_offset(changelog, partition, Offset::Offset(from))?;
     consumer.assign(&assignment)?;
-    let mut batch: Vec<Change> = Vec::with_capacity(BATCH);
+    let mut frames = CommitFrames::new(from);
     let mut next = from;
     let mut applied = 0u64;
     let mut last_progress = Instant::now();
@@ -159,7 +162,7 @@ pub(crate) fn restore_partition(
                 next,
                 "restore cancelled: partition revoked"
             );
-            return Ok(applied);
+            return Ok(Vec::new());
         }
         match consumer.poll(Duration::from_millis(500)) {
             None => anyhow::ensure!(
@@ -171,27 +174,38 @@ pub(crate) fn restore_partition(
             Some(Ok(message)) => {
                 last_progress = Instant::now();
                 next = message.offset() + 1;
-                batch.push(Change {
+                let change = Change {
                     partition,
                     key: message.key().unwrap_or_default().to_vec(),
                     value: message.payload().map(<[u8]>::to_vec),
-                });
-                if batch.len() >= BATCH {
-                    restorer.restore(partition, &batch, next, now_millis())?;
+                };
+                frames.push(message.offset(), change);
+                progress.remaining.set((high - next).max(0));
+                if frames.complete_len() >= BATCH {
+                    let (batch, to) = frames.take_complete();
+                    restorer.restore(partition, &batch, to, now_millis())?;
                     applied += batch.len() as u64;
                     progress.restored.inc_by(batch.len() as u64);
-                    progress.remaining.set((high - next).max(0));
-                    batch.clear();
                 }
             }
         }
     }
-    restorer.restore(partition, &batch, next.max(high), now_millis())?;
+    let (batch, to, torn) = frames.finish(next.max(high));
+    restorer.restore(partition, &batch, to, now_millis())?;
     applied += batch.len() as u64;
     progress.restored.inc_by(batch.len() as u64);
     progress.remaining.set(0);
+    if !torn.is_empty() {
+        tracing::warn!(
+            changelog,
+            partition,
+            keys = torn.len(),
+            from = to,
+            "left out a commit torn by a crash; the next commit writes its keys' restored values"
+        );
+    }
     tracing::info!(changelog, partition, records = applied, "state restored");
-    Ok(applied)
+    Ok(restorer.current(partition, torn)?)
 }
 
 #[cfg(test)]

@@ -57,6 +57,8 @@ const TIMER: u8 = b't';
 const LOCAL: u8 = b'l';
 /// Key (under [`LOCAL`]) of when a partition's state last matched its changelog.
 const SYNCED_AT: &[u8] = b"synced_at";
+/// Key (under [`META`]) of a partition's [`CommitMarker`]s in the changelog.
+const COMMIT: &[u8] = b"commit";
 
 /// Which clock a timer follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,6 +151,40 @@ pub struct Change {
     pub key: Vec<u8>,
     /// `None` deletes the key (a tombstone in the changelog).
     pub value: Option<Vec<u8>>,
+}
+
+/// Where one commit's changes to a partition begin and end in its changelog.
+/// A crash while a commit is being produced leaves its first changes in the
+/// changelog without its end: a restore leaves those out (they are torn),
+/// and the next commit writes their keys' restored values over them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitMarker {
+    Begin = 0,
+    End = 1,
+}
+
+impl CommitMarker {
+    /// The changelog record of this marker for `partition`. Every marker of
+    /// a partition has the same key, so compaction keeps only the latest.
+    pub fn record(self, partition: i32) -> Change {
+        Change {
+            partition,
+            key: scoped(META, partition, COMMIT),
+            value: Some(vec![self as u8]),
+        }
+    }
+
+    /// The marker a changelog record (`key`, `value`) is, if it is one.
+    pub fn of(key: &[u8], value: Option<&[u8]>) -> Option<CommitMarker> {
+        if key.len() != 5 + COMMIT.len() || key[0] != META || &key[5..] != COMMIT {
+            return None;
+        }
+        match value? {
+            [0] => Some(CommitMarker::Begin),
+            [1] => Some(CommitMarker::End),
+            _ => None,
+        }
+    }
 }
 
 /// The RocksDB-backed state of one service instance.
@@ -561,6 +597,21 @@ impl Restorer {
         batch.put(scoped(LOCAL, partition, b"changelog"), encode(&next_offset));
         batch.put(scoped(LOCAL, partition, SYNCED_AT), encode(&now));
         write_unlogged(&self.db, batch)
+    }
+
+    /// The committed values of `keys`, as changelog records of `partition`
+    /// that assert them (a tombstone for a key absent).
+    pub fn current(&self, partition: i32, keys: Vec<Vec<u8>>) -> Result<Vec<Change>, StateError> {
+        keys.into_iter()
+            .map(|key| {
+                let value = self.db.get(&key)?;
+                Ok(Change {
+                    partition,
+                    key,
+                    value,
+                })
+            })
+            .collect()
     }
 
     /// Deletes every committed key of `partition` (before a full restore).
@@ -1012,6 +1063,44 @@ mod tests {
         restorer.wipe(2).unwrap();
         assert_eq!(target.partition(2).get::<u64>(b"k").unwrap(), None);
         assert_eq!(restorer.changelog_position(2).unwrap(), None);
+    }
+
+    #[test]
+    fn current_values_assert_what_is_committed_and_tombstone_what_is_not() {
+        let (_dir, mut store) = open();
+        store.partition(1).put(b"kept", &5u64);
+        store.set_timer(1, Clock::Wall, 9, b"kept");
+        store.commit().unwrap();
+        let keys = vec![
+            scoped(USER, 1, b"kept"),
+            scoped(USER, 1, b"gone"),
+            timer_key(1, Clock::Wall, 9, b"kept"),
+        ];
+        let current = store.restorer().current(1, keys.clone()).unwrap();
+        let values: Vec<_> = current.iter().map(|c| c.value.clone()).collect();
+        assert_eq!(values, [Some(encode(&5u64)), None, Some(vec![])]);
+        assert!(current
+            .iter()
+            .zip(&keys)
+            .all(|(c, k)| c.partition == 1 && &c.key == k));
+    }
+
+    #[test]
+    fn only_the_commit_markers_read_as_markers() {
+        for marker in [CommitMarker::Begin, CommitMarker::End] {
+            let record = marker.record(3);
+            assert_eq!(
+                CommitMarker::of(&record.key, record.value.as_deref()),
+                Some(marker)
+            );
+        }
+        let begin = CommitMarker::Begin.record(3);
+        assert_eq!(CommitMarker::of(&begin.key, None), None, "a tombstone");
+        assert_eq!(CommitMarker::of(&begin.key, Some(&[7])), None);
+        let user = scoped(USER, 3, COMMIT);
+        assert_eq!(CommitMarker::of(&user, Some(&[0])), None, "a user key");
+        let longer = scoped(META, 3, b"commits");
+        assert_eq!(CommitMarker::of(&longer, Some(&[0])), None);
     }
 
     #[test]
