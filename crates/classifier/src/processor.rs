@@ -207,7 +207,9 @@ impl Classifier {
         erasure::report_erased(ctx, &self.topics.erasure, crate::NAME, &task)
     }
 
-    /// Emits the stage change of `customer` to `to` and moves the profile there.
+    /// Emits the stage change of `customer` to `to` and moves the profile
+    /// there; never dated before the stage it leaves was entered (a late
+    /// event's move is dated when the customer entered the stage it leaves).
     fn change(
         &mut self,
         ctx: &mut Context<'_>,
@@ -216,6 +218,10 @@ impl Classifier {
         to: Move<'_>,
     ) -> Result<(), ProcessError> {
         let from = profile.stage;
+        let at = match from {
+            Some(_) => to.at.max(profile.stage_since),
+            None => to.at,
+        };
         let change = StageChange {
             change_id: ids::derive(&[
                 customer.as_bytes(),
@@ -228,11 +234,11 @@ impl Classifier {
             to_stage: to.to,
             rule: to.rule.to_string(),
             evidence_id: to.evidence.to_string(),
-            changed_at: to.at,
+            changed_at: at,
         };
-        ctx.emit(&self.topics.stage_changes, customer, &change, to.at)?;
+        ctx.emit(&self.topics.stage_changes, customer, &change, at)?;
         self.metrics.transition(from, to.to);
-        profile.enter(to.to, to.at);
+        profile.enter(to.to, at);
         Ok(())
     }
 

@@ -220,7 +220,7 @@ impl Profile {
 }
 
 /// How far down the funnel a stage is; churn risk and win-back are off it.
-fn funnel_rank(stage: Option<Stage>) -> u8 {
+pub fn funnel_rank(stage: Option<Stage>) -> u8 {
     match stage {
         Some(Stage::Awareness) => 1,
         Some(Stage::Consideration) => 2,

@@ -11,7 +11,7 @@ use figment::Figment;
 use journey_core::contract::{CustomerEvent, EventType, SessionSummary, Stage};
 use serde::Deserialize;
 
-use crate::profile::Profile;
+use crate::profile::{funnel_rank, Profile};
 use crate::rfm::RfmThresholds;
 
 /// The default rules, built into the binary.
@@ -225,8 +225,13 @@ impl Rules {
     /// The rule that moves `profile` (already updated with the signal's facts)
     /// to another stage on `signal` at `now`, if any: the first rule that
     /// matches decides, and one that would keep the stage changes nothing.
+    /// An event or session older than the current stage (it arrived late)
+    /// moves a customer only further down the funnel, never out of churn
+    /// risk or win-back: the stage was judged after it, so it cannot, say,
+    /// win back a customer from a churn risk its own silence caused.
     pub fn evaluate(&self, profile: &Profile, signal: Signal<'_>, now: i64) -> Option<&Rule> {
         let stage = profile.stage;
+        let late = stage.is_some() && !matches!(signal, Signal::Timer) && now < profile.stage_since;
         let decided = self.rules.iter().find(|rule| {
             rule.applies_in(stage)
                 && match signal {
@@ -236,7 +241,11 @@ impl Rules {
                     _ => self.matches(rule, profile, signal, now),
                 }
         })?;
-        (Some(decided.to) != stage).then_some(decided)
+        let moves = Some(decided.to) != stage;
+        // Churn risk and win-back are off the funnel (rank 0): nothing is onwards from them.
+        let rank = funnel_rank(stage);
+        let onwards = rank > 0 && funnel_rank(Some(decided.to)) > rank;
+        (moves && (!late || onwards)).then_some(decided)
     }
 
     /// The earliest time after `after` at which a timer rule would move
@@ -681,6 +690,54 @@ mod tests {
                 got, expected,
                 "{stage:?} with {orders} orders + {:?}",
                 e.event_type
+            );
+        }
+    }
+
+    #[test]
+    fn a_late_event_moves_a_customer_only_further_down_the_funnel() {
+        use EventType as E;
+        use Stage as S;
+        let rules = defaults();
+        let since = 100 * DAY;
+        let in_stage = |stage, orders| {
+            let mut p = profile(Some(stage), orders, since - 70 * DAY);
+            p.stage_since = since;
+            p
+        };
+        let cases = [
+            // (stage since day 100, orders, event, expected)
+            (S::ChurnRisk, 1, event(E::PageView, since - DAY), None),
+            (S::ChurnRisk, 1, event(E::Purchase, since - DAY), None),
+            (
+                S::ChurnRisk,
+                1,
+                event(E::PageView, since),
+                Some((S::WinBack, "win_back")),
+            ),
+            (
+                S::Consideration,
+                0,
+                event(E::Purchase, since - DAY),
+                Some((S::Purchase, "order_completed")),
+            ),
+            (
+                S::Awareness,
+                0,
+                event(E::ProductView, since - DAY),
+                Some((S::Consideration, "consideration_signal")),
+            ),
+            (S::WinBack, 1, event(E::Purchase, since - 300 * DAY), None),
+        ];
+        for (stage, orders, e, expected) in cases {
+            let got = on_event(&rules, in_stage(stage, orders), &e);
+            let expected = expected.map(|(s, r)| (s, r.to_string()));
+            assert_eq!(
+                got,
+                expected,
+                "{stage:?} since day 100 + {:?} on day {}",
+                e.event_type,
+                e.occurred_at / DAY
             );
         }
     }

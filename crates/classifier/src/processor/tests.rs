@@ -298,6 +298,40 @@ fn a_silent_buyer_becomes_a_churn_risk_on_the_wall_clock_and_returns_as_win_back
 }
 
 #[test]
+fn a_late_event_neither_wins_back_a_churn_risk_nor_dates_a_move_before_the_stage_it_leaves() {
+    let mut h = Harness::new();
+    h.event(0, &event("p1", "carol", EventType::Purchase, T0));
+    let churn = h.tick(0, T0 + 60 * DAY);
+    assert_eq!(moves(&churn)[0].1, Stage::ChurnRisk);
+    // A page view from before the churn risk was judged, read late: a fact
+    // of the profile, not a return. Before, it won the customer back, and
+    // the silence timer it re-armed, already past, moved her straight back.
+    let late = h.event(0, &event("v1", "carol", EventType::PageView, T0 + 59 * DAY));
+    assert!(late.is_empty(), "{:?}", moves(&late));
+    assert_eq!(h.profile(0, "carol").unwrap().last_seen, T0 + 59 * DAY);
+    assert!(h.tick(0, T0 + 200 * DAY).is_empty());
+    let back = h.event(0, &event("v2", "carol", EventType::PageView, T0 + 61 * DAY));
+    assert_eq!(
+        moves(&back),
+        vec![(Some(Stage::ChurnRisk), Stage::WinBack, "win_back", "v2")]
+    );
+
+    // A late purchase still counts as one, dated no earlier than the stage it ends.
+    h.event(0, &event("pv", "bob", EventType::ProductView, T0 + 10));
+    let bought = h.event(0, &event("p2", "bob", EventType::Purchase, T0 + 5));
+    assert_eq!(
+        moves(&bought),
+        vec![(
+            Some(Stage::Consideration),
+            Stage::Purchase,
+            "order_completed",
+            "p2"
+        )]
+    );
+    assert_eq!(bought[0].changed_at, T0 + 10);
+}
+
+#[test]
 fn a_detractor_won_back_from_churn_risk_stays_won_back_until_a_new_detractor_score() {
     let mut h = Harness::new();
     let detractor = |id: &str, nps: i32, at: i64| {
