@@ -155,10 +155,23 @@ impl ConsumerContext for LoopContext {
                 });
             }
             other => {
+                // The loop drops the partitions as lost (their new owners
+                // re-process from the last commit) and then releases them.
                 tracing::error!(error = ?other, "rebalance failed; dropping the assignment");
-                if let Err(e) = consumer.unassign() {
-                    tracing::error!(error = %e, "cannot drop the assignment");
+                let held = consumer
+                    .assignment()
+                    .map(|tpl| partitions(&tpl))
+                    .unwrap_or_default();
+                if self.closing.load(Ordering::SeqCst) || held.is_empty() {
+                    if let Err(e) = consumer.unassign() {
+                        tracing::error!(error = %e, "cannot drop the assignment");
+                    }
+                    return;
                 }
+                self.push(AssignmentChange::Revoked {
+                    partitions: held,
+                    lost: true,
+                });
             }
         }
     }
