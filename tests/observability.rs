@@ -150,6 +150,9 @@ fn service_registries() -> Vec<(&'static str, Registry)> {
         std::sync::Arc::new(journey_classifier::Rules::load(None).expect("default stage rules")),
         journey_classifier::ClassifierTopics::new(&topics, "journey-classifier"),
         journey_classifier::LocalPartitions::default(),
+        journey_classifier::ClassifierConfig::default()
+            .visitor_retention_ms()
+            .expect("default retention"),
         &classifier,
     );
     let alerting = with_runtime(journey_alerting::NAME);

@@ -215,7 +215,16 @@ fn main() {
     let rules = Arc::new(Rules::parse(journey_classifier::DEFAULT_RULES).expect("default rules"));
     let local = LocalPartitions::default();
     let registry = prometheus::Registry::new();
-    let mut classifier = Classifier::new(Arc::clone(&rules), topics(), local.clone(), &registry);
+    let retention = journey_classifier::ClassifierConfig::default()
+        .visitor_retention_ms()
+        .expect("default retention");
+    let mut classifier = Classifier::new(
+        Arc::clone(&rules),
+        topics(),
+        local.clone(),
+        retention,
+        &registry,
+    );
     let counted = AtomicU64::new(0);
 
     let decode = median(|| {

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +22,18 @@ pub struct ClassifierConfig {
     /// listening on every address (`0.0.0.0`), as in a container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advertised_url: Option<String>,
+    /// How long an anonymous visitor's profile is kept after its last
+    /// activity (event time); identified customers' profiles are kept for good.
+    #[serde(default = "default_visitor_retention", with = "humantime_serde")]
+    pub visitor_retention: Duration,
+}
+
+/// Shortest [`ClassifierConfig::visitor_retention`]: a visitor's profile
+/// should outlive the gaps between their visits.
+const MIN_VISITOR_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+fn default_visitor_retention() -> Duration {
+    Duration::from_secs(90 * 24 * 3600)
 }
 
 impl Default for ClassifierConfig {
@@ -30,11 +43,22 @@ impl Default for ClassifierConfig {
             group_id: "journey-classifier".into(),
             rules_file: None,
             advertised_url: None,
+            visitor_retention: default_visitor_retention(),
         }
     }
 }
 
 impl ClassifierConfig {
+    /// How long an anonymous visitor's profile is kept without activity, in
+    /// ms, checked.
+    pub fn visitor_retention_ms(&self) -> anyhow::Result<i64> {
+        anyhow::ensure!(
+            self.visitor_retention >= MIN_VISITOR_RETENTION,
+            "invalid configuration: field `classifier.visitor_retention`: must be at least 1day"
+        );
+        Ok(self.visitor_retention.as_millis().min(i64::MAX as u128) as i64)
+    }
+
     /// The URL this instance advertises, checked.
     pub fn advertised_url(&self) -> anyhow::Result<String> {
         match &self.advertised_url {
@@ -71,5 +95,17 @@ mod tests {
         assert!(url.ends_with(":9103") && !url.contains("0.0.0.0"), "{url}");
         let local = ClassifierConfig::default().advertised_url().unwrap();
         assert_eq!(local, "http://127.0.0.1:9103");
+    }
+
+    #[test]
+    fn a_visitor_retention_under_a_day_is_refused_naming_the_field() {
+        let ninety_days = ClassifierConfig::default().visitor_retention_ms().unwrap();
+        assert_eq!(ninety_days, 90 * 24 * 3600 * 1000);
+        let config = ClassifierConfig {
+            visitor_retention: Duration::from_secs(3600),
+            ..ClassifierConfig::default()
+        };
+        let error = config.visitor_retention_ms().unwrap_err().to_string();
+        assert!(error.contains("`classifier.visitor_retention`"), "{error}");
     }
 }

@@ -56,6 +56,7 @@ pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> anyhow::R
     let config: ClassifierConfig = source.section(NAME)?;
     let rules = Arc::new(Rules::load(config.rules_file.as_deref())?);
     let url = config.advertised_url()?;
+    let visitor_retention_ms = config.visitor_retention_ms()?;
     let registry = journey_core::metrics::registry(NAME);
     let t = &common.topics;
     let topics = ClassifierTopics::new(t, &config.group_id);
@@ -89,7 +90,13 @@ pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> anyhow::R
         partitions,
         rules: Arc::clone(&rules),
     });
-    let processor = Classifier::new(rules, topics.clone(), local, &registry);
+    let processor = Classifier::new(
+        rules,
+        topics.clone(),
+        local,
+        visitor_retention_ms,
+        &registry,
+    );
     let spec = ServiceSpec {
         name: NAME,
         common: &common,

@@ -24,6 +24,8 @@ pub struct ClassifierMetrics {
     /// Orders, sessions and forwarded events seen again and not applied twice.
     pub repeats: IntCounter,
     pub erased: IntCounter,
+    /// Anonymous visitors' profiles forgotten after `visitor_retention` without activity.
+    pub visitors_forgotten: IntCounter,
 }
 
 impl ClassifierMetrics {
@@ -81,6 +83,14 @@ impl ClassifierMetrics {
             )
             .expect("valid metric"),
         );
+        let visitors_forgotten = register(
+            registry,
+            IntCounter::new(
+                "visitors_forgotten_total",
+                "Anonymous visitors' profiles forgotten after classifier.visitor_retention without activity.",
+            )
+            .expect("valid metric"),
+        );
         let forwarded = register(
             registry,
             IntCounter::new(
@@ -115,6 +125,7 @@ impl ClassifierMetrics {
             forwarded,
             repeats: journey_core::runtime::repeats_counter(registry),
             erased: journey_core::erasure::erasures_counter(registry),
+            visitors_forgotten,
         }
     }
 

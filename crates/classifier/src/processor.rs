@@ -33,6 +33,13 @@ const ORDERS: RecentIds = RecentIds::new(&[MARK, b'o'], REPEAT_MEMORY_MS);
 /// Closed sessions applied, by session id: a repeat is not counted again.
 const SESSIONS: RecentIds = RecentIds::new(&[MARK, b's'], REPEAT_MEMORY_MS);
 
+/// Beside an anonymous visitor's profile: the profile is forgotten once the
+/// visitor has been inactive for the retention (written when its timer is
+/// armed by the visitor's own events).
+fn visitor_key(key: &[u8]) -> Vec<u8> {
+    [&[MARK, b'v'][..], key].concat()
+}
+
 /// The topics the classifier reads and writes.
 #[derive(Debug, Clone)]
 pub struct ClassifierTopics {
@@ -72,6 +79,8 @@ pub struct Classifier {
     /// Counts of the partitions this instance owns, as in state.
     stats: HashMap<i32, Stats>,
     local: LocalPartitions,
+    /// How long an anonymous visitor's profile outlives its last activity.
+    visitor_retention_ms: i64,
 }
 
 /// A stage a profile moves to, why, and on what evidence.
@@ -83,11 +92,13 @@ struct Move<'a> {
 }
 
 impl Classifier {
-    /// A classifier applying `rules`, telling `local` which partitions it owns.
+    /// A classifier applying `rules`, telling `local` which partitions it
+    /// owns, forgetting visitors inactive for `visitor_retention_ms`.
     pub fn new(
         rules: Arc<Rules>,
         topics: ClassifierTopics,
         local: LocalPartitions,
+        visitor_retention_ms: i64,
         registry: &Registry,
     ) -> Self {
         Classifier {
@@ -96,6 +107,7 @@ impl Classifier {
             metrics: ClassifierMetrics::new(registry),
             stats: HashMap::new(),
             local,
+            visitor_retention_ms,
         }
     }
 
@@ -112,17 +124,20 @@ impl Classifier {
                 return self.forward(ctx, event, folded, record.timestamp);
             }
         }
-        self.observe_event(ctx, &customer, &event, stored)
+        let visitor = event.customer_id.is_none();
+        self.observe_event(ctx, &customer, &event, stored, visitor)
     }
 
-    /// Folds `event` into `customer`'s profile (`stored`, if any) and applies
-    /// the rules; a purchase of an order already applied is not.
+    /// Folds `event` into `customer`'s profile (`stored`, if any; of an
+    /// anonymous `visitor`, or not) and applies the rules; a purchase of an
+    /// order already applied is not.
     fn observe_event(
         &mut self,
         ctx: &mut Context<'_>,
         customer: &str,
         event: &CustomerEvent,
         stored: Option<Profile>,
+        visitor: bool,
     ) -> Result<(), ProcessError> {
         if let Some(order) = event.purchase() {
             let id: [&[u8]; 2] = [customer.as_bytes(), order.order_id.as_bytes()];
@@ -144,7 +159,7 @@ impl Classifier {
             };
             self.change(ctx, customer, &mut profile, to)?;
         }
-        self.save(ctx, customer, before, profile, i64::MIN)
+        self.save(ctx, customer, before, profile, i64::MIN, visitor)
     }
 
     fn on_session(
@@ -185,7 +200,7 @@ impl Classifier {
             };
             self.change(ctx, customer, &mut profile, to)?;
         }
-        self.save(ctx, customer, before, profile, i64::MIN)
+        self.save(ctx, customer, before, profile, i64::MIN, false)
     }
 
     /// Deletes the profile of an erased id (with the anonymous ids merged
@@ -201,6 +216,7 @@ impl Classifier {
             ctx.state().delete(key);
             self.account(ctx, Some(profile.contribution()), None)?;
         }
+        ctx.state().delete(&visitor_key(key));
         ctx.cancel_timers(key)?;
         fold::FOLDED.erase(ctx, &task.subject)?;
         self.metrics.erased.inc();
@@ -242,8 +258,9 @@ impl Classifier {
         Ok(())
     }
 
-    /// Arms the customer's next timer (not earlier than `after`), updates the
-    /// partition's counts and writes the profile.
+    /// Arms the customer's next timer (not earlier than `after`; for an
+    /// anonymous `visitor`, no later than when the profile is to be
+    /// forgotten), updates the partition's counts and writes the profile.
     fn save(
         &mut self,
         ctx: &mut Context<'_>,
@@ -251,17 +268,25 @@ impl Classifier {
         before: Option<Contribution>,
         mut profile: Profile,
         after: i64,
+        visitor: bool,
     ) -> Result<(), ProcessError> {
         let key = customer.as_bytes();
+        let forget_at = visitor
+            .then(|| profile.last_seen.saturating_add(self.visitor_retention_ms))
+            .filter(|at| *at > after);
+        let rule_deadline = self.rules.next_deadline(&profile, after);
         // A later deadline than the armed one waits for that timer to fire
         // and re-arm: activity costs no timer write.
-        if let Some(deadline) = self.rules.next_deadline(&profile, after) {
+        if let Some(deadline) = rule_deadline.into_iter().chain(forget_at).min() {
             if profile.timer_at.is_none_or(|armed| deadline < armed) {
                 if let Some(armed) = profile.timer_at {
                     ctx.cancel_timer(Clock::Wall, armed, key);
                 }
                 ctx.set_timer(Clock::Wall, deadline, key);
                 profile.timer_at = Some(deadline);
+                if visitor {
+                    ctx.state().put(&visitor_key(key), &true);
+                }
             }
         }
         self.account(ctx, before, Some(profile.contribution()))?;
@@ -359,8 +384,20 @@ impl Processor for Classifier {
         let customer = String::from_utf8_lossy(key).into_owned();
         let before = Some(profile.contribution());
         profile.timer_at = None;
+        let visitor = ctx.state().get::<bool>(&visitor_key(key))?.is_some();
         let rules = Arc::clone(&self.rules);
-        if let Some(rule) = rules.evaluate(&profile, Signal::Timer, at) {
+        let rule = rules.evaluate(&profile, Signal::Timer, at);
+        if rule.is_none()
+            && visitor
+            && profile.last_seen.saturating_add(self.visitor_retention_ms) <= at
+        {
+            ctx.state().delete(key);
+            ctx.state().delete(&visitor_key(key));
+            self.account(ctx, before, None)?;
+            self.metrics.visitors_forgotten.inc();
+            return Ok(());
+        }
+        if let Some(rule) = rule {
             if matches!(rule.trigger, Trigger::Detractor { .. }) {
                 // The score is acted on: won back, the customer is not moved
                 // again for it; a later detractor score starts its own clock.
@@ -375,7 +412,7 @@ impl Processor for Classifier {
             };
             self.change(ctx, &customer, &mut profile, to)?;
         }
-        self.save(ctx, &customer, before, profile, at)
+        self.save(ctx, &customer, before, profile, at, visitor)
     }
 
     fn on_assigned(&mut self, partition: i32, ctx: &mut Context<'_>) -> Result<(), ProcessError> {

@@ -82,6 +82,7 @@ impl Classifier {
             return Ok(());
         };
         ctx.state().delete(key);
+        ctx.state().delete(&super::visitor_key(key));
         if let Some(at) = profile.timer_at {
             ctx.cancel_timer(Clock::Wall, at, key);
         }
@@ -163,7 +164,7 @@ impl Classifier {
                     return Ok(());
                 }
                 let stored = ctx.state().get(customer.as_bytes())?;
-                self.observe_event(ctx, &customer, &event, stored)
+                self.observe_event(ctx, &customer, &event, stored, false)
             }
         }
     }
@@ -210,7 +211,7 @@ impl Classifier {
             self.change(ctx, customer, &mut profile, to)?;
         }
         self.metrics.merges.inc();
-        self.save(ctx, customer, before, profile, i64::MIN)
+        self.save(ctx, customer, before, profile, i64::MIN, false)
     }
 }
 

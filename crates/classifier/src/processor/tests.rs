@@ -14,6 +14,8 @@ use super::*;
 
 const DAY: i64 = 24 * 3600 * 1000;
 const T0: i64 = 1_700_000_000_000;
+/// How long the harness keeps an inactive visitor's profile.
+const VISITOR_RETENTION: i64 = 90 * DAY;
 
 fn topics() -> ClassifierTopics {
     ClassifierTopics {
@@ -119,7 +121,13 @@ impl Harness {
 fn classifier() -> (Classifier, Registry) {
     let registry = Registry::new();
     let rules = Arc::new(Rules::parse(crate::DEFAULT_RULES).unwrap());
-    let classifier = Classifier::new(rules, topics(), LocalPartitions::default(), &registry);
+    let classifier = Classifier::new(
+        rules,
+        topics(),
+        LocalPartitions::default(),
+        VISITOR_RETENTION,
+        &registry,
+    );
     (classifier, registry)
 }
 
@@ -329,6 +337,43 @@ fn a_late_event_neither_wins_back_a_churn_risk_nor_dates_a_move_before_the_stage
         )]
     );
     assert_eq!(bought[0].changed_at, T0 + 10);
+}
+
+#[test]
+fn an_inactive_visitor_is_forgotten_after_the_retention_and_a_customer_never_is() {
+    let mut h = Harness::new();
+    h.event(0, &anonymous("a1", "visitor", EventType::PageView, T0));
+    h.event(0, &event("c1", "carol", EventType::PageView, T0));
+    // Activity pushes the retention on.
+    h.event(
+        0,
+        &anonymous("a2", "visitor", EventType::PageView, T0 + 30 * DAY),
+    );
+    assert!(h.tick(0, T0 + VISITOR_RETENTION).is_empty());
+    assert!(h.tick(0, T0 + 30 * DAY + VISITOR_RETENTION - 1).is_empty());
+    assert!(
+        h.profile(0, "visitor").is_some(),
+        "active within the retention"
+    );
+    assert_eq!(h.gauge("customers", &[("stage", "AWARENESS")]), 2.0);
+    h.tick(0, T0 + 30 * DAY + VISITOR_RETENTION);
+    assert!(h.profile(0, "visitor").is_none(), "forgotten");
+    assert_eq!(h.gauge("customers", &[("stage", "AWARENESS")]), 1.0);
+    assert_eq!(h.gauge("visitors_forgotten_total", &[]), 1.0);
+    h.tick(0, T0 + 900 * DAY);
+    assert!(
+        h.profile(0, "carol").is_some(),
+        "a customer is kept for good"
+    );
+
+    // A visitor who bought goes through the stage timers first.
+    h.event(0, &anonymous("p1", "buyer", EventType::Purchase, T0));
+    let churn = h.tick(0, T0 + 60 * DAY);
+    assert_eq!(moves(&churn)[0].1, Stage::ChurnRisk);
+    assert!(h.profile(0, "buyer").is_some());
+    h.tick(0, T0 + VISITOR_RETENTION);
+    assert!(h.profile(0, "buyer").is_none());
+    assert_eq!(h.gauge("customers", &[("stage", "CHURN_RISK")]), 0.0);
 }
 
 #[test]
