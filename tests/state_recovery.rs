@@ -146,6 +146,17 @@ async fn metric(config: &Path, name: &str) -> Option<f64> {
     journey_tests::metric(addr.parse().ok()?, name).await
 }
 
+/// The second burst, which closes the first burst's sessions, and a last
+/// event per customer three hours on, which closes the second burst's.
+async fn close_every_session(kafka: &KafkaConfig, base: i64) {
+    produce(kafka, "journey.events", &events(base, 1))
+        .await
+        .unwrap();
+    produce(kafka, "journey.events", &events(base, 3)[..CUSTOMERS])
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_lost_state_and_takeover_lose_nothing_and_apply_nothing_twice() {
     let broker = Broker::start();
@@ -184,14 +195,7 @@ async fn crash_lost_state_and_takeover_lose_nothing_and_apply_nothing_twice() {
     std::fs::remove_dir_all(dir.path().join("wiped")).unwrap();
     a.kill();
 
-    // The second burst closes the first burst's sessions; a last event per
-    // customer three hours on closes the second burst's.
-    produce(&kafka, "journey.events", &events(base, 1))
-        .await
-        .unwrap();
-    produce(&kafka, "journey.events", &events(base, 3)[..CUSTOMERS])
-        .await
-        .unwrap();
+    close_every_session(&kafka, base).await;
     let crash = ServiceProcess::start("journey-sessionizer", &crash_cfg);
     let wiped = ServiceProcess::start("journey-sessionizer", &wiped_cfg);
 
@@ -319,12 +323,7 @@ async fn a_commit_torn_by_a_crash_is_left_out_of_the_restore_and_written_over() 
 
     // The restored state goes on: the next bursts close every session.
     let service = ServiceProcess::start("journey-sessionizer", &cfg);
-    produce(&kafka, "journey.events", &events(base, 1))
-        .await
-        .unwrap();
-    produce(&kafka, "journey.events", &events(base, 3)[..CUSTOMERS])
-        .await
-        .unwrap();
+    close_every_session(&kafka, base).await;
     let (ids, _) = sessions(&kafka, "torn", 2 * CUSTOMERS).await;
     assert_eq!(
         ids.len(),

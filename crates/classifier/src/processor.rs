@@ -213,14 +213,26 @@ impl Classifier {
         let task = erasure::task(ctx, record)?;
         let key = task.subject.as_bytes();
         if let Some(profile) = ctx.state().get::<Profile>(key)? {
-            ctx.state().delete(key);
-            self.account(ctx, Some(profile.contribution()), None)?;
+            self.remove(ctx, key, &profile)?;
         }
-        ctx.state().delete(&visitor_key(key));
         ctx.cancel_timers(key)?;
         fold::FOLDED.erase(ctx, &task.subject)?;
         self.metrics.erased.inc();
         erasure::report_erased(ctx, &self.topics.erasure, crate::NAME, &task)
+    }
+
+    /// Takes the profile under `key` (`profile`) out of state, with its
+    /// visitor mark, and out of the partition's counts; its timer is the
+    /// caller's to cancel.
+    fn remove(
+        &mut self,
+        ctx: &mut Context<'_>,
+        key: &[u8],
+        profile: &Profile,
+    ) -> Result<(), ProcessError> {
+        ctx.state().delete(key);
+        ctx.state().delete(&visitor_key(key));
+        self.account(ctx, Some(profile.contribution()), None)
     }
 
     /// Emits the stage change of `customer` to `to` and moves the profile
@@ -391,9 +403,7 @@ impl Processor for Classifier {
             && visitor
             && profile.last_seen.saturating_add(self.visitor_retention_ms) <= at
         {
-            ctx.state().delete(key);
-            ctx.state().delete(&visitor_key(key));
-            self.account(ctx, before, None)?;
+            self.remove(ctx, key, &profile)?;
             self.metrics.visitors_forgotten.inc();
             return Ok(());
         }

@@ -81,12 +81,10 @@ impl Classifier {
         let Some(profile) = ctx.state().get::<Profile>(key)? else {
             return Ok(());
         };
-        ctx.state().delete(key);
-        ctx.state().delete(&super::visitor_key(key));
+        self.remove(ctx, key, &profile)?;
         if let Some(at) = profile.timer_at {
             ctx.cancel_timer(Clock::Wall, at, key);
         }
-        self.account(ctx, Some(profile.contribution()), None)?;
         let forwarded = Forwarded::Profile {
             merge_id: merge.merge_id,
             anonymous_id: merge.anonymous_id,

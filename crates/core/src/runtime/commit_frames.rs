@@ -16,13 +16,14 @@ use crate::state::{Change, CommitMarker};
 
 /// One commit's `changes` as the changelog takes them: each partition's
 /// between its begin and end markers, in the order given.
-pub(crate) fn frame(changes: Vec<Change>) -> Vec<Change> {
+pub(crate) fn frame(changes: Vec<Change>) -> impl Iterator<Item = Change> {
     let partitions: BTreeSet<i32> = changes.iter().map(|c| c.partition).collect();
-    let mut framed = Vec::with_capacity(changes.len() + 2 * partitions.len());
-    framed.extend(partitions.iter().map(|&p| CommitMarker::Begin.record(p)));
-    framed.extend(changes);
-    framed.extend(partitions.iter().map(|&p| CommitMarker::End.record(p)));
-    framed
+    let begins: Vec<Change> = partitions
+        .iter()
+        .map(|&p| CommitMarker::Begin.record(p))
+        .collect();
+    let ends = partitions.into_iter().map(|p| CommitMarker::End.record(p));
+    begins.into_iter().chain(changes).chain(ends)
 }
 
 /// Changelog records in offset order, split into complete changes and the
@@ -224,7 +225,7 @@ mod tests {
             value: Some(key.to_vec()),
         };
         let changes = vec![change(1, b"a"), change(0, b"b"), change(1, b"c")];
-        let framed = frame(changes.clone());
+        let framed: Vec<Change> = frame(changes.clone()).collect();
         for partition in [0, 1] {
             let mut frames = CommitFrames::new(0);
             let log = framed.iter().filter(|c| c.partition == partition);

@@ -840,7 +840,7 @@ impl<P: Processor> Work<P> {
         changes.extend(self.store.pending_changes());
         self.metrics.changelog_records.inc_by(changes.len() as u64);
         let changelog = self.settings.changelog_topic.clone();
-        for change in &frame(changes) {
+        for change in frame(changes) {
             let mut record = FutureRecord::<Vec<u8>, Vec<u8>>::to(&changelog)
                 .partition(change.partition)
                 .key(&change.key);

@@ -180,12 +180,12 @@ pub(crate) fn restore_partition(
                     value: message.payload().map(<[u8]>::to_vec),
                 };
                 frames.push(message.offset(), change);
-                progress.remaining.set((high - next).max(0));
                 if frames.complete_len() >= BATCH {
                     let (batch, to) = frames.take_complete();
                     restorer.restore(partition, &batch, to, now_millis())?;
                     applied += batch.len() as u64;
                     progress.restored.inc_by(batch.len() as u64);
+                    progress.remaining.set((high - next).max(0));
                 }
             }
         }
