@@ -2,7 +2,9 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
+use journey_core::config::retention_ms;
 use serde::{Deserialize, Serialize};
 
 use crate::webhook::WebhookConfig;
@@ -23,6 +25,15 @@ pub struct AlertingConfig {
     /// Receivers notified of every alert in Alertmanager's webhook format.
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+    /// How long the context of a customer who never bought (an anonymous
+    /// visitor's, most often) is kept after their last session ended (event
+    /// time); buyers' contexts are kept for good.
+    #[serde(default = "default_context_retention", with = "humantime_serde")]
+    pub context_retention: Duration,
+}
+
+fn default_context_retention() -> Duration {
+    Duration::from_secs(90 * 24 * 3600)
 }
 
 impl Default for AlertingConfig {
@@ -33,7 +44,15 @@ impl Default for AlertingConfig {
             rules_file: None,
             external_url: "http://127.0.0.1:9104".into(),
             webhooks: Vec::new(),
+            context_retention: default_context_retention(),
         }
+    }
+}
+
+impl AlertingConfig {
+    /// [`AlertingConfig::context_retention`] in ms, checked.
+    pub fn context_retention_ms(&self) -> anyhow::Result<i64> {
+        retention_ms("alerting.context_retention", self.context_retention)
     }
 }
 
@@ -60,5 +79,14 @@ mod tests {
             err.contains("alerting.webhooks") && err.contains("queue"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_context_retention_under_a_day_is_refused_naming_the_field() {
+        let config = section("[alerting]\ncontext_retention = \"12h\"\n").unwrap();
+        let err = config.context_retention_ms().unwrap_err().to_string();
+        assert!(err.contains("`alerting.context_retention`"), "{err}");
+        let ninety_days = AlertingConfig::default().context_retention_ms().unwrap();
+        assert_eq!(ninety_days, 90 * 24 * 3600 * 1000);
     }
 }

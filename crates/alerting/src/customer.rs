@@ -64,6 +64,13 @@ impl CustomerContext {
         self.stage = Some(change.to_stage);
     }
 
+    /// Whether the context may be forgotten as inactive since `cutoff`: the
+    /// customer never bought, and their last session ended at or before it.
+    /// A context with no session yet has no date to judge, and is kept.
+    pub fn forgettable(&self, cutoff: i64) -> bool {
+        self.orders == 0 && self.last_session.as_ref().is_some_and(|s| s.end <= cutoff)
+    }
+
     /// Adds the context to an alert's context map.
     pub fn describe(&self, context: &mut BTreeMap<String, String>) {
         let stage = self.stage.map_or("UNKNOWN", Stage::as_str);
@@ -143,6 +150,22 @@ mod tests {
         context.observe_session(&session("new", 2_000));
         context.observe_session(&session("old", 1_000));
         assert_eq!(context.last_session.unwrap().session_id, "new");
+    }
+
+    #[test]
+    fn only_a_context_without_orders_and_with_an_old_last_session_is_forgettable() {
+        let session = SessionSummary {
+            end: 1_000,
+            ..SessionSummary::default()
+        };
+        let mut visitor = CustomerContext::default();
+        assert!(!visitor.forgettable(5_000), "no session yet: no date");
+        visitor.observe_session(&session);
+        assert!(visitor.forgettable(1_000));
+        assert!(!visitor.forgettable(999));
+        let mut buyer = visitor.clone();
+        buyer.observe_purchase(&Order::default());
+        assert!(!buyer.forgettable(5_000));
     }
 
     #[test]

@@ -35,6 +35,7 @@ mod customer;
 mod lifecycle;
 mod metrics;
 mod processor;
+mod retention;
 pub mod rules;
 mod ruleset;
 pub mod webhook;
@@ -44,6 +45,7 @@ pub use customer::{CustomerContext, LastSession};
 pub use lifecycle::Lifecycle;
 pub use metrics::AlertMetrics;
 pub use processor::{Alerting, Topics};
+pub use retention::ContextRetention;
 pub use ruleset::{
     CartAbandonmentRule, ChurnRiskRule, DetractorRule, FunnelDropRule, RuleSet, RulesError,
     ThresholdRule, DEFAULT_RULES,
@@ -67,12 +69,18 @@ pub fn processor(
     registry: &Registry,
 ) -> anyhow::Result<Alerting> {
     let metrics = AlertMetrics::new(registry);
+    let retention = ContextRetention::new(
+        config.context_retention_ms()?,
+        metrics.contexts_forgotten.clone(),
+    );
     let notifier = webhook::Notifier::start(&config.webhooks, &config.external_url, &metrics)
         .context("starting the webhook delivery threads")?;
     let lifecycle = Lifecycle::new(topics.alerts.clone(), metrics, notifier);
     let erased = journey_core::erasure::erasures_counter(registry);
     let repeats = journey_core::runtime::repeats_counter(registry);
-    Ok(Alerting::new(rules, topics, lifecycle, erased, repeats))
+    Ok(Alerting::new(
+        rules, topics, lifecycle, retention, erased, repeats,
+    ))
 }
 
 /// Runs alerting until `shutdown` is cancelled.

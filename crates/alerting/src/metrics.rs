@@ -2,7 +2,7 @@
 //! one place. No label holds a customer id.
 
 use journey_core::metrics::register;
-use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// What alerting measures beside the runtime's metrics.
 #[derive(Clone)]
@@ -19,6 +19,8 @@ pub struct AlertMetrics {
     pub webhook_failures: IntCounterVec,
     /// Memory held by the in-memory filter of open alerts' keys.
     pub filter_bytes: IntGauge,
+    /// Contexts of customers who never bought, forgotten after the retention.
+    pub contexts_forgotten: IntCounter,
 }
 
 impl AlertMetrics {
@@ -67,6 +69,14 @@ impl AlertMetrics {
                 IntGauge::new(
                     "filter_bytes",
                     "Memory held by the in-memory filters of open alerts' and latest purchases' keys.",
+                )
+                .expect("valid metric"),
+            ),
+            contexts_forgotten: register(
+                registry,
+                IntCounter::new(
+                    "contexts_forgotten_total",
+                    "Contexts of customers who never bought, forgotten after alerting.context_retention without a session.",
                 )
                 .expect("valid metric"),
             ),

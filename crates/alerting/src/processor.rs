@@ -13,6 +13,7 @@ use prometheus::IntCounter;
 
 use crate::customer::CustomerContext;
 use crate::lifecycle::{Lifecycle, EXPIRY_TIMER};
+use crate::retention::{customer_key, ContextRetention};
 use crate::rules::cart::{CartEvent, OpenCart};
 use crate::rules::detractor::{detractor_feedback, is_detractor};
 use crate::rules::funnel::{converted, drop_draft, drop_subject, FunnelWindows};
@@ -63,10 +64,6 @@ const ORDERS: RecentIds = RecentIds::new(b"order/", REPEAT_MEMORY_MS);
 /// upstream service after a crash is not counted again.
 const COMPLAINTS: RecentIds = RecentIds::new(b"complaint/", REPEAT_MEMORY_MS);
 
-fn customer_key(customer: &str) -> Vec<u8> {
-    [b"customer/", customer.as_bytes()].concat()
-}
-
 fn cart_key(customer: &str) -> Vec<u8> {
     [CART, customer.as_bytes()].concat()
 }
@@ -91,18 +88,21 @@ pub struct Alerting {
     /// The customers whose latest purchase may be in state: most are not,
     /// and a read of an absent key probes every level of RocksDB.
     bought: KeyFilter,
+    retention: ContextRetention,
     erased: IntCounter,
     repeats: IntCounter,
 }
 
 impl Alerting {
     /// A processor evaluating `rules` over `topics`, raising alerts through
-    /// `lifecycle`, counting erasures in `erased` and purchases and
-    /// complaints re-sent by an upstream service in `repeats`.
+    /// `lifecycle`, forgetting quiet contexts by `retention`, counting
+    /// erasures in `erased` and purchases and complaints re-sent by an
+    /// upstream service in `repeats`.
     pub fn new(
         rules: RuleSet,
         topics: Topics,
         lifecycle: Lifecycle,
+        retention: ContextRetention,
         erased: IntCounter,
         repeats: IntCounter,
     ) -> Self {
@@ -111,6 +111,7 @@ impl Alerting {
             topics,
             lifecycle,
             bought: KeyFilter::new(BOUGHT),
+            retention,
             erased,
             repeats,
         }
@@ -561,6 +562,9 @@ impl Processor for Alerting {
         if key.starts_with(CART) {
             return self.on_cart_due(ctx, at, key);
         }
+        if ContextRetention::owns(key) {
+            return self.retention.sweep(ctx, at, key);
+        }
         if let Some(ids) = [ORDERS, COMPLAINTS].into_iter().find(|ids| ids.owns(key)) {
             ids.forget(ctx, key);
             return Ok(());
@@ -584,8 +588,9 @@ impl Processor for Alerting {
         }
     }
 
-    fn on_assigned(&mut self, partition: i32, _ctx: &mut Context<'_>) -> Result<(), ProcessError> {
+    fn on_assigned(&mut self, partition: i32, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
         self.forget_partition(partition);
+        self.retention.arm(ctx);
         Ok(())
     }
 

@@ -62,7 +62,7 @@ impl Harness {
         let store = StateStore::open(dir.path(), 64 << 20).unwrap();
         let registry = Registry::new();
         let alerting = processor(rules, &registry);
-        Harness {
+        let mut harness = Harness {
             rules: rules.to_string(),
             store,
             codec: Codec::builtin(),
@@ -72,7 +72,9 @@ impl Harness {
             stream_time: i64::MIN,
             offset: 0,
             _dir: dir,
-        }
+        };
+        harness.assign();
+        harness
     }
 
     /// A new processor over the same state, as after a restart: it knows
@@ -81,6 +83,20 @@ impl Harness {
         self.store.commit().unwrap();
         self.registry = Registry::new();
         self.alerting = processor(&self.rules, &self.registry);
+        self.assign();
+    }
+
+    /// Tells the processor the partition is assigned, as the runtime does
+    /// before its first record.
+    fn assign(&mut self) {
+        let mut ctx = Context::new(
+            &mut self.store,
+            &self.codec,
+            &mut self.outputs,
+            PARTITION,
+            self.stream_time,
+        );
+        self.alerting.on_assigned(PARTITION, &mut ctx).unwrap();
     }
 
     fn feed(&mut self, topic: &str, key: &str, payload: &[u8], timestamp: i64) {
@@ -793,4 +809,60 @@ fn an_erased_customer_leaves_no_state_timers_or_firing_alerts() {
     let fired = h.alerts();
     assert_eq!(fired.len(), 1);
     assert_eq!(fired[0].customer_id.as_deref(), Some("finn"));
+}
+
+#[test]
+fn contexts_of_customers_who_never_bought_are_forgotten_after_the_retention() {
+    let mut h = Harness::new("");
+    let now = journey_core::runtime::now_millis();
+    let day = 24 * 60 * MINUTE;
+    let session = |customer: &str, end: i64| SessionSummary {
+        session_id: format!("s-{customer}"),
+        customer_id: customer.into(),
+        start: end - MINUTE,
+        end,
+        entry_channel: "WEB".into(),
+        ..SessionSummary::default()
+    };
+    // Visitors quiet for longer than the retention (90 days), enough of
+    // them that the sweep takes two chunks.
+    let quiet = 2_550;
+    for i in 0..quiet {
+        h.session(session(&format!("anon-{i:05}"), now - 91 * day));
+    }
+    h.session(session("recent", now - 89 * day));
+    h.event(purchase("p1", "buyer", now - 200 * day, 20.0));
+    h.session(session("buyer", now - 200 * day));
+    h.stage(change(
+        "c1",
+        "staged",
+        None,
+        Stage::Awareness,
+        now - 200 * day,
+    ));
+    let contexts = |h: &mut Harness| -> Vec<String> {
+        h.store
+            .partition(PARTITION)
+            .keys(b"customer/", None, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|k| String::from_utf8_lossy(&k[b"customer/".len()..]).into_owned())
+            .collect()
+    };
+    assert_eq!(contexts(&mut h).len(), quiet + 3);
+
+    // The sweep is due on the next hour, and goes on a chunk per tick.
+    let sweeps = |h: &mut Harness| h.store.timers_under(PARTITION, b"sweep/").unwrap();
+    let hour = sweeps(&mut h)[0].1;
+    assert!(hour > now && hour <= now + 60 * MINUTE, "{hour}");
+    for _ in 0..3 {
+        h.tick(h.stream_time, hour);
+    }
+    assert_eq!(contexts(&mut h), ["buyer", "recent", "staged"]);
+    assert_eq!(h.metric("contexts_forgotten_total", &[]), quiet as f64);
+    assert_eq!(sweeps(&mut h), [(Clock::Wall, hour + 60 * MINUTE)]);
+
+    // A forgotten visitor's next session brings the context back.
+    h.session(session("anon-00000", now));
+    assert_eq!(contexts(&mut h).len(), 4);
 }

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use journey_core::config::retention_ms;
 use serde::{Deserialize, Serialize};
 
 /// Settings of the classifier.
@@ -28,10 +29,6 @@ pub struct ClassifierConfig {
     pub visitor_retention: Duration,
 }
 
-/// Shortest [`ClassifierConfig::visitor_retention`]: a visitor's profile
-/// should outlive the gaps between their visits.
-const MIN_VISITOR_RETENTION: Duration = Duration::from_secs(24 * 3600);
-
 fn default_visitor_retention() -> Duration {
     Duration::from_secs(90 * 24 * 3600)
 }
@@ -52,11 +49,7 @@ impl ClassifierConfig {
     /// How long an anonymous visitor's profile is kept without activity, in
     /// ms, checked.
     pub fn visitor_retention_ms(&self) -> anyhow::Result<i64> {
-        anyhow::ensure!(
-            self.visitor_retention >= MIN_VISITOR_RETENTION,
-            "invalid configuration: field `classifier.visitor_retention`: must be at least 1day"
-        );
-        Ok(self.visitor_retention.as_millis().min(i64::MAX as u128) as i64)
+        retention_ms("classifier.visitor_retention", self.visitor_retention)
     }
 
     /// The URL this instance advertises, checked.

@@ -407,6 +407,20 @@ impl ConfigSource {
 }
 
 /// Prefix of the variables that set one librdkafka property each.
+/// Shortest retention of state a service forgets after inactivity: what it
+/// keeps of a customer should outlive the gaps between their visits.
+pub const MIN_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// `value` of the retention setting `field` (dotted, e.g.
+/// `classifier.visitor_retention`) in ms, refused by name under [`MIN_RETENTION`].
+pub fn retention_ms(field: &str, value: Duration) -> anyhow::Result<i64> {
+    anyhow::ensure!(
+        value >= MIN_RETENTION,
+        "invalid configuration: field `{field}`: must be at least 1day"
+    );
+    Ok(value.as_millis().min(i64::MAX as u128) as i64)
+}
+
 const PROPERTIES_PREFIX: &str = "kafka__properties__";
 
 /// The settings `vars` make: `JOURNEY_<SECTION>__<FIELD>` as the dotted path
