@@ -9,9 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use journey_core::codec::Codec;
 use journey_core::config::ConfigSource;
 use journey_core::contract::{
-    Alert, AlertStatus, CustomerEvent, EventType, Feedback, Order, Product,
+    Alert, AlertStatus, CustomerEvent, EventType, Feedback, IdentityMerge, Order, Product,
 };
 use journey_core::runtime::now_millis;
 use journey_tests::web_event as event;
@@ -337,6 +338,99 @@ async fn events_become_alerts_on_the_topic_metrics_webhook_and_prometheus() {
         detractor["alerts"][0]["annotations"]["feedback_text"],
         "Delivery was late"
     );
+
+    stop.cancel();
+    service.await.unwrap().unwrap();
+}
+
+/// Two visitors fill carts and log in; one buys. The carts move through
+/// alerting's own repartition topic to the customers' partitions, where the
+/// buyer's purchase cancels theirs and the other's comes due under the
+/// customer's id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_visitors_cart_follows_them_to_the_customer_they_log_in_as() {
+    let broker = Broker::start();
+    let kafka = broker.kafka();
+    let state = tempfile::tempdir().unwrap();
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let rules = state.path().join("rules.toml");
+    std::fs::write(&rules, "[cart_abandonment]\nafter = \"3s\"\n").unwrap();
+    let config = state.path().join("journey.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\nbootstrap_servers = \"{}\"\npartitions = 3\n\n\
+             [runtime]\nstate_dir = \"{}\"\ncommit_interval = \"200ms\"\ntick_interval = \"100ms\"\nidle_timeout = \"1s\"\n\n\
+             [alerting]\nhttp_listen = \"{http}\"\ngroup_id = \"alerting-fold\"\nrules_file = \"{}\"\n",
+            broker.bootstrap,
+            state.path().display(),
+            rules.display()
+        ),
+    )
+    .unwrap();
+    let source = ConfigSource::load(Some(&config)).unwrap();
+    let common = source.common().unwrap();
+    let topics = journey_core::kafka::pipeline_topics(&common.topics, 3);
+    journey_core::kafka::ensure_topics(&kafka, &topics)
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    let service = tokio::spawn(journey_alerting::run(source, stop.clone()));
+
+    let t = now_millis();
+    let visitor = |id: &str, anonymous: &str| CustomerEvent {
+        customer_id: None,
+        anonymous_id: Some(anonymous.into()),
+        ..event(id, "", EventType::AddToCart, t)
+    };
+    send(&kafka, &[visitor("v1", "anon-v"), visitor("w1", "anon-w")]).await;
+    let codec = Codec::builtin();
+    let merges: Vec<(String, Vec<u8>, i64)> = [("anon-v", "vic"), ("anon-w", "wes")]
+        .into_iter()
+        .map(|(anonymous, customer)| {
+            let merge = IdentityMerge {
+                merge_id: format!("m-{customer}"),
+                anonymous_id: anonymous.into(),
+                customer_id: customer.into(),
+                previous_customer_id: None,
+                evidence_event_id: format!("login-{customer}"),
+                merged_at: t + 1,
+            };
+            (anonymous.to_string(), codec.encode(&merge).unwrap(), t + 1)
+        })
+        .collect();
+    produce(&kafka, "journey.identities", &merges)
+        .await
+        .unwrap();
+    let mut purchase = event("v2", "vic", EventType::Purchase, t + 2);
+    purchase.order = Some(Order {
+        order_id: "o-vic".into(),
+        revenue: 25.0,
+        currency: "EUR".into(),
+        item_count: Some(1),
+    });
+    send(&kafka, &[purchase]).await;
+
+    let wait = Duration::from_secs(60);
+    let alerts = collect::<Alert>(&kafka, "journey.alerts", 1, wait, Duration::from_secs(3))
+        .await
+        .unwrap();
+    let seen: Vec<_> = alerts
+        .iter()
+        .map(|a| {
+            (
+                a.rule.as_str(),
+                a.customer_id.as_deref(),
+                a.evidence_id.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(seen, [("cart_abandonment", Some("wes"), "w1")]);
+    let applied = "journey_alerting_identity_folds_applied_total";
+    eventually("both folds applied", wait, || async move {
+        metric(http, applied).await == Some(2.0)
+    })
+    .await;
 
     stop.cancel();
     service.await.unwrap().unwrap();

@@ -159,7 +159,7 @@ fn service_registries() -> Vec<(&'static str, Registry)> {
     journey_alerting::processor(
         &Default::default(),
         journey_alerting::RuleSet::default(),
-        journey_alerting::Topics::new(&topics),
+        journey_alerting::Topics::new(&topics, "journey-alerting"),
         &alerting,
     )
     .unwrap();

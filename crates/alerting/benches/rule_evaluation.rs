@@ -18,7 +18,6 @@ use journey_core::contract::{
     Channel, CustomerEvent, EventType, Feedback, FunnelStep, Order, Product, SessionSummary, Stage,
     StageChange,
 };
-use journey_core::erasure::ErasureTopics;
 use journey_core::runtime::{
     Cadence, Context, InputRecord, Output, Processor, CHECK_EVERY, TIMERS_PER_TICK,
 };
@@ -314,7 +313,7 @@ fn main() {
         stage_changes: "stage-changes".into(),
         dead_letters: "dead-letters".into(),
         alerts: "alerts".into(),
-        erasure: ErasureTopics::new(&TopicsConfig::default()),
+        ..Topics::new(&TopicsConfig::default(), "journey-alerting")
     };
     // Ten-minute carts, so that carts open, come due and fire within the run.
     let rules = RuleSet::parse("[cart_abandonment]\nafter = \"10m\"\n", None).expect("valid rules");

@@ -1,6 +1,8 @@
 //! Alerting: tells the people who can act, at once, with a plan.
 //!
-//! Reads validated events, closed sessions, stage changes and dead letters;
+//! Reads validated events, closed sessions, stage changes, dead letters and
+//! identity merges (a visitor's cart and purchases follow them to the
+//! customer they log in as);
 //! evaluates the rules of the rule file (`deploy/alert_rules.toml` built in):
 //! cart abandonment, detractor feedback, a valued customer entering churn
 //! risk, a channel's conversion drop, a complaint surge and the dead-letter
@@ -32,6 +34,7 @@
 
 mod config;
 mod customer;
+mod fold;
 mod lifecycle;
 mod metrics;
 mod processor;
@@ -44,7 +47,7 @@ pub use config::AlertingConfig;
 pub use customer::{CustomerContext, LastSession};
 pub use lifecycle::Lifecycle;
 pub use metrics::AlertMetrics;
-pub use processor::{Alerting, Topics};
+pub use processor::{Alerting, Counters, Topics};
 pub use retention::ContextRetention;
 pub use ruleset::{
     CartAbandonmentRule, ChurnRiskRule, DetractorRule, FunnelDropRule, RuleSet, RulesError,
@@ -75,12 +78,15 @@ pub fn processor(
     );
     let notifier = webhook::Notifier::start(&config.webhooks, &config.external_url, &metrics)
         .context("starting the webhook delivery threads")?;
+    let counters = Counters {
+        erased: journey_core::erasure::erasures_counter(registry),
+        repeats: journey_core::runtime::repeats_counter(registry),
+        folds_sent: metrics.folds_sent.clone(),
+        folds_applied: metrics.folds_applied.clone(),
+        forwarded: metrics.forwarded.clone(),
+    };
     let lifecycle = Lifecycle::new(topics.alerts.clone(), metrics, notifier);
-    let erased = journey_core::erasure::erasures_counter(registry);
-    let repeats = journey_core::runtime::repeats_counter(registry);
-    Ok(Alerting::new(
-        rules, topics, lifecycle, retention, erased, repeats,
-    ))
+    Ok(Alerting::new(rules, topics, lifecycle, retention, counters))
 }
 
 /// Runs alerting until `shutdown` is cancelled.
@@ -89,14 +95,17 @@ pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> anyhow::R
     let config: AlertingConfig = source.section(NAME)?;
     let rules = RuleSet::load(config.rules_file.as_deref())?;
     let registry = journey_core::metrics::registry(NAME);
-    let topics = Topics::new(&common.topics);
+    let topics = Topics::new(&common.topics, &config.group_id);
     let inputs = vec![
         topics.events.clone(),
         topics.sessions.clone(),
         topics.stage_changes.clone(),
         topics.dead_letters.clone(),
+        topics.identities.clone(),
+        topics.folds.clone(),
         topics.erasure.tasks.clone(),
     ];
+    let internal_inputs = vec![topics.folds.clone()];
     let control_inputs = vec![topics.erasure.tasks.clone()];
     let processor = processor(&config, rules, topics, &registry)?;
     let spec = ServiceSpec {
@@ -107,7 +116,7 @@ pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> anyhow::R
         store: "alerts",
         workload: Workload::ReadModifyWrite,
         inputs,
-        internal_inputs: Vec::new(),
+        internal_inputs,
         control_inputs,
         registry,
         routes: Default::default(),

@@ -21,6 +21,12 @@ pub struct AlertMetrics {
     pub filter_bytes: IntGauge,
     /// Contexts of customers who never bought, forgotten after the retention.
     pub contexts_forgotten: IntCounter,
+    /// Visitors' carts and purchases sent to the customer they were folded into.
+    pub folds_sent: IntCounter,
+    /// Visitors' carts and purchases folded into a customer's.
+    pub folds_applied: IntCounter,
+    /// Visitors' events read after their id was folded, sent on to the customer.
+    pub forwarded: IntCounter,
 }
 
 impl AlertMetrics {
@@ -31,6 +37,9 @@ impl AlertMetrics {
                 registry,
                 IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
             )
+        };
+        let counter = |name: &str, help: &str| {
+            register(registry, IntCounter::new(name, help).expect("valid metric"))
         };
         AlertMetrics {
             alerts: counters(
@@ -72,13 +81,21 @@ impl AlertMetrics {
                 )
                 .expect("valid metric"),
             ),
-            contexts_forgotten: register(
-                registry,
-                IntCounter::new(
-                    "contexts_forgotten_total",
-                    "Contexts of customers who never bought, forgotten after alerting.context_retention without a session.",
-                )
-                .expect("valid metric"),
+            contexts_forgotten: counter(
+                "contexts_forgotten_total",
+                "Contexts of customers who never bought, forgotten after alerting.context_retention without a session.",
+            ),
+            folds_sent: counter(
+                "identity_folds_sent_total",
+                "Visitors' open carts and purchases sent to the customer they were folded into.",
+            ),
+            folds_applied: counter(
+                "identity_folds_applied_total",
+                "Visitors' open carts and purchases folded into a customer's.",
+            ),
+            forwarded: counter(
+                "identity_forwarded_events_total",
+                "Anonymous events read after their id was folded, sent on to the customer's partition.",
             ),
         }
     }

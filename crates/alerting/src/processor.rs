@@ -2,7 +2,7 @@
 //! context and rule state per partition, and hands drafts to the lifecycle.
 
 use journey_core::config::TopicsConfig;
-use journey_core::contract::{EventType, SessionSummary, StageChange};
+use journey_core::contract::{CustomerEvent, EventType, SessionSummary, StageChange};
 use journey_core::erasure::{self, ErasureTopics};
 use journey_core::runtime::{
     now_millis, Context, InputRecord, KeyFilter, ProcessError, Processor, RecentIds,
@@ -12,6 +12,7 @@ use journey_core::state::Clock;
 use prometheus::IntCounter;
 
 use crate::customer::CustomerContext;
+use crate::fold::{FOLDED, FOLDED_PREFIX, FOLDS};
 use crate::lifecycle::{Lifecycle, EXPIRY_TIMER};
 use crate::retention::{customer_key, ContextRetention};
 use crate::rules::cart::{CartEvent, OpenCart};
@@ -28,23 +29,45 @@ pub struct Topics {
     pub sessions: String,
     pub stage_changes: String,
     pub dead_letters: String,
+    /// Identity merges keyed by anonymous id.
+    pub identities: String,
+    /// Alerting's own input: what is kept of visitors, keyed by the customer
+    /// they were folded into.
+    pub folds: String,
     pub alerts: String,
     /// Erasure tasks (input) and steps (output).
     pub erasure: ErasureTopics,
 }
 
 impl Topics {
-    /// The pipeline's `topics`.
-    pub fn new(topics: &TopicsConfig) -> Self {
+    /// The pipeline's `topics` and the internal topic of consumer group `group_id`.
+    pub fn new(topics: &TopicsConfig, group_id: &str) -> Self {
         Topics {
             events: topics.events.clone(),
             sessions: topics.sessions.clone(),
             stage_changes: topics.stage_changes.clone(),
             dead_letters: topics.dead_letters.clone(),
+            identities: topics.identities.clone(),
+            folds: format!("{group_id}-merge-repartition"),
             alerts: topics.alerts.clone(),
             erasure: ErasureTopics::new(topics),
         }
     }
+}
+
+/// The processor's counters beside the lifecycle's.
+pub struct Counters {
+    /// Ids whose state was erased.
+    pub erased: IntCounter,
+    /// Purchases, complaints and folds re-sent by an upstream service (or
+    /// alerting itself) after a crash, not applied twice.
+    pub repeats: IntCounter,
+    /// Visitors' carts and purchases sent to the customer they were folded into.
+    pub folds_sent: IntCounter,
+    /// Visitors' carts and purchases folded into a customer's.
+    pub folds_applied: IntCounter,
+    /// Visitors' events read after their id was folded, sent on to the customer.
+    pub forwarded: IntCounter,
 }
 
 /// Prefix of cart timers and state, followed by the customer key.
@@ -64,11 +87,11 @@ const ORDERS: RecentIds = RecentIds::new(b"order/", REPEAT_MEMORY_MS);
 /// upstream service after a crash is not counted again.
 const COMPLAINTS: RecentIds = RecentIds::new(b"complaint/", REPEAT_MEMORY_MS);
 
-fn cart_key(customer: &str) -> Vec<u8> {
+pub(crate) fn cart_key(customer: &str) -> Vec<u8> {
     [CART, customer.as_bytes()].concat()
 }
 
-fn bought_key(customer: &str) -> Vec<u8> {
+pub(crate) fn bought_key(customer: &str) -> Vec<u8> {
     [BOUGHT, customer.as_bytes()].concat()
 }
 
@@ -83,37 +106,37 @@ fn millis(d: std::time::Duration) -> i64 {
 /// Evaluates the rules over events, sessions, stage changes and dead letters.
 pub struct Alerting {
     rules: RuleSet,
-    topics: Topics,
+    pub(crate) topics: Topics,
     lifecycle: Lifecycle,
     /// The customers whose latest purchase may be in state: most are not,
     /// and a read of an absent key probes every level of RocksDB.
-    bought: KeyFilter,
+    pub(crate) bought: KeyFilter,
+    /// The anonymous ids that may have been folded within the hour: most
+    /// visitors' events need no read to know they were not.
+    pub(crate) folded: KeyFilter,
     retention: ContextRetention,
-    erased: IntCounter,
-    repeats: IntCounter,
+    pub(crate) counters: Counters,
 }
 
 impl Alerting {
     /// A processor evaluating `rules` over `topics`, raising alerts through
-    /// `lifecycle`, forgetting quiet contexts by `retention`, counting
-    /// erasures in `erased` and purchases and complaints re-sent by an
-    /// upstream service in `repeats`.
+    /// `lifecycle`, forgetting quiet contexts by `retention`, counting in
+    /// `counters`.
     pub fn new(
         rules: RuleSet,
         topics: Topics,
         lifecycle: Lifecycle,
         retention: ContextRetention,
-        erased: IntCounter,
-        repeats: IntCounter,
+        counters: Counters,
     ) -> Self {
         Alerting {
             rules,
             topics,
             lifecycle,
             bought: KeyFilter::new(BOUGHT),
+            folded: KeyFilter::new(FOLDED_PREFIX),
             retention,
-            erased,
-            repeats,
+            counters,
         }
     }
 
@@ -131,11 +154,12 @@ impl Alerting {
         ctx.state().delete(&cart);
         ctx.cancel_timers(&cart)?;
         ctx.state().delete(&bought_key(customer));
+        FOLDED.erase(ctx, customer)?;
         let now = now_millis();
         for rule in rules::PER_CUSTOMER {
             self.lifecycle.erase(ctx, rule, customer, now)?;
         }
-        self.erased.inc();
+        self.counters.erased.inc();
         erasure::report_erased(ctx, &self.topics.erasure, crate::NAME, &task)
     }
 
@@ -145,14 +169,30 @@ impl Alerting {
         ctx: &mut Context<'_>,
     ) -> Result<(), ProcessError> {
         let (event, customer) = ctx.customer_event(record)?;
-        let key = customer_key(&customer);
+        if event.customer_id.is_none() {
+            if let Some(folded) = self.folded_into(ctx, &customer)? {
+                return self.forward(ctx, event, folded, record.timestamp);
+            }
+        }
+        self.observe_event(ctx, &event, &customer, record.timestamp)
+    }
+
+    /// Applies `customer`'s `event`, read at `timestamp`, to the rules.
+    pub(crate) fn observe_event(
+        &mut self,
+        ctx: &mut Context<'_>,
+        event: &CustomerEvent,
+        customer: &str,
+        timestamp: i64,
+    ) -> Result<(), ProcessError> {
+        let key = customer_key(customer);
         // Most events (browsing, carts) neither change what is known of the
         // customer nor raise an alert that shows it: it is read only for those
         // that do. Purchases are the only events that change it.
         if let Some(order) = event.purchase() {
             let id: [&[u8]; 2] = [customer.as_bytes(), order.order_id.as_bytes()];
             if !ORDERS.first_sighting(ctx, &id)? {
-                self.repeats.inc();
+                self.counters.repeats.inc();
                 return Ok(());
             }
             let mut known: CustomerContext = ctx.state().get(&key)?.unwrap_or_default();
@@ -167,7 +207,7 @@ impl Alerting {
             if rules.detractor_feedback.enabled {
                 let known: CustomerContext = ctx.state().get(&key)?.unwrap_or_default();
                 if let Some(draft) =
-                    detractor_feedback(&event, &customer, &known, &rules.detractor_feedback)
+                    detractor_feedback(event, customer, &known, &rules.detractor_feedback)
                 {
                     let cooldown = millis(rules.detractor_feedback.cooldown);
                     self.lifecycle.fire(ctx, draft, Some(cooldown))?;
@@ -175,7 +215,7 @@ impl Alerting {
                     self.lifecycle.resolve(
                         ctx,
                         rules::DETRACTOR_FEEDBACK,
-                        &customer,
+                        customer,
                         event.occurred_at,
                         "later feedback was not a detractor's",
                     )?;
@@ -184,13 +224,13 @@ impl Alerting {
         }
         if complaint && self.rules.complaint_surge.enabled {
             if COMPLAINTS.first_sighting(ctx, &[event.event_id.as_bytes()])? {
-                self.count(ctx, rules::COMPLAINT_SURGE, record.timestamp)?;
+                self.count(ctx, rules::COMPLAINT_SURGE, timestamp)?;
             } else {
-                self.repeats.inc();
+                self.counters.repeats.inc();
             }
         }
         if self.rules.cart_abandonment.enabled {
-            self.track_cart(ctx, &event, &customer)?;
+            self.track_cart(ctx, event, customer)?;
         }
         Ok(())
     }
@@ -198,7 +238,7 @@ impl Alerting {
     fn track_cart(
         &mut self,
         ctx: &mut Context<'_>,
-        event: &journey_core::contract::CustomerEvent,
+        event: &CustomerEvent,
         customer: &str,
     ) -> Result<(), ProcessError> {
         let key = cart_key(customer);
@@ -241,13 +281,19 @@ impl Alerting {
     /// [`Lifecycle::forget_partition`]).
     fn forget_partition(&mut self, partition: i32) {
         self.bought.forget(partition);
-        self.lifecycle
-            .report_other_filter_bytes(self.bought.bytes());
+        self.folded.forget(partition);
+        self.report_filter_bytes();
         self.lifecycle.forget_partition(partition);
     }
 
+    /// Reports the memory of the purchase and fold filters.
+    pub(crate) fn report_filter_bytes(&mut self) {
+        let bytes = self.bought.bytes() + self.folded.bytes();
+        self.lifecycle.report_other_filter_bytes(bytes);
+    }
+
     /// Keeps the time of `customer`'s latest purchase, now one at `at`.
-    fn remember_purchase(
+    pub(crate) fn remember_purchase(
         &mut self,
         ctx: &mut Context<'_>,
         customer: &str,
@@ -263,9 +309,23 @@ impl Alerting {
         }
         ctx.state().put(&key, &at);
         self.bought.insert(ctx, customer.as_bytes())?;
-        self.lifecycle
-            .report_other_filter_bytes(self.bought.bytes());
+        self.report_filter_bytes();
         Ok(())
+    }
+
+    /// Whether `customer`'s latest purchase is at or after `at`. Most
+    /// customers have none remembered, and their filter spares the read.
+    pub(crate) fn bought_since(
+        &mut self,
+        ctx: &mut Context<'_>,
+        customer: &str,
+        at: i64,
+    ) -> Result<bool, ProcessError> {
+        if !self.bought.may_hold(ctx, customer.as_bytes())? {
+            return Ok(false);
+        }
+        let bought = ctx.state().get::<i64>(&bought_key(customer))?;
+        Ok(bought.is_some_and(|latest| at <= latest))
     }
 
     fn on_cart_due(
@@ -292,13 +352,9 @@ impl Alerting {
             .get(&customer_key(&customer))?
             .unwrap_or_default();
         // A purchase processed before a cart event that happened earlier: the
-        // customer bought after opening the cart. Most customers have no
-        // purchase remembered, and their filter spares the read.
-        if self.bought.may_hold(ctx, customer.as_bytes())? {
-            let bought = ctx.state().get::<i64>(&bought_key(&customer))?;
-            if bought.is_some_and(|at| cart.opened_at <= at) {
-                return Ok(());
-            }
+        // customer bought after opening the cart.
+        if self.bought_since(ctx, &customer, cart.opened_at)? {
+            return Ok(());
         }
         let rule = &self.rules.cart_abandonment;
         let draft = cart.draft(&customer, &known, rule);
@@ -538,6 +594,10 @@ impl Processor for Alerting {
             self.on_session(record, ctx)
         } else if topic == self.topics.stage_changes {
             self.on_stage_change(record, ctx)
+        } else if topic == self.topics.identities {
+            self.on_identity(record, ctx)
+        } else if topic == self.topics.folds {
+            self.on_fold(record, ctx)
         } else if topic == self.topics.erasure.tasks {
             self.erase(record, ctx)
         } else if topic == self.topics.dead_letters {
@@ -565,7 +625,13 @@ impl Processor for Alerting {
         if ContextRetention::owns(key) {
             return self.retention.sweep(ctx, at, key);
         }
-        if let Some(ids) = [ORDERS, COMPLAINTS].into_iter().find(|ids| ids.owns(key)) {
+        if FOLDED.owns(key) {
+            return Ok(FOLDED.forget(ctx, key, at)?);
+        }
+        if let Some(ids) = [ORDERS, COMPLAINTS, FOLDS]
+            .into_iter()
+            .find(|ids| ids.owns(key))
+        {
             ids.forget(ctx, key);
             return Ok(());
         }

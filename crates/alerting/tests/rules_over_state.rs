@@ -1,11 +1,11 @@
 //! The rules and the alert lifecycle over a real state store, driven the
 //! way the runtime drives them, with the clocks under the test's control.
 
-use journey_alerting::{AlertingConfig, RuleSet, Topics};
+use journey_alerting::{AlertingConfig, CustomerContext, RuleSet, Topics};
 use journey_core::codec::Codec;
 use journey_core::contract::{
     Alert, AlertStatus, Channel, CustomerEvent, ErasureProgress, ErasureStep, ErasureTask,
-    EventType, Feedback, FunnelStep, Order, SessionSummary, Stage, StageChange,
+    EventType, Feedback, FunnelStep, IdentityMerge, Order, SessionSummary, Stage, StageChange,
 };
 use journey_core::erasure::ErasureTopics;
 use journey_core::runtime::{Context, InputRecord, Output, Processor};
@@ -17,6 +17,8 @@ const EVENTS: &str = "events";
 const SESSIONS: &str = "sessions";
 const STAGES: &str = "stage-changes";
 const DEAD: &str = "dead-letters";
+const IDENTITIES: &str = "identities";
+const FOLDS: &str = "alerting-merge-repartition";
 const ALERTS: &str = "alerts";
 const ERASURE_TASKS: &str = "erasure-tasks";
 const ERASURE_PROGRESS: &str = "erasure-progress";
@@ -45,6 +47,8 @@ fn processor(rules: &str, registry: &Registry) -> journey_alerting::Alerting {
         sessions: SESSIONS.into(),
         stage_changes: STAGES.into(),
         dead_letters: DEAD.into(),
+        identities: IDENTITIES.into(),
+        folds: FOLDS.into(),
         alerts: ALERTS.into(),
         erasure: ErasureTopics {
             tasks: ERASURE_TASKS.into(),
@@ -144,6 +148,49 @@ impl Harness {
             &payload,
             change.changed_at,
         );
+    }
+
+    /// Ingest's merge `id` of anonymous id `visitor` into `customer` at `at`.
+    fn merge(&mut self, id: &str, visitor: &str, customer: &str, at: i64) {
+        let merge = IdentityMerge {
+            merge_id: id.into(),
+            anonymous_id: visitor.into(),
+            customer_id: customer.into(),
+            previous_customer_id: None,
+            evidence_event_id: format!("e-{id}"),
+            merged_at: at,
+        };
+        let payload = self.codec.encode(&merge).unwrap();
+        self.feed(IDENTITIES, visitor, &payload, at);
+    }
+
+    /// Takes the records alerting sent its own repartition topic since the last call.
+    fn folds(&mut self) -> Vec<Output> {
+        let (folds, rest) = std::mem::take(&mut self.outputs)
+            .into_iter()
+            .partition(|o| o.topic == FOLDS);
+        self.outputs = rest;
+        folds
+    }
+
+    /// Reads `folds` back, as alerting does from its repartition topic.
+    fn relay(&mut self, folds: &[Output]) {
+        for fold in folds {
+            let key = String::from_utf8(fold.key.clone()).unwrap();
+            self.feed(FOLDS, &key, &fold.payload, fold.timestamp);
+        }
+    }
+
+    /// Whether state holds `key`.
+    fn holds(&mut self, key: &[u8]) -> bool {
+        let keys = self.store.partition(PARTITION).keys(key, None, 1);
+        keys.unwrap().first().is_some_and(|k| k == key)
+    }
+
+    fn context(&mut self, customer: &str) -> CustomerContext {
+        let key = format!("customer/{customer}");
+        let context = self.store.partition(PARTITION).get(key.as_bytes());
+        context.unwrap().expect("a context")
     }
 
     /// Moves stream time up to `stream_time` and the wall clock to `wall`,
@@ -248,6 +295,15 @@ fn change(id: &str, customer: &str, from: Option<Stage>, to: Stage, at: i64) -> 
 /// A loyal customer entering churn risk.
 fn loyal_to_churn_risk(id: &str, customer: &str, at: i64) -> StageChange {
     change(id, customer, Some(Stage::Loyal), Stage::ChurnRisk, at)
+}
+
+/// `event` as an anonymous visitor's, under `visitor`.
+fn anonymous(event: CustomerEvent, visitor: &str) -> CustomerEvent {
+    CustomerEvent {
+        customer_id: None,
+        anonymous_id: Some(visitor.into()),
+        ..event
+    }
 }
 
 fn statuses(alerts: &[Alert]) -> Vec<(&str, AlertStatus)> {
@@ -865,4 +921,101 @@ fn contexts_of_customers_who_never_bought_are_forgotten_after_the_retention() {
     // A forgotten visitor's next session brings the context back.
     h.session(session("anon-00000", now));
     assert_eq!(contexts(&mut h).len(), 4);
+}
+
+#[test]
+fn a_visitors_cart_and_guest_purchase_follow_them_to_the_customer_who_logs_in() {
+    let mut h = Harness::new(CART_10M);
+    h.event(anonymous(purchase("g1", "-", T0, 30.0), "anon-1"));
+    h.event(anonymous(
+        event("a1", "-", EventType::AddToCart, T0 + MINUTE),
+        "anon-1",
+    ));
+    h.merge("m1", "anon-1", "carol", T0 + 2 * MINUTE);
+    let folds = h.folds();
+    assert_eq!(folds.len(), 1);
+    assert_eq!(folds[0].key, b"carol");
+    for key in [&b"cart/anon-1"[..], b"customer/anon-1", b"bought/anon-1"] {
+        assert!(!h.holds(key), "{} left", String::from_utf8_lossy(key));
+    }
+    h.relay(&folds);
+    assert!(h.holds(b"cart/carol"));
+    let carol = h.context("carol");
+    assert_eq!((carol.orders, carol.lifetime_value), (1, 30.0));
+
+    // Logged in, the customer buys: the cart they filled as a visitor is not abandoned.
+    h.event(purchase("p1", "carol", T0 + 5 * MINUTE, 20.0));
+    h.tick(T0 + 30 * MINUTE, T0 + 30 * MINUTE);
+    assert_eq!(h.alerts(), []);
+    assert_eq!(h.context("carol").lifetime_value, 50.0);
+    assert_eq!(h.metric("identity_folds_sent_total", &[]), 1.0);
+    assert_eq!(h.metric("identity_folds_applied_total", &[]), 1.0);
+}
+
+#[test]
+fn a_visitors_cart_folded_after_the_customer_bought_is_not_abandoned() {
+    let mut h = Harness::new(CART_10M);
+    h.event(anonymous(
+        event("a1", "-", EventType::AddToCart, T0),
+        "anon-2",
+    ));
+    h.merge("m2", "anon-2", "dave", T0 + MINUTE);
+    let folds = h.folds();
+    // The purchase is read before the fold, which comes through another topic.
+    h.event(purchase("p2", "dave", T0 + 2 * MINUTE, 10.0));
+    h.relay(&folds);
+    assert!(!h.holds(b"cart/dave"));
+    h.tick(T0 + 30 * MINUTE, T0 + 30 * MINUTE);
+    assert_eq!(h.alerts(), []);
+}
+
+#[test]
+fn a_visitors_event_read_after_the_merge_goes_to_the_customer_once() {
+    let mut h = Harness::new(CART_10M);
+    // Nothing kept of the visitor yet: nothing to send.
+    h.merge("m3", "anon-3", "erin", T0);
+    assert!(h.folds().is_empty());
+    // A cart add sent before the merge, read after it.
+    h.event(anonymous(
+        event("a3", "-", EventType::AddToCart, T0 - MINUTE),
+        "anon-3",
+    ));
+    let folds = h.folds();
+    assert_eq!(folds.len(), 1);
+    // The second time as re-sent by the visitor's side after a crash.
+    h.relay(&folds);
+    h.relay(&folds);
+    assert!(!h.holds(b"cart/anon-3"));
+    assert_eq!(h.metric("identity_forwarded_events_total", &[]), 1.0);
+    assert_eq!(h.metric("repeats_total", &[]), 1.0);
+    h.tick(T0 + 30 * MINUTE, T0 + 30 * MINUTE);
+    let alerts = h.alerts();
+    assert_eq!(
+        statuses(&alerts),
+        [("cart_abandonment", AlertStatus::Firing)]
+    );
+    assert_eq!(alerts[0].customer_id.as_deref(), Some("erin"));
+    assert_eq!(alerts[0].context["cart_adds"], "1");
+}
+
+#[test]
+fn a_visitors_earlier_cart_brings_the_customers_deadline_forward() {
+    let mut h = Harness::new(CART_10M);
+    h.event(anonymous(
+        event("v1", "-", EventType::AddToCart, T0),
+        "anon-4",
+    ));
+    h.event(event("c1", "frank", EventType::AddToCart, T0 + 5 * MINUTE));
+    h.merge("m4", "anon-4", "frank", T0 + 6 * MINUTE);
+    let folds = h.folds();
+    h.relay(&folds);
+    assert_eq!(
+        h.store.timers_under(PARTITION, b"cart/frank").unwrap(),
+        [(Clock::Wall, T0 + 10 * MINUTE)]
+    );
+    h.tick(T0 + 10 * MINUTE, T0 + 10 * MINUTE);
+    let alerts = h.alerts();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].evidence_id, "v1");
+    assert_eq!(alerts[0].context["cart_adds"], "2");
 }

@@ -82,6 +82,22 @@ impl OpenCart {
         }
     }
 
+    /// Merges `other`, another open cart of the same customer (a visitor's
+    /// before they logged in), in: the earlier opened one gives the opening
+    /// event, deadline and channel; adds, checkout and products add up.
+    pub fn absorb(&mut self, mut other: OpenCart) {
+        if other.opened_at < self.opened_at {
+            std::mem::swap(self, &mut other);
+        }
+        self.cart_adds += other.cart_adds;
+        self.checkout_started |= other.checkout_started;
+        for product in other.products {
+            if !self.products.contains(&product) {
+                self.products.push(product);
+            }
+        }
+    }
+
     /// Whether the alert is due: the partition has seen the deadline pass.
     pub fn due(&self, stream_time: i64) -> bool {
         stream_time >= self.deadline
@@ -195,5 +211,33 @@ mod tests {
         rule.after = std::time::Duration::from_secs(5 * 60);
         let cart = OpenCart::open(&event("a1", EventType::AddToCart, MINUTE, None), &rule);
         assert_eq!(cart.deadline, 6 * MINUTE);
+    }
+
+    #[test]
+    fn a_visitors_cart_merges_into_the_customers_from_the_earlier_opened() {
+        let rule = RuleSet::default().cart_abandonment;
+        let add = |id, at, sku| event(id, EventType::AddToCart, at, Some(sku));
+        let customers = OpenCart::open(&add("c1", 20 * MINUTE, "sku-2"), &rule);
+        let mut visitors = OpenCart::open(&add("v1", 0, "sku-1"), &rule);
+        visitors.touch(&add("v2", MINUTE, "sku-2"));
+        for (mut into, other) in [
+            (customers.clone(), visitors.clone()),
+            (visitors.clone(), customers.clone()),
+        ] {
+            into.absorb(other);
+            assert_eq!(
+                (into.opened_by.as_str(), into.deadline, into.cart_adds),
+                ("v1", 60 * MINUTE, 3)
+            );
+            assert!(!into.checkout_started);
+            assert_eq!(into.products, ["sku-1", "sku-2"]);
+        }
+        let mut checkout = customers.clone();
+        checkout.absorb(OpenCart::open(
+            &event("v3", EventType::CheckoutStarted, 30 * MINUTE, None),
+            &rule,
+        ));
+        assert!(checkout.checkout_started);
+        assert_eq!(checkout.opened_by, "c1");
     }
 }
