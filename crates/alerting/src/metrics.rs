@@ -17,7 +17,7 @@ pub struct AlertMetrics {
     pub webhook_notifications: IntCounterVec,
     /// Failed webhook delivery attempts (each retried until `max_attempts`).
     pub webhook_failures: IntCounterVec,
-    /// Memory held by the in-memory filter of open alerts' keys.
+    /// Memory held by the in-memory filters of open alerts', latest purchases' and folded visitors' keys.
     pub filter_bytes: IntGauge,
     /// Contexts of customers who never bought, forgotten after the retention.
     pub contexts_forgotten: IntCounter,
@@ -77,7 +77,7 @@ impl AlertMetrics {
                 registry,
                 IntGauge::new(
                     "filter_bytes",
-                    "Memory held by the in-memory filters of open alerts' and latest purchases' keys.",
+                    "Memory held by the in-memory filters of open alerts', latest purchases' and folded visitors' keys.",
                 )
                 .expect("valid metric"),
             ),
