@@ -299,15 +299,10 @@ impl Alerting {
         customer: &str,
         at: i64,
     ) -> Result<(), ProcessError> {
-        let key = bought_key(customer);
-        if self.bought.may_hold(ctx, customer.as_bytes())? {
-            if let Some(latest) = ctx.state().get::<i64>(&key)? {
-                if latest >= at {
-                    return Ok(());
-                }
-            }
+        if self.bought_since(ctx, customer, at)? {
+            return Ok(());
         }
-        ctx.state().put(&key, &at);
+        ctx.state().put(&bought_key(customer), &at);
         self.bought.insert(ctx, customer.as_bytes())?;
         self.report_filter_bytes();
         Ok(())
@@ -347,15 +342,15 @@ impl Alerting {
         }
         ctx.state().delete(key);
         let customer = String::from_utf8_lossy(&key[CART.len()..]).into_owned();
-        let known: CustomerContext = ctx
-            .state()
-            .get(&customer_key(&customer))?
-            .unwrap_or_default();
         // A purchase processed before a cart event that happened earlier: the
         // customer bought after opening the cart.
         if self.bought_since(ctx, &customer, cart.opened_at)? {
             return Ok(());
         }
+        let known: CustomerContext = ctx
+            .state()
+            .get(&customer_key(&customer))?
+            .unwrap_or_default();
         let rule = &self.rules.cart_abandonment;
         let draft = cart.draft(&customer, &known, rule);
         let cooldown = millis(rule.cooldown);
