@@ -18,11 +18,11 @@
 //! event to the customer, instead of opening a cart under the anonymous id
 //! that no purchase would ever cancel.
 
-use journey_core::contract::{CustomerEvent, ErrorKind, IdentityMerge};
+use journey_core::contract::CustomerEvent;
 use journey_core::ids;
 use journey_core::runtime::{
-    Context, FoldedIds, FoldedInto, InputRecord, ProcessError, RecentIds, Rejection,
-    REPEAT_MEMORY_MS,
+    folded_customer, Context, FoldedIds, FoldedInto, InputRecord, ProcessError, RecentIds,
+    Rejection, REPEAT_MEMORY_MS,
 };
 use journey_core::state::Clock;
 use serde::{Deserialize, Serialize};
@@ -71,15 +71,10 @@ impl Alerting {
         record: &InputRecord<'_>,
         ctx: &mut Context<'_>,
     ) -> Result<(), ProcessError> {
-        let merge: IdentityMerge = ctx.codec().decode(record.payload.unwrap_or_default())?;
-        if merge.anonymous_id.is_empty() || merge.customer_id.is_empty() {
-            return Err(Rejection::semantic("anonymous_id", "merge without both ids").into());
-        }
-        if merge.anonymous_id == merge.customer_id {
+        let Some(merge) = FOLDED.on_merge(ctx, record)? else {
             return Ok(());
-        }
+        };
         let visitor = merge.anonymous_id.as_str();
-        FOLDED.remember(ctx, visitor, &merge.merge_id, &merge.customer_id);
         self.folded.insert(ctx, visitor.as_bytes())?;
         self.report_filter_bytes();
         let key = cart_key(visitor);
@@ -170,22 +165,9 @@ impl Alerting {
         record: &InputRecord<'_>,
         ctx: &mut Context<'_>,
     ) -> Result<(), ProcessError> {
-        let fold: Fold =
-            postcard::from_bytes(record.payload.unwrap_or_default()).map_err(|e| Rejection {
-                kind: ErrorKind::SchemaViolation,
-                message: format!("fold record does not decode: {e}"),
-                field_path: None,
-            })?;
-        let customer = match record.key.map(std::str::from_utf8) {
-            Some(Ok(key)) if !key.is_empty() => key.to_string(),
-            _ => {
-                return Err(Rejection::semantic(
-                    "customer_id",
-                    "fold record without a customer key",
-                )
-                .into())
-            }
-        };
+        let fold: Fold = postcard::from_bytes(record.payload.unwrap_or_default())
+            .map_err(|e| Rejection::undecodable(format!("fold record does not decode: {e}")))?;
+        let customer = folded_customer(record, "fold record")?;
         let fold_id = match &fold {
             Fold::Visitor { merge_id, .. } => merge_id,
             Fold::Event { fold_id, .. } => fold_id,

@@ -18,7 +18,7 @@
 //! such an event the same way, as a fold of its one-event session, instead of
 //! opening a session under the anonymous id that no fold would ever move.
 
-use journey_core::contract::{CustomerEvent, ErrorKind, IdentityMerge};
+use journey_core::contract::{CustomerEvent, IdentityMerge};
 use journey_core::ids;
 use journey_core::runtime::{Context, FoldedInto, InputRecord, ProcessError, Rejection};
 use serde::{Deserialize, Serialize};
@@ -123,12 +123,8 @@ impl Sessionizer {
         record: &InputRecord<'_>,
         ctx: &mut Context<'_>,
     ) -> Result<(), ProcessError> {
-        let fold: Fold =
-            postcard::from_bytes(record.payload.unwrap_or_default()).map_err(|e| Rejection {
-                kind: ErrorKind::SchemaViolation,
-                message: format!("fold record does not decode: {e}"),
-                field_path: None,
-            })?;
+        let fold: Fold = postcard::from_bytes(record.payload.unwrap_or_default())
+            .map_err(|e| Rejection::undecodable(format!("fold record does not decode: {e}")))?;
         if !FOLDS.first_sighting(ctx, &[fold.merge_id.as_bytes()])? {
             self.metrics.folds_repeated.inc();
             return Ok(());

@@ -17,11 +17,11 @@
 //! partition remembers the forwarded events it applied for as long, so a
 //! repeat counts once.
 
-use journey_core::contract::{CustomerEvent, ErrorKind, IdentityMerge};
+use journey_core::contract::CustomerEvent;
 use journey_core::ids;
 use journey_core::runtime::{
-    Context, FoldedIds, FoldedInto, InputRecord, ProcessError, RecentIds, Rejection,
-    REPEAT_MEMORY_MS,
+    folded_customer, Context, FoldedIds, FoldedInto, InputRecord, ProcessError, RecentIds,
+    Rejection, REPEAT_MEMORY_MS,
 };
 use journey_core::state::Clock;
 use serde::{Deserialize, Serialize};
@@ -63,19 +63,9 @@ impl Classifier {
         record: &InputRecord<'_>,
         ctx: &mut Context<'_>,
     ) -> Result<(), ProcessError> {
-        let merge: IdentityMerge = ctx.codec().decode(record.payload.unwrap_or_default())?;
-        if merge.anonymous_id.is_empty() || merge.customer_id.is_empty() {
-            return Err(Rejection::semantic("anonymous_id", "merge without both ids").into());
-        }
-        if merge.anonymous_id == merge.customer_id {
+        let Some(merge) = FOLDED.on_merge(ctx, record)? else {
             return Ok(());
-        }
-        FOLDED.remember(
-            ctx,
-            &merge.anonymous_id,
-            &merge.merge_id,
-            &merge.customer_id,
-        );
+        };
         let key = merge.anonymous_id.as_bytes();
         // Already forwarded (or never seen): nothing to move.
         let Some(profile) = ctx.state().get::<Profile>(key)? else {
@@ -133,21 +123,10 @@ impl Classifier {
         ctx: &mut Context<'_>,
     ) -> Result<(), ProcessError> {
         let forwarded: Forwarded = serde_json::from_slice(record.payload.unwrap_or_default())
-            .map_err(|e| Rejection {
-                kind: ErrorKind::SchemaViolation,
-                message: format!("forwarded profile or event does not decode: {e}"),
-                field_path: None,
+            .map_err(|e| {
+                Rejection::undecodable(format!("forwarded profile or event does not decode: {e}"))
             })?;
-        let customer = match record.key.map(std::str::from_utf8) {
-            Some(Ok(key)) if !key.is_empty() => key.to_string(),
-            _ => {
-                return Err(Rejection::semantic(
-                    "customer_id",
-                    "forwarded record without a customer key",
-                )
-                .into())
-            }
-        };
+        let customer = folded_customer(record, "forwarded record")?;
         match forwarded {
             Forwarded::Profile {
                 merge_id,

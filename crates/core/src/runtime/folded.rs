@@ -5,7 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{now_millis, Context};
+use super::{now_millis, Context, InputRecord, ProcessError, Rejection};
+use crate::contract::IdentityMerge;
 use crate::state::{Clock, StateError};
 
 /// Where a folded anonymous id went.
@@ -59,6 +60,30 @@ impl FoldedIds {
         ctx.set_timer(Clock::Wall, forget_at, &key);
     }
 
+    /// Reads the identity merge `record` on the anonymous id's partition:
+    /// rejects one without both ids, ignores one of an id into itself (`None`),
+    /// and otherwise remembers where the anonymous id went.
+    pub fn on_merge(
+        &self,
+        ctx: &mut Context<'_>,
+        record: &InputRecord<'_>,
+    ) -> Result<Option<IdentityMerge>, ProcessError> {
+        let merge: IdentityMerge = ctx.codec().decode(record.payload.unwrap_or_default())?;
+        if merge.anonymous_id.is_empty() || merge.customer_id.is_empty() {
+            return Err(Rejection::semantic("anonymous_id", "merge without both ids").into());
+        }
+        if merge.anonymous_id == merge.customer_id {
+            return Ok(None);
+        }
+        self.remember(
+            ctx,
+            &merge.anonymous_id,
+            &merge.merge_id,
+            &merge.customer_id,
+        );
+        Ok(Some(merge))
+    }
+
     /// Where `anonymous_id` went, if it was folded within the memory.
     pub fn get(
         &self,
@@ -92,5 +117,86 @@ impl FoldedIds {
         ctx.state().delete(&key);
         ctx.cancel_timers(&key)?;
         Ok(())
+    }
+}
+
+/// The customer a record sent on to the customer's partition is keyed by;
+/// `what` names the record in the rejection of one without.
+pub fn folded_customer(record: &InputRecord<'_>, what: &str) -> Result<String, ProcessError> {
+    match record.key.map(std::str::from_utf8) {
+        Some(Ok(key)) if !key.is_empty() => Ok(key.to_string()),
+        _ => {
+            Err(Rejection::semantic("customer_id", format!("{what} without a customer key")).into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Codec;
+    use crate::runtime::fixture::Fixture;
+
+    fn record<'a>(key: &'a [u8], payload: &'a [u8]) -> InputRecord<'a> {
+        InputRecord {
+            topic: "identities",
+            partition: 0,
+            offset: 0,
+            timestamp: 0,
+            key: Some(key),
+            payload: Some(payload),
+        }
+    }
+
+    fn rejected(result: Result<impl std::fmt::Debug, ProcessError>) -> String {
+        match result {
+            Err(ProcessError::Rejected(rejection)) => rejection.message,
+            other => panic!("not rejected: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_merge_is_remembered_unless_it_lacks_an_id_or_folds_an_id_into_itself() {
+        let folded = FoldedIds::new(b"a", 60_000);
+        let mut fixture = Fixture::new(8 << 20);
+        let codec = Codec::builtin();
+        let merge = |anonymous: &str, customer: &str| {
+            let merge = IdentityMerge {
+                merge_id: "m1".into(),
+                anonymous_id: anonymous.into(),
+                customer_id: customer.into(),
+                ..IdentityMerge::default()
+            };
+            codec.encode(&merge).unwrap()
+        };
+        let mut ctx = fixture.ctx(0);
+        let without = merge("anon-1", "");
+        let message = rejected(folded.on_merge(&mut ctx, &record(b"anon-1", &without)));
+        assert_eq!(message, "merge without both ids");
+        let itself = merge("c1", "c1");
+        assert_eq!(
+            folded.on_merge(&mut ctx, &record(b"c1", &itself)).unwrap(),
+            None
+        );
+        assert_eq!(folded.get(&mut ctx, "c1").unwrap(), None);
+
+        let payload = merge("anon-1", "c1");
+        let read = folded.on_merge(&mut ctx, &record(b"anon-1", &payload));
+        assert_eq!(read.unwrap().map(|m| m.customer_id), Some("c1".into()));
+        let went = folded.get(&mut ctx, "anon-1").unwrap().expect("remembered");
+        assert_eq!(
+            (went.merge_id.as_str(), went.customer_id.as_str()),
+            ("m1", "c1")
+        );
+    }
+
+    #[test]
+    fn a_record_sent_on_needs_a_customer_key() {
+        assert_eq!(
+            folded_customer(&record(b"c1", b""), "fold record").unwrap(),
+            "c1"
+        );
+        let message = rejected(folded_customer(&record(b"", b""), "fold record"));
+        assert_eq!(message, "fold record without a customer key");
     }
 }

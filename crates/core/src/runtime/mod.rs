@@ -32,7 +32,7 @@ mod recent;
 mod restore;
 
 pub use cadence::{Cadence, Due, CHECK_EVERY, TIMERS_PER_TICK};
-pub use folded::{FoldedIds, FoldedInto};
+pub use folded::{folded_customer, FoldedIds, FoldedInto};
 pub use key_filter::KeyFilter;
 pub use looper::{run, LoopSettings};
 pub use recent::{repeats_counter, RecentIds, REPEAT_MEMORY_MS};
@@ -76,6 +76,15 @@ impl Rejection {
             kind: ErrorKind::SemanticViolation,
             message: message.into(),
             field_path: Some(field.to_string()),
+        }
+    }
+
+    /// A rejection of a record whose bytes do not decode.
+    pub fn undecodable(message: impl Into<String>) -> Self {
+        Rejection {
+            kind: ErrorKind::SchemaViolation,
+            message: message.into(),
+            field_path: None,
         }
     }
 }
