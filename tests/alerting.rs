@@ -96,6 +96,57 @@ impl Drop for Daemon {
     }
 }
 
+/// The alerting service on the broker, with `rules` (TOML) over the built-in
+/// rules, short runtime cadences, and `extra` in its config file.
+struct AlertingService {
+    http: SocketAddr,
+    stop: CancellationToken,
+    service: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _state: tempfile::TempDir,
+}
+
+impl AlertingService {
+    async fn start(broker: &Broker, group: &str, rules: &str, extra: &str) -> AlertingService {
+        let state = tempfile::tempdir().unwrap();
+        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let rules_file = state.path().join("rules.toml");
+        std::fs::write(&rules_file, rules).unwrap();
+        let config = state.path().join("journey.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[kafka]\nbootstrap_servers = \"{}\"\npartitions = 3\n\n\
+                 [runtime]\nstate_dir = \"{}\"\ncommit_interval = \"200ms\"\ntick_interval = \"100ms\"\nidle_timeout = \"1s\"\n\n\
+                 [alerting]\nhttp_listen = \"{http}\"\ngroup_id = \"{group}\"\nrules_file = \"{}\"\n\n{extra}",
+                broker.bootstrap,
+                state.path().display(),
+                rules_file.display()
+            ),
+        )
+        .unwrap();
+        let source = ConfigSource::load(Some(&config)).unwrap();
+        let common = source.common().unwrap();
+        let topics = journey_core::kafka::pipeline_topics(&common.topics, 3);
+        journey_core::kafka::ensure_topics(&broker.kafka(), &topics)
+            .await
+            .unwrap();
+        let stop = CancellationToken::new();
+        let service = tokio::spawn(journey_alerting::run(source, stop.clone()));
+        AlertingService {
+            http,
+            stop,
+            service,
+            _state: state,
+        }
+    }
+
+    /// Stops the service; it must stop cleanly.
+    async fn stop(self) {
+        self.stop.cancel();
+        self.service.await.unwrap().unwrap();
+    }
+}
+
 /// An Alertmanager sending every alert to the webhook at `url` at once.
 fn alertmanager(url: &str) -> Daemon {
     let config = format!(
@@ -176,37 +227,12 @@ where
 async fn events_become_alerts_on_the_topic_metrics_webhook_and_prometheus() {
     let broker = Broker::start();
     let kafka = broker.kafka();
-    let state = tempfile::tempdir().unwrap();
-    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let (webhook, notifications) = receiver();
-    let rules = state.path().join("rules.toml");
-    std::fs::write(
-        &rules,
-        "[cart_abandonment]\nafter = \"2s\"\n\n[complaint_surge]\nwindow = \"10s\"\nthreshold = 2\n",
-    )
-    .unwrap();
-    let config = state.path().join("journey.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[kafka]\nbootstrap_servers = \"{}\"\npartitions = 3\n\n\
-             [runtime]\nstate_dir = \"{}\"\ncommit_interval = \"200ms\"\ntick_interval = \"100ms\"\nidle_timeout = \"1s\"\n\n\
-             [alerting]\nhttp_listen = \"{http}\"\ngroup_id = \"alerting-e2e\"\nrules_file = \"{}\"\n\n\
-             [[alerting.webhooks]]\nname = \"cx\"\nurl = \"{webhook}\"\n",
-            broker.bootstrap,
-            state.path().display(),
-            rules.display()
-        ),
-    )
-    .unwrap();
-    let source = ConfigSource::load(Some(&config)).unwrap();
-    let common = source.common().unwrap();
-    let topics = journey_core::kafka::pipeline_topics(&common.topics, 3);
-    journey_core::kafka::ensure_topics(&kafka, &topics)
-        .await
-        .unwrap();
-    let stop = CancellationToken::new();
-    let service = tokio::spawn(journey_alerting::run(source, stop.clone()));
+    let rules =
+        "[cart_abandonment]\nafter = \"2s\"\n\n[complaint_surge]\nwindow = \"10s\"\nthreshold = 2\n";
+    let webhooks = format!("[[alerting.webhooks]]\nname = \"cx\"\nurl = \"{webhook}\"\n");
+    let service = AlertingService::start(&broker, "alerting-e2e", rules, &webhooks).await;
+    let http = service.http;
     let alertmanager = alertmanager(&webhook);
     let prometheus = prometheus(http, alertmanager.addr);
     let prometheus_at = prometheus.addr;
@@ -339,8 +365,7 @@ async fn events_become_alerts_on_the_topic_metrics_webhook_and_prometheus() {
         "Delivery was late"
     );
 
-    stop.cancel();
-    service.await.unwrap().unwrap();
+    service.stop().await;
 }
 
 /// Two visitors fill carts and log in; one buys. The carts move through
@@ -351,31 +376,9 @@ async fn events_become_alerts_on_the_topic_metrics_webhook_and_prometheus() {
 async fn a_visitors_cart_follows_them_to_the_customer_they_log_in_as() {
     let broker = Broker::start();
     let kafka = broker.kafka();
-    let state = tempfile::tempdir().unwrap();
-    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let rules = state.path().join("rules.toml");
-    std::fs::write(&rules, "[cart_abandonment]\nafter = \"3s\"\n").unwrap();
-    let config = state.path().join("journey.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[kafka]\nbootstrap_servers = \"{}\"\npartitions = 3\n\n\
-             [runtime]\nstate_dir = \"{}\"\ncommit_interval = \"200ms\"\ntick_interval = \"100ms\"\nidle_timeout = \"1s\"\n\n\
-             [alerting]\nhttp_listen = \"{http}\"\ngroup_id = \"alerting-fold\"\nrules_file = \"{}\"\n",
-            broker.bootstrap,
-            state.path().display(),
-            rules.display()
-        ),
-    )
-    .unwrap();
-    let source = ConfigSource::load(Some(&config)).unwrap();
-    let common = source.common().unwrap();
-    let topics = journey_core::kafka::pipeline_topics(&common.topics, 3);
-    journey_core::kafka::ensure_topics(&kafka, &topics)
-        .await
-        .unwrap();
-    let stop = CancellationToken::new();
-    let service = tokio::spawn(journey_alerting::run(source, stop.clone()));
+    let rules = "[cart_abandonment]\nafter = \"3s\"\n";
+    let service = AlertingService::start(&broker, "alerting-fold", rules, "").await;
+    let http = service.http;
 
     let t = now_millis();
     let visitor = |id: &str, anonymous: &str| CustomerEvent {
@@ -432,6 +435,5 @@ async fn a_visitors_cart_follows_them_to_the_customer_they_log_in_as() {
     })
     .await;
 
-    stop.cancel();
-    service.await.unwrap().unwrap();
+    service.stop().await;
 }
