@@ -4,7 +4,9 @@
 //! generic decode of the same records in the same run (the baseline) and the
 //! codec's decode alone.
 //! Once with the default dedup window, once with one short enough that
-//! remembered ids expire during the round.
+//! remembered ids expire during the round; and once more with identities
+//! churning (every identified event links a device seen for the first time),
+//! the worst case for stitching.
 //!
 //! Run: `cargo bench -p journey-ingest --bench ingest_throughput`
 
@@ -33,21 +35,52 @@ const DEDUP_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// A window short enough that ids expire throughout a round (of a second or so).
 const SHORT_DEDUP_WINDOW: Duration = Duration::from_millis(200);
 
+/// Visitors (devices or cookies) in the stable-identities workload: eight
+/// events each on average.
+const VISITORS: u32 = (EVENTS / 8) as u32;
+
+/// How visitors' ids relate to customers'.
+#[derive(Clone, Copy)]
+enum Identities {
+    /// Each visitor belongs to one customer or to nobody, as a device or
+    /// cookie does: three in five log in, and then some of their events
+    /// carry the customer id; a visitor is linked once.
+    Stable,
+    /// Every identified event comes from a device seen for the first time
+    /// (a link and a merge record each, for 60% of events).
+    Churning,
+}
+
 /// Varied, valid events: a mix of touchpoints, known and anonymous visitors,
 /// details by event type, campaigns and free-form properties.
-fn events(now: i64) -> Vec<CustomerEvent> {
+fn events(now: i64, identities: Identities) -> Vec<CustomerEvent> {
     let mut rng = SmallRng::seed_from_u64(7);
     let channels = [Channel::Web, Channel::App, Channel::Store, Channel::Email];
     let word =
         |rng: &mut SmallRng, prefix: &str, n: u32| format!("{prefix}-{}", rng.gen_range(0..n));
     (0..EVENTS)
         .map(|i| {
-            let known = rng.gen_bool(0.6);
+            let (customer_id, anonymous_id) = match identities {
+                Identities::Stable => {
+                    let visitor = rng.gen_range(0..VISITORS);
+                    // A fixed three in five visitors log in, each as a fixed customer.
+                    let customer = (visitor % 5 < 3)
+                        .then(|| format!("cust-{}", visitor.wrapping_mul(2_654_435_761) % 50_000));
+                    (
+                        customer.filter(|_| rng.gen_bool(0.5)),
+                        format!("anon-{visitor}"),
+                    )
+                }
+                Identities::Churning => (
+                    rng.gen_bool(0.6).then(|| word(&mut rng, "cust", 50_000)),
+                    word(&mut rng, "anon", 200_000),
+                ),
+            };
             let mut event = CustomerEvent {
                 event_id: format!("evt-{i:08}-{:x}", rng.gen::<u32>()),
                 occurred_at: now - rng.gen_range(0..3_600_000),
-                customer_id: known.then(|| word(&mut rng, "cust", 50_000)),
-                anonymous_id: Some(word(&mut rng, "anon", 200_000)),
+                customer_id,
+                anonymous_id: Some(anonymous_id),
                 channel: channels[rng.gen_range(0..channels.len())],
                 device: Some(Device {
                     device_type: Some(
@@ -251,10 +284,9 @@ fn fire_timers(
     }
 }
 
-fn main() {
-    let now = now_millis();
-    let codec = Codec::builtin();
-    let keyed: Vec<(String, Vec<u8>)> = events(now)
+/// Each event framed as producers send it, keyed by visitor.
+fn framed(codec: &Codec, events: &[CustomerEvent]) -> Vec<(String, Vec<u8>)> {
+    events
         .iter()
         .map(|e| {
             let key = visitor_key(e)
@@ -262,24 +294,47 @@ fn main() {
                 .to_string();
             (key, codec.encode(e).expect("generated events encode"))
         })
-        .collect();
-    let framed: Vec<&[u8]> = keyed.iter().map(|(_, v)| v.as_slice()).collect();
-    let bytes: usize = framed.iter().map(|v| v.len()).sum();
-    let writer = apache_avro::Schema::parse_str(CustomerEvent::SCHEMA).expect("contract schema");
+        .collect()
+}
 
-    let baseline = rate(|| {
+/// apache-avro's generic decode of `keyed`'s records, events per second.
+fn baseline(keyed: &[(String, Vec<u8>)]) -> f64 {
+    let writer = apache_avro::Schema::parse_str(CustomerEvent::SCHEMA).expect("contract schema");
+    rate(|| {
         timed(|| {
-            for record in &framed {
+            for (_, record) in keyed {
                 let mut datum: &[u8] = &record[HEADER_LEN..];
                 black_box(
                     apache_avro::from_avro_datum(&writer, &mut datum, None).expect("decodes"),
                 );
             }
         })
-    });
+    })
+}
+
+fn main() {
+    let now = now_millis();
+    let codec = Codec::builtin();
+    let keyed = framed(&codec, &events(now, Identities::Stable));
+    let churning = framed(&codec, &events(now, Identities::Churning));
+    let bytes: usize = keyed.iter().map(|(_, v)| v.len()).sum();
+    let merges = |keyed: &[(String, Vec<u8>)]| {
+        let mut links = std::collections::HashMap::new();
+        keyed
+            .iter()
+            .filter_map(|(_, record)| {
+                let event: CustomerEvent = codec.decode(record).expect("decodes");
+                let customer = event.customer_id?;
+                (links.insert(event.anonymous_id?, customer.clone()) != Some(customer))
+                    .then_some(())
+            })
+            .count()
+    };
+
+    let base = baseline(&keyed);
     let decode = rate(|| {
         timed(|| {
-            for record in &framed {
+            for (_, record) in &keyed {
                 black_box(codec.decode::<CustomerEvent>(record).expect("decodes"));
             }
         })
@@ -288,31 +343,47 @@ fn main() {
     let ingest = rate(|| ingest_round(&codec, &keyed, now, DEDUP_WINDOW, &mut split));
     let expiring =
         rate(|| ingest_round(&codec, &keyed, now, SHORT_DEDUP_WINDOW, &mut expiring_split));
+    let churning_base = baseline(&churning);
+    let churning_ingest =
+        rate(|| ingest_round(&codec, &churning, now, DEDUP_WINDOW, &mut Split::default()));
 
     println!(
-        "ingest throughput: {EVENTS} varied CustomerEvents ({} bytes on average), one thread, median of {ROUNDS} rounds",
-        bytes / EVENTS
+        "ingest throughput: {EVENTS} varied CustomerEvents ({} bytes on average) of {VISITORS} visitors, {} identity merges, one thread, median of {ROUNDS} rounds",
+        bytes / EVENTS,
+        merges(&keyed)
     );
     println!("{:<58} {:>12} {:>12}", "", "events/s", "vs baseline");
-    let row = |name: &str, rate: f64| {
-        println!("{name:<58} {rate:>12.0} {:>11.2}x", rate / baseline);
+    let row = |name: &str, rate: f64, base: f64| {
+        println!("{name:<58} {rate:>12.0} {:>11.2}x", rate / base);
     };
     row(
         "(a) baseline: apache-avro from_avro_datum (decode only)",
-        baseline,
+        base,
+        base,
     );
     row(
         "(b) ingest: decode, validate, dedup, stitch, re-encode",
         ingest,
+        base,
     );
     row(
         "(b') the same, ids expiring (200 ms dedup window)",
         expiring,
+        base,
     );
-    row("(c) codec decode alone", decode);
+    row("(c) codec decode alone", decode, base);
     println!(
         "time (b) spends firing timers and committing state on the runtime's cadence: {:.0}%, (b') {:.0}%",
         split.batch_share(),
         expiring_split.batch_share()
+    );
+    println!(
+        "identities churning ({} merges; its own baseline {churning_base:.0} events/s):",
+        merges(&churning)
+    );
+    row(
+        "(d) ingest, every identified event a new device's link",
+        churning_ingest,
+        churning_base,
     );
 }
