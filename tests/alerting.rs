@@ -23,7 +23,12 @@ use tokio_util::sync::CancellationToken;
 
 /// A webhook receiver answering 200 to every POST; sends each body on.
 fn receiver() -> (String, mpsc::Receiver<serde_json::Value>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    receiver_on(0)
+}
+
+/// [`receiver`] on `port` (any free one if 0).
+fn receiver_on(port: u16) -> (String, mpsc::Receiver<serde_json::Value>) {
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
     let url = format!("http://{}/alerts", listener.local_addr().unwrap());
     let (bodies, received) = mpsc::channel();
     std::thread::spawn(move || {
@@ -435,5 +440,102 @@ async fn a_visitors_cart_follows_them_to_the_customer_they_log_in_as() {
     })
     .await;
 
+    service.stop().await;
+}
+
+/// Detractor feedback (NPS 2) of `customer` as event `id`, now.
+fn detractor(id: &str, customer: &str) -> CustomerEvent {
+    let mut feedback = event(id, customer, EventType::Feedback, now_millis());
+    feedback.feedback = Some(Feedback {
+        nps: Some(2),
+        ..Feedback::default()
+    });
+    feedback
+}
+
+/// The notifications `received`, as (alertname, customer id): the first
+/// within 30 s, then those that follow until 3 s pass without one.
+fn notified(received: &mpsc::Receiver<serde_json::Value>) -> Vec<(String, String)> {
+    let mut seen = Vec::new();
+    let mut wait = Duration::from_secs(30);
+    while let Ok(body) = received.recv_timeout(wait) {
+        wait = Duration::from_secs(3);
+        let labels = &body["alerts"][0]["labels"];
+        seen.push((
+            labels["alertname"].as_str().unwrap().to_string(),
+            labels["customer_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        ));
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_notification_not_delivered_when_alerting_stops_is_sent_after_its_restart() {
+    let broker = Broker::start();
+    let kafka = broker.kafka();
+    // The receiver is down at first: nothing listens on its port.
+    let port = free_port();
+    let webhooks = format!(
+        "[[alerting.webhooks]]\nname = \"cx\"\nurl = \"http://127.0.0.1:{port}/alerts\"\ninitial_backoff = \"60s\"\n"
+    );
+    let service = AlertingService::start(&broker, "alerting-relay", "", &webhooks).await;
+    let http = service.http;
+    send(&kafka, &[detractor("c1", "carol")]).await;
+    let failed = "journey_alerting_webhook_failures_total{receiver=\"cx\"}";
+    eventually(
+        "a failed delivery attempt",
+        Duration::from_secs(60),
+        || async move { metric(http, failed).await == Some(1.0) },
+    )
+    .await;
+    // Stopped while it waits to try again.
+    service.stop().await;
+
+    let (_, received) = receiver_on(port);
+    let service = AlertingService::start(&broker, "alerting-relay", "", &webhooks).await;
+    let http = service.http;
+    let seen = tokio::task::spawn_blocking(move || notified(&received))
+        .await
+        .unwrap();
+    assert_eq!(
+        seen,
+        [("detractor_feedback".to_string(), "carol".to_string())]
+    );
+    let delivered =
+        "journey_alerting_webhook_notifications_total{outcome=\"delivered\",receiver=\"cx\"}";
+    assert_eq!(metric(http, delivered).await, Some(1.0));
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_receiver_added_later_hears_of_new_alerts_not_of_the_topics_history() {
+    let broker = Broker::start();
+    let kafka = broker.kafka();
+    let service = AlertingService::start(&broker, "alerting-added", "", "").await;
+    let http = service.http;
+    send(&kafka, &[detractor("c1", "carol")]).await;
+    let fired = "journey_alerting_alerts_total{rule=\"detractor_feedback\",severity=\"CRITICAL\",status=\"FIRING\"}";
+    eventually(
+        "carol's alert on the topic",
+        Duration::from_secs(60),
+        || async move { metric(http, fired).await == Some(1.0) },
+    )
+    .await;
+    service.stop().await;
+
+    let (url, received) = receiver();
+    let webhooks = format!("[[alerting.webhooks]]\nname = \"cx\"\nurl = \"{url}\"\n");
+    let service = AlertingService::start(&broker, "alerting-added", "", &webhooks).await;
+    send(&kafka, &[detractor("d1", "dan")]).await;
+    let seen = tokio::task::spawn_blocking(move || notified(&received))
+        .await
+        .unwrap();
+    assert_eq!(
+        seen,
+        [("detractor_feedback".to_string(), "dan".to_string())]
+    );
     service.stop().await;
 }

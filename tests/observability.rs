@@ -163,6 +163,8 @@ fn service_registries() -> Vec<(&'static str, Registry)> {
         &alerting,
     )
     .unwrap();
+    // As `journey_alerting::run` does, for its webhook relays.
+    journey_alerting::webhook::DeliveryMetrics::new(&alerting);
     vec![
         (journey_ingest::NAME, ingest),
         (journey_sessionizer::NAME, sessionizer),

@@ -1,9 +1,11 @@
 //! The `[alerting]` config section.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::bail;
 use journey_core::config::retention_ms;
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +52,24 @@ impl Default for AlertingConfig {
 }
 
 impl AlertingConfig {
+    /// The webhook receivers, checked: each has a name of its own (it names
+    /// the receiver's consumer group).
+    pub fn webhooks(&self) -> anyhow::Result<&[WebhookConfig]> {
+        let mut names = HashSet::new();
+        for receiver in &self.webhooks {
+            if receiver.name.trim().is_empty() {
+                bail!("`alerting.webhooks`: a receiver has no `name`");
+            }
+            if !names.insert(receiver.name.as_str()) {
+                bail!(
+                    "`alerting.webhooks`: two receivers are named `{}`; each `name` must be its own (it names the receiver's consumer group)",
+                    receiver.name
+                );
+            }
+        }
+        Ok(&self.webhooks)
+    }
+
     /// [`AlertingConfig::context_retention`] in ms, checked.
     pub fn context_retention_ms(&self) -> anyhow::Result<i64> {
         retention_ms("alerting.context_retention", self.context_retention)
@@ -68,17 +88,29 @@ mod tests {
     }
 
     #[test]
-    fn a_webhook_queue_of_zero_is_refused_by_name() {
-        let webhook = "[[alerting.webhooks]]\nname = \"cx\"\nurl = \"http://127.0.0.1:1/\"\n";
-        let config = section(webhook).unwrap();
-        assert_eq!(config.webhooks[0].queue.get(), 10_000);
-        let err = section(&format!("{webhook}queue = 0\n"))
-            .unwrap_err()
-            .to_string();
+    fn receivers_sharing_a_name_are_refused_naming_it() {
+        let receiver = |name: &str| {
+            format!("[[alerting.webhooks]]\nname = \"{name}\"\nurl = \"http://127.0.0.1:1/\"\n")
+        };
+        let two = section(&format!("{}{}", receiver("cx"), receiver("ops"))).unwrap();
+        assert_eq!(two.webhooks().unwrap().len(), 2);
+        let twice = section(&format!("{}{}", receiver("cx"), receiver("cx"))).unwrap();
+        let err = twice.webhooks().unwrap_err().to_string();
         assert!(
-            err.contains("alerting.webhooks") && err.contains("queue"),
+            err.contains("alerting.webhooks") && err.contains("`cx`"),
             "{err}"
         );
+        let blank = section(&receiver(" ")).unwrap();
+        let err = blank.webhooks().unwrap_err().to_string();
+        assert!(
+            err.contains("alerting.webhooks") && err.contains("`name`"),
+            "{err}"
+        );
+        // The bounded in-memory queue is gone: the alerts topic is the queue.
+        let err = section(&format!("{}queue = 10\n", receiver("cx")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("queue"), "{err}");
     }
 
     #[test]

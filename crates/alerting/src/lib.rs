@@ -8,7 +8,8 @@
 //! risk, a channel's conversion drop, a complaint surge and the dead-letter
 //! rate. Alerts fire and resolve as records on the alerts topic with
 //! deterministic ids, are counted in Prometheus by rule, severity and status,
-//! and are optionally sent to webhooks in Alertmanager's format.
+//! and are optionally relayed from the topic to webhooks in Alertmanager's
+//! format.
 //!
 //! Per-customer rules keep the customer's context (stage, lifetime value,
 //! last session) in this service's own state. Aggregate rules count per
@@ -55,7 +56,8 @@ pub use ruleset::{
 };
 
 use anyhow::Context as _;
-use journey_core::config::ConfigSource;
+use journey_core::config::{CommonConfig, ConfigSource};
+use journey_core::schema_registry::pipeline_codec;
 use journey_core::service::{self, ServiceSpec};
 use journey_core::state::Workload;
 use prometheus::Registry;
@@ -76,8 +78,6 @@ pub fn processor(
         config.context_retention_ms()?,
         metrics.contexts_forgotten.clone(),
     );
-    let notifier = webhook::Notifier::start(&config.webhooks, &config.external_url, &metrics)
-        .context("starting the webhook delivery threads")?;
     let counters = Counters {
         erased: journey_core::erasure::erasures_counter(registry),
         repeats: journey_core::runtime::repeats_counter(registry),
@@ -85,7 +85,7 @@ pub fn processor(
         folds_applied: metrics.folds_applied.clone(),
         forwarded: metrics.forwarded.clone(),
     };
-    let lifecycle = Lifecycle::new(topics.alerts.clone(), metrics, notifier);
+    let lifecycle = Lifecycle::new(topics.alerts.clone(), metrics);
     Ok(Alerting::new(rules, topics, lifecycle, retention, counters))
 }
 
@@ -94,7 +94,9 @@ pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> anyhow::R
     let common = source.common()?;
     let config: AlertingConfig = source.section(NAME)?;
     let rules = RuleSet::load(config.rules_file.as_deref())?;
+    config.webhooks()?;
     let registry = journey_core::metrics::registry(NAME);
+    let delivery = webhook::DeliveryMetrics::new(&registry);
     let topics = Topics::new(&common.topics, &config.group_id);
     let inputs = vec![
         topics.events.clone(),
@@ -121,5 +123,45 @@ pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> anyhow::R
         registry,
         routes: Default::default(),
     };
-    service::run(spec, processor, shutdown).await
+    let relays = start_relays(&common, &config, delivery, &shutdown).await?;
+    let result = service::run(spec, processor, shutdown).await;
+    if let Some(relays) = relays {
+        tokio::task::spawn_blocking(move || relays.stop())
+            .await
+            .context("stopping the webhook relays")?;
+    }
+    result
+}
+
+/// Starts a webhook relay per receiver of `config`; `None` without
+/// receivers, or if `shutdown` came while the schema registry was awaited.
+async fn start_relays(
+    common: &CommonConfig,
+    config: &AlertingConfig,
+    metrics: webhook::DeliveryMetrics,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<webhook::Relays>> {
+    let receivers = config.webhooks()?.to_vec();
+    if receivers.is_empty() {
+        return Ok(None);
+    }
+    let Some(codec) = pipeline_codec(&common.kafka, &common.topics, shutdown).await? else {
+        return Ok(None);
+    };
+    let (kafka, topic) = (common.kafka.clone(), common.topics.alerts.clone());
+    let (group, external_url) = (config.group_id.clone(), config.external_url.clone());
+    let relays = tokio::task::spawn_blocking(move || {
+        webhook::Relays::start(
+            &kafka,
+            &topic,
+            &group,
+            &receivers,
+            &external_url,
+            &codec,
+            &metrics,
+        )
+    })
+    .await
+    .context("starting the webhook relays")??;
+    Ok(Some(relays))
 }

@@ -1,7 +1,7 @@
 //! The life of an alert: fired unless suppressed, then resolved, or expired
 //! at the end of its cooldown. Each step is an alert record on the alerts
-//! topic (with the same deterministic `alert_id`), a metric and a webhook
-//! notification.
+//! topic (with the same deterministic `alert_id`) and a metric; webhooks
+//! are notified from the topic (see [`crate::webhook`]).
 //!
 //! An alert is kept in state per rule and subject (customer, or an
 //! aggregate's scope). Per-customer rules have a cooldown: while the last
@@ -26,7 +26,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::metrics::AlertMetrics;
 use crate::rules::Draft;
-use crate::webhook::Notifier;
 
 /// State key prefix of alerts, followed by rule, `/` and subject.
 const ALERT: &[u8] = b"alert/";
@@ -50,7 +49,6 @@ type FiringCounts = BTreeMap<(String, String), i64>;
 pub struct Lifecycle {
     topic: String,
     metrics: AlertMetrics,
-    notifier: Notifier,
     /// Firing counts of the partitions seen since they were assigned.
     firing: HashMap<i32, FiringCounts>,
     /// The alerts that may be in state.
@@ -69,12 +67,11 @@ pub fn expiry_timer(rule: &str, subject: &str) -> Vec<u8> {
 }
 
 impl Lifecycle {
-    /// Alerts go to `topic`, are counted in `metrics` and notified through `notifier`.
-    pub fn new(topic: String, metrics: AlertMetrics, notifier: Notifier) -> Self {
+    /// Alerts go to `topic` and are counted in `metrics`.
+    pub fn new(topic: String, metrics: AlertMetrics) -> Self {
         Lifecycle {
             topic,
             metrics,
-            notifier,
             firing: HashMap::new(),
             open: KeyFilter::new(ALERT),
             other_filter_bytes: 0,
@@ -145,7 +142,7 @@ impl Lifecycle {
         if let Some(end) = expires_at {
             ctx.set_timer(Clock::Event, end, &expiry_timer(draft.rule, &draft.subject));
         }
-        self.emit(ctx, &alert, &draft.subject, draft.at, None)?;
+        self.emit(ctx, &alert, &draft.subject, draft.at)?;
         self.count_firing(ctx, &alert, 1);
         ctx.state().put(&key, &OpenAlert { alert, expires_at });
         self.open.insert(ctx, &key[ALERT.len()..])?;
@@ -177,7 +174,7 @@ impl Lifecycle {
         open.alert
             .context
             .insert("resolution".into(), reason.into());
-        self.emit(ctx, &open.alert, subject, at, Some(at))?;
+        self.emit(ctx, &open.alert, subject, at)?;
         self.count_firing(ctx, &open.alert, -1);
         if open.expires_at.is_some() {
             ctx.state().put(&key, &open);
@@ -265,7 +262,6 @@ impl Lifecycle {
         alert: &Alert,
         subject: &str,
         at: i64,
-        ends_at: Option<i64>,
     ) -> Result<(), ProcessError> {
         ctx.emit(&self.topic, subject, alert, at)?;
         let status = match alert.status {
@@ -276,7 +272,6 @@ impl Lifecycle {
             .alerts
             .with_label_values(&[alert.rule.as_str(), alert.severity.as_str(), status])
             .inc();
-        self.notifier.notify(alert, ends_at);
         Ok(())
     }
 

@@ -13,10 +13,6 @@ pub struct AlertMetrics {
     pub suppressed: IntCounterVec,
     /// Alerts firing now on this instance's partitions, by rule and severity.
     pub firing: IntGaugeVec,
-    /// Webhook notifications by receiver and outcome (`delivered`, `dropped`, `abandoned`).
-    pub webhook_notifications: IntCounterVec,
-    /// Failed webhook delivery attempts (each retried until `max_attempts`).
-    pub webhook_failures: IntCounterVec,
     /// Memory held by the in-memory filters of open alerts', latest purchases' and folded visitors' keys.
     pub filter_bytes: IntGauge,
     /// Contexts of customers who never bought, forgotten after the retention.
@@ -62,16 +58,6 @@ impl AlertMetrics {
                     &["rule", "severity"],
                 )
                 .expect("valid metric"),
-            ),
-            webhook_notifications: counters(
-                "webhook_notifications_total",
-                "Webhook notifications by receiver and outcome: delivered, dropped (queue full) or abandoned (attempts exhausted).",
-                &["receiver", "outcome"],
-            ),
-            webhook_failures: counters(
-                "webhook_failures_total",
-                "Failed webhook delivery attempts, by receiver.",
-                &["receiver"],
             ),
             filter_bytes: register(
                 registry,

@@ -1,156 +1,127 @@
-//! Delivery of notifications: one thread and one bounded queue per receiver,
-//! so a slow or dead receiver never holds up the processing loop or another
-//! receiver. The alert itself is already on the alerts topic; a notification
-//! that cannot be queued or delivered is counted and logged, never waited for.
+//! Delivery of one notification to one receiver: attempts with backoff
+//! until it is accepted or `max_attempts` have failed, each counted and
+//! logged. A stop signal ends the wait between attempts.
 
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::thread;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 
-use journey_core::contract::Alert;
-use journey_core::telemetry::{customer_tag, CustomerTag};
-use prometheus::IntCounter;
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
-use super::payload::notification;
 use super::WebhookConfig;
-use crate::metrics::AlertMetrics;
 
-/// Queues alert notifications for every configured receiver.
-pub struct Notifier {
-    receivers: Vec<Queue>,
-    external_url: String,
+/// How the delivery of one notification ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The receiver accepted it (a 2xx answer).
+    Delivered,
+    /// Every attempt failed.
+    Abandoned,
+    /// Stopped before it was delivered or abandoned: it is to be sent again.
+    Stopped,
 }
 
-struct Queue {
-    name: String,
-    sender: SyncSender<String>,
-    dropped: IntCounter,
+/// Webhook delivery's counters (`journey_alerting_webhook_...`), by receiver.
+#[derive(Clone)]
+pub struct DeliveryMetrics {
+    notifications: IntCounterVec,
+    failures: IntCounterVec,
 }
 
-/// A receiver's delivery thread's counters.
-struct Outcomes {
+impl DeliveryMetrics {
+    /// Creates and registers the metrics.
+    pub fn new(registry: &Registry) -> Self {
+        let counters = |name: &str, help: &str, labels: &[&str]| {
+            journey_core::metrics::register(
+                registry,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        DeliveryMetrics {
+            notifications: counters(
+                "webhook_notifications_total",
+                "Webhook notifications by receiver and outcome: delivered, or abandoned (attempts exhausted, or the alert record unreadable).",
+                &["receiver", "outcome"],
+            ),
+            failures: counters(
+                "webhook_failures_total",
+                "Failed webhook delivery attempts, by receiver.",
+                &["receiver"],
+            ),
+        }
+    }
+}
+
+/// Posts notifications to one receiver.
+pub struct Delivery {
+    config: WebhookConfig,
+    agent: ureq::Agent,
     delivered: IntCounter,
     abandoned: IntCounter,
     failures: IntCounter,
 }
 
-impl Notifier {
-    /// Starts a delivery thread per receiver. The threads end once the
-    /// notifier is dropped and their queues are empty.
-    pub fn start(
-        receivers: &[WebhookConfig],
-        external_url: &str,
-        metrics: &AlertMetrics,
-    ) -> std::io::Result<Notifier> {
-        let mut queues = Vec::new();
-        for config in receivers {
-            let (sender, queue) = sync_channel(config.queue.get());
-            let outcome = |o: &str| {
-                metrics
-                    .webhook_notifications
-                    .with_label_values(&[config.name.as_str(), o])
-            };
-            let outcomes = Outcomes {
-                delivered: outcome("delivered"),
-                abandoned: outcome("abandoned"),
-                failures: metrics
-                    .webhook_failures
-                    .with_label_values(&[config.name.as_str()]),
-            };
-            let worker = config.clone();
-            thread::Builder::new()
-                .name(format!("webhook-{}", config.name))
-                .spawn(move || deliver(&worker, &queue, &outcomes))?;
-            queues.push(Queue {
-                name: config.name.clone(),
-                sender,
-                dropped: outcome("dropped"),
-            });
-        }
-        Ok(Notifier {
-            receivers: queues,
-            external_url: external_url.to_string(),
-        })
-    }
-
-    /// Queues a notification of `alert` for every receiver without waiting;
-    /// `ends_at` is the resolution time of a resolved alert.
-    pub fn notify(&self, alert: &Alert, ends_at: Option<i64>) {
-        for receiver in &self.receivers {
-            let body = notification(alert, &receiver.name, &self.external_url, ends_at).to_string();
-            match receiver.sender.try_send(body) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => {
-                    receiver.dropped.inc();
-                    tracing::warn!(
-                        receiver = receiver.name,
-                        alert_id = alert.alert_id,
-                        rule = alert.rule,
-                        customer = customer_field(alert),
-                        "webhook queue full: notification dropped (the alert is on the alerts topic)"
-                    );
-                }
-                Err(TrySendError::Disconnected(_)) => {
-                    receiver.dropped.inc();
-                    tracing::error!(
-                        receiver = receiver.name,
-                        alert_id = alert.alert_id,
-                        customer = customer_field(alert),
-                        "webhook delivery thread is gone: notification dropped"
-                    );
-                }
-            }
+impl Delivery {
+    /// Delivery to the receiver of `config`, counted in `metrics`.
+    pub fn new(config: &WebhookConfig, metrics: &DeliveryMetrics) -> Self {
+        let outcome = |o: &str| {
+            metrics
+                .notifications
+                .with_label_values(&[config.name.as_str(), o])
+        };
+        Delivery {
+            agent: ureq::Agent::config_builder()
+                .timeout_global(Some(config.timeout))
+                .http_status_as_error(false)
+                .build()
+                .into(),
+            delivered: outcome("delivered"),
+            abandoned: outcome("abandoned"),
+            failures: metrics.failures.with_label_values(&[config.name.as_str()]),
+            config: config.clone(),
         }
     }
-}
 
-/// The log field of `alert`'s customer: its tag, never the id.
-fn customer_field(alert: &Alert) -> Option<tracing::field::DisplayValue<CustomerTag>> {
-    alert
-        .customer_id
-        .as_deref()
-        .map(|id| tracing::field::display(customer_tag(id)))
-}
-
-/// Delivers queued notifications one after the other, each with retries.
-fn deliver(config: &WebhookConfig, queue: &Receiver<String>, outcomes: &Outcomes) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(config.timeout))
-        .http_status_as_error(false)
-        .build()
-        .into();
-    for body in queue {
+    /// Posts `body` until the receiver accepts it or `max_attempts` have
+    /// failed; stops waiting between attempts once `stop`'s sender is gone
+    /// (or sends).
+    pub fn deliver(&self, body: &str, stop: &Receiver<()>) -> Outcome {
+        let config = &self.config;
         let mut attempt = 1;
         loop {
-            match post(&agent, &config.url, &body) {
+            let error = match post(&self.agent, &config.url, body) {
                 Ok(()) => {
-                    outcomes.delivered.inc();
-                    break;
+                    self.delivered.inc();
+                    return Outcome::Delivered;
                 }
-                Err(error) => {
-                    outcomes.failures.inc();
-                    if attempt >= config.max_attempts {
-                        outcomes.abandoned.inc();
-                        tracing::error!(
-                            receiver = config.name,
-                            attempts = attempt,
-                            %error,
-                            "webhook notification abandoned"
-                        );
-                        break;
-                    }
-                    let wait = config.backoff(attempt);
-                    tracing::warn!(
-                        receiver = config.name,
-                        attempt,
-                        retry_in = ?wait,
-                        %error,
-                        "webhook delivery failed, retrying"
-                    );
-                    thread::sleep(wait);
-                    attempt += 1;
-                }
+                Err(error) => error,
+            };
+            self.failures.inc();
+            if attempt >= config.max_attempts {
+                self.abandon(&format!("{attempt} attempts failed, the last: {error}"));
+                return Outcome::Abandoned;
             }
+            let wait = config.backoff(attempt);
+            tracing::warn!(
+                receiver = config.name,
+                attempt,
+                retry_in = ?wait,
+                %error,
+                "webhook delivery failed, retrying"
+            );
+            if stop.recv_timeout(wait) != Err(RecvTimeoutError::Timeout) {
+                return Outcome::Stopped;
+            }
+            attempt += 1;
         }
+    }
+
+    /// Counts and logs a notification given up for `reason`.
+    pub fn abandon(&self, reason: &str) {
+        self.abandoned.inc();
+        tracing::error!(
+            receiver = self.config.name,
+            reason,
+            "webhook notification abandoned (the alert is on the alerts topic)"
+        );
     }
 }
 
@@ -173,11 +144,8 @@ mod tests {
     use std::io::{BufRead, BufReader, Read, Write};
     use std::net::TcpListener;
     use std::sync::mpsc;
+    use std::thread;
     use std::time::{Duration, Instant};
-
-    use journey_core::contract::AlertStatus;
-    use prometheus::Registry;
-    use serde_json::Value;
 
     use super::*;
 
@@ -222,17 +190,6 @@ mod tests {
         (url, bodies)
     }
 
-    fn alert() -> Alert {
-        Alert {
-            alert_id: "a".repeat(32),
-            rule: "cart_abandonment".into(),
-            status: AlertStatus::Firing,
-            customer_id: Some("alice".into()),
-            summary: "Cart abandoned".into(),
-            ..Alert::default()
-        }
-    }
-
     fn fast(name: &str, url: &str) -> WebhookConfig {
         WebhookConfig {
             initial_backoff: Duration::from_millis(20),
@@ -241,68 +198,71 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_receiver_that_fails_then_succeeds_gets_the_notification_after_retries() {
-        let (url, bodies) = flaky_receiver(2);
-        let metrics = AlertMetrics::new(&Registry::new());
-        let notifier =
-            Notifier::start(&[fast("cx", &url)], "http://alerting:9104", &metrics).unwrap();
-        notifier.notify(&alert(), None);
-        let body: Value =
-            serde_json::from_str(&bodies.recv_timeout(Duration::from_secs(10)).unwrap()).unwrap();
-        assert_eq!(body["version"], "4");
-        assert_eq!(body["receiver"], "cx");
-        assert_eq!(body["alerts"][0]["labels"]["customer_id"], "alice");
-        let delivered = metrics
-            .webhook_notifications
-            .with_label_values(&["cx", "delivered"]);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while delivered.get() == 0 && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(10));
-        }
-        assert_eq!(delivered.get(), 1);
-        assert_eq!(metrics.webhook_failures.with_label_values(&["cx"]).get(), 2);
-    }
-
-    #[test]
-    fn a_dead_receiver_neither_blocks_nor_hides_its_losses() {
-        // Nothing listens on this port: every attempt fails at once.
+    /// A URL nothing listens on: every attempt fails at once.
+    fn dead_url() -> String {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
+        format!("http://127.0.0.1:{port}/")
+    }
+
+    fn count(metrics: &DeliveryMetrics, receiver: &str, outcome: &str) -> u64 {
+        metrics
+            .notifications
+            .with_label_values(&[receiver, outcome])
+            .get()
+    }
+
+    #[test]
+    fn a_receiver_that_fails_then_succeeds_gets_the_notification_after_retries() {
+        let (url, bodies) = flaky_receiver(2);
+        let metrics = DeliveryMetrics::new(&Registry::new());
+        let (_running, stop) = mpsc::channel();
+        let delivery = Delivery::new(&fast("cx", &url), &metrics);
+        assert_eq!(delivery.deliver("{\"n\":1}", &stop), Outcome::Delivered);
+        let body = bodies.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(body, "{\"n\":1}");
+        assert_eq!(count(&metrics, "cx", "delivered"), 1);
+        assert_eq!(metrics.failures.with_label_values(&["cx"]).get(), 2);
+    }
+
+    #[test]
+    fn a_dead_receiver_is_abandoned_after_its_attempts_and_counted() {
         let config = WebhookConfig {
-            queue: std::num::NonZeroUsize::MIN,
-            max_attempts: 2,
-            ..fast("dead", &format!("http://127.0.0.1:{port}/"))
+            max_attempts: 3,
+            ..fast("dead", &dead_url())
         };
-        let metrics = AlertMetrics::new(&Registry::new());
-        let notifier = Notifier::start(&[config], "http://alerting:9104", &metrics).unwrap();
+        let metrics = DeliveryMetrics::new(&Registry::new());
+        let (_running, stop) = mpsc::channel();
+        let delivery = Delivery::new(&config, &metrics);
+        assert_eq!(delivery.deliver("{}", &stop), Outcome::Abandoned);
+        assert_eq!(count(&metrics, "dead", "abandoned"), 1);
+        assert_eq!(count(&metrics, "dead", "delivered"), 0);
+        assert_eq!(metrics.failures.with_label_values(&["dead"]).get(), 3);
+    }
+
+    #[test]
+    fn a_stop_ends_the_wait_between_attempts_without_abandoning() {
+        let config = WebhookConfig {
+            initial_backoff: Duration::from_secs(60),
+            ..fast("dead", &dead_url())
+        };
+        let metrics = DeliveryMetrics::new(&Registry::new());
+        let (running, stop) = mpsc::channel::<()>();
+        let delivery = Delivery::new(&config, &metrics);
+        thread::spawn(move || {
+            thread::sleep(Duration::from_millis(200));
+            drop(running);
+        });
         let started = Instant::now();
-        for _ in 0..50 {
-            notifier.notify(&alert(), None);
-        }
+        assert_eq!(delivery.deliver("{}", &stop), Outcome::Stopped);
         assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "notify waited on the receiver"
+            started.elapsed() < Duration::from_secs(30),
+            "waited out the backoff"
         );
-        let dropped = metrics
-            .webhook_notifications
-            .with_label_values(&["dead", "dropped"])
-            .get();
-        assert!(dropped >= 48, "dropped {dropped}");
-        let abandoned = metrics
-            .webhook_notifications
-            .with_label_values(&["dead", "abandoned"]);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while abandoned.get() + dropped < 50 && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(10));
-        }
-        assert_eq!(abandoned.get() + dropped, 50);
-        assert_eq!(
-            metrics.webhook_failures.with_label_values(&["dead"]).get(),
-            2 * abandoned.get()
-        );
+        assert_eq!(count(&metrics, "dead", "abandoned"), 0);
+        assert_eq!(metrics.failures.with_label_values(&["dead"]).get(), 1);
     }
 }

@@ -1,29 +1,28 @@
 //! Webhook receivers: alerts as notifications in Alertmanager's webhook
-//! format, delivered off the processing loop with retries.
+//! format, relayed from the alerts topic off the processing loop, with
+//! retries.
 
 mod delivery;
 mod payload;
+mod relay;
 
-use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use delivery::Notifier;
+pub use delivery::DeliveryMetrics;
 pub use payload::{notification, rfc3339};
+pub use relay::Relays;
 
 /// One webhook receiver (`[[alerting.webhooks]]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
-    /// Receiver name: the payload's `receiver` and the metrics' `receiver` label.
+    /// Receiver name: the payload's `receiver`, the metrics' `receiver` label
+    /// and the relay's consumer group (`<group_id>-webhook-<name>`).
     pub name: String,
     /// `http://` URL notifications are POSTed to.
     pub url: String,
-    /// Notifications waiting for delivery (at least 1); beyond this they are
-    /// dropped and counted.
-    #[serde(default = "default_queue")]
-    pub queue: NonZeroUsize,
     /// Attempts per notification before it is abandoned (and counted).
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
@@ -38,9 +37,6 @@ pub struct WebhookConfig {
     pub timeout: Duration,
 }
 
-fn default_queue() -> NonZeroUsize {
-    NonZeroUsize::new(10_000).expect("not zero")
-}
 fn default_max_attempts() -> u32 {
     8
 }
@@ -55,12 +51,11 @@ fn default_timeout() -> Duration {
 }
 
 impl WebhookConfig {
-    /// A receiver at `url` with the default queue, retries and timeouts.
+    /// A receiver at `url` with the default retries and timeouts.
     pub fn new(name: &str, url: &str) -> WebhookConfig {
         WebhookConfig {
             name: name.to_string(),
             url: url.to_string(),
-            queue: default_queue(),
             max_attempts: default_max_attempts(),
             initial_backoff: default_initial_backoff(),
             max_backoff: default_max_backoff(),
