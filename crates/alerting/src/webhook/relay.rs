@@ -173,7 +173,8 @@ fn max_poll_interval(config: &WebhookConfig) -> String {
 /// Commits the end of `topic` as the start of each partition the consumer's
 /// group has no offset for: a new group begins with the alerts produced
 /// from now on. A topic not created yet is left alone (the group starts at
-/// its beginning, which is then now).
+/// its beginning, which is then now), and so is a group that has members
+/// already (the broker refuses the commit).
 fn start_at_end(consumer: &BaseConsumer, topic: &str) -> anyhow::Result<()> {
     let metadata = consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
     let mut partitions = TopicPartitionList::new();
@@ -197,13 +198,23 @@ fn start_at_end(consumer: &BaseConsumer, topic: &str) -> anyhow::Result<()> {
             start.add_partition_offset(topic, partition.partition(), Offset::Offset(end))?;
         }
     }
-    if start.count() > 0 {
-        consumer.commit(&start, CommitMode::Sync)?;
-        tracing::info!(
+    if start.count() == 0 {
+        return Ok(());
+    }
+    match consumer.commit(&start, CommitMode::Sync) {
+        Ok(()) => tracing::info!(
             topic,
             partitions = start.count(),
             "webhook relay: a new consumer group starts at the end of the alerts topic"
-        );
+        ),
+        // The group has members already (another instance started it at
+        // the same time): those partitions have not been read yet, and are
+        // read from their beginning.
+        Err(error) => tracing::warn!(
+            topic,
+            %error,
+            "webhook relay: the group's start was not set; partitions it has no offset for are read from their beginning"
+        ),
     }
     Ok(())
 }
