@@ -104,9 +104,10 @@ impl Relays {
         Ok(relays)
     }
 
-    /// Stops the relays and waits for them: an attempt under way ends (within
-    /// the receiver's `timeout`); its notification is sent again on the next
-    /// start. Offsets of what was delivered are committed.
+    /// Stops the relays and waits for them: an attempt under way is let
+    /// finish (within the receiver's `timeout`); a notification not
+    /// delivered by then is sent again on the next start. Offsets of what
+    /// was delivered are committed.
     pub fn stop(self) {
         drop(self.running);
         for thread in self.threads {
