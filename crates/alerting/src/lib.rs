@@ -94,7 +94,7 @@ pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> anyhow::R
     let common = source.common()?;
     let config: AlertingConfig = source.section(NAME)?;
     let rules = RuleSet::load(config.rules_file.as_deref())?;
-    config.webhooks()?;
+    let receivers = config.webhooks()?.to_vec();
     let registry = journey_core::metrics::registry(NAME);
     let delivery = webhook::DeliveryMetrics::new(&registry);
     let topics = Topics::new(&common.topics, &config.group_id);
@@ -123,7 +123,7 @@ pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> anyhow::R
         registry,
         routes: Default::default(),
     };
-    let relays = start_relays(&common, &config, delivery, &shutdown).await?;
+    let relays = start_relays(&common, &config, receivers, delivery, &shutdown).await?;
     let result = service::run(spec, processor, shutdown).await;
     if let Some(relays) = relays {
         tokio::task::spawn_blocking(move || relays.stop())
@@ -133,15 +133,16 @@ pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> anyhow::R
     result
 }
 
-/// Starts a webhook relay per receiver of `config`; `None` without
-/// receivers, or if `shutdown` came while the schema registry was awaited.
+/// Starts a webhook relay per receiver of `receivers` (checked: see
+/// [`AlertingConfig::webhooks`]); `None` without receivers, or if
+/// `shutdown` came while the schema registry was awaited.
 async fn start_relays(
     common: &CommonConfig,
     config: &AlertingConfig,
+    receivers: Vec<webhook::WebhookConfig>,
     metrics: webhook::DeliveryMetrics,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Option<webhook::Relays>> {
-    let receivers = config.webhooks()?.to_vec();
     if receivers.is_empty() {
         return Ok(None);
     }

@@ -80,6 +80,11 @@ impl Delivery {
         }
     }
 
+    /// The receiver's name.
+    pub fn receiver(&self) -> &str {
+        &self.config.name
+    }
+
     /// Posts `body` until the receiver accepts it or `max_attempts` have
     /// failed; stops waiting between attempts once `stop`'s sender is gone
     /// (or sends).

@@ -44,7 +44,6 @@ pub struct Relays {
 
 /// What a relay needs besides its consumer.
 struct Relay {
-    name: String,
     delivery: Delivery,
     codec: Codec,
     external_url: String,
@@ -88,7 +87,6 @@ impl Relays {
                 .with_context(|| format!("subscribing group {group} to {topic}"))?;
             let (running, stop) = channel();
             let relay = Relay {
-                name: config.name.clone(),
                 delivery: Delivery::new(config, metrics),
                 codec: codec.clone(),
                 external_url: external_url.to_string(),
@@ -125,7 +123,7 @@ impl Relay {
                 None => continue,
                 Some(Ok(message)) => message,
                 Some(Err(error)) => {
-                    tracing::warn!(receiver = self.name, %error, "webhook relay: reading alerts failed");
+                    tracing::warn!(receiver = self.delivery.receiver(), %error, "webhook relay: reading alerts failed");
                     continue;
                 }
             };
@@ -139,7 +137,12 @@ impl Relay {
                         AlertStatus::Resolved => message.timestamp().to_millis(),
                         AlertStatus::Firing => None,
                     };
-                    let body = notification(&alert, &self.name, &self.external_url, ends_at);
+                    let body = notification(
+                        &alert,
+                        self.delivery.receiver(),
+                        &self.external_url,
+                        ends_at,
+                    );
                     if self.delivery.deliver(&body.to_string(), &self.stop) == Outcome::Stopped {
                         break;
                     }
@@ -152,12 +155,12 @@ impl Relay {
                 )),
             }
             if let Err(error) = consumer.store_offset_from_message(&message) {
-                tracing::warn!(receiver = self.name, %error, "webhook relay: storing an offset failed");
+                tracing::warn!(receiver = self.delivery.receiver(), %error, "webhook relay: storing an offset failed");
             }
         }
         if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
             // Nothing stored since the last commit is the usual reason.
-            tracing::debug!(receiver = self.name, %error, "webhook relay: final commit");
+            tracing::debug!(receiver = self.delivery.receiver(), %error, "webhook relay: final commit");
         }
     }
 }
