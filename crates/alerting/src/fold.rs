@@ -21,8 +21,8 @@
 use journey_core::contract::CustomerEvent;
 use journey_core::ids;
 use journey_core::runtime::{
-    folded_customer, Context, FoldedIds, FoldedInto, InputRecord, ProcessError, RecentIds,
-    Rejection, REPEAT_MEMORY_MS,
+    decode_fold, encode_fold, folded_customer, Context, FoldedIds, FoldedInto, InputRecord,
+    ProcessError, RecentIds, REPEAT_MEMORY_MS,
 };
 use journey_core::state::Clock;
 use serde::{Deserialize, Serialize};
@@ -153,7 +153,7 @@ impl Alerting {
         fold: &Fold,
         timestamp: i64,
     ) -> Result<(), ProcessError> {
-        let payload = postcard::to_stdvec(fold).map_err(anyhow::Error::from)?;
+        let payload = encode_fold(fold)?;
         ctx.emit_raw(&self.topics.folds, customer.as_bytes(), &payload, timestamp);
         Ok(())
     }
@@ -165,8 +165,7 @@ impl Alerting {
         record: &InputRecord<'_>,
         ctx: &mut Context<'_>,
     ) -> Result<(), ProcessError> {
-        let fold: Fold = postcard::from_bytes(record.payload.unwrap_or_default())
-            .map_err(|e| Rejection::undecodable(format!("fold record does not decode: {e}")))?;
+        let fold: Fold = decode_fold(record)?;
         let customer = folded_customer(record, "fold record")?;
         let fold_id = match &fold {
             Fold::Visitor { merge_id, .. } => merge_id,

@@ -20,7 +20,9 @@
 
 use journey_core::contract::{CustomerEvent, IdentityMerge};
 use journey_core::ids;
-use journey_core::runtime::{Context, FoldedInto, InputRecord, ProcessError, Rejection};
+use journey_core::runtime::{
+    decode_fold, encode_fold, Context, FoldedInto, InputRecord, ProcessError, Rejection,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::processor::{tagged, Sessionizer, FOLDED, FOLDS, SESSIONS};
@@ -107,7 +109,7 @@ impl Sessionizer {
         fold: &Fold,
         timestamp: i64,
     ) -> Result<(), ProcessError> {
-        let payload = postcard::to_stdvec(fold).map_err(anyhow::Error::from)?;
+        let payload = encode_fold(fold)?;
         ctx.emit_raw(
             &self.topics.folds,
             fold.customer_id.as_bytes(),
@@ -123,8 +125,7 @@ impl Sessionizer {
         record: &InputRecord<'_>,
         ctx: &mut Context<'_>,
     ) -> Result<(), ProcessError> {
-        let fold: Fold = postcard::from_bytes(record.payload.unwrap_or_default())
-            .map_err(|e| Rejection::undecodable(format!("fold record does not decode: {e}")))?;
+        let fold: Fold = decode_fold(record)?;
         if !FOLDS.first_sighting(ctx, &[fold.merge_id.as_bytes()])? {
             self.metrics.folds_repeated.inc();
             return Ok(());

@@ -3,6 +3,7 @@
 //! visitor read after the merge (events and merges come on different topics)
 //! can follow it to the customer instead of starting state of its own.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{now_millis, Context, InputRecord, ProcessError, Rejection};
@@ -131,6 +132,19 @@ pub fn folded_customer(record: &InputRecord<'_>, what: &str) -> Result<String, P
     }
 }
 
+/// The payload of a record sending `fold` on to the customer's partition
+/// (postcard), as [`decode_fold`] reads it.
+pub fn encode_fold<T: Serialize>(fold: &T) -> Result<Vec<u8>, ProcessError> {
+    Ok(postcard::to_stdvec(fold).map_err(anyhow::Error::from)?)
+}
+
+/// The fold a record written with [`encode_fold`] carries, or the
+/// rejection of one that does not decode.
+pub fn decode_fold<T: DeserializeOwned>(record: &InputRecord<'_>) -> Result<T, ProcessError> {
+    postcard::from_bytes(record.payload.unwrap_or_default())
+        .map_err(|e| Rejection::undecodable(format!("fold record does not decode: {e}")).into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,5 +212,18 @@ mod tests {
         );
         let message = rejected(folded_customer(&record(b"", b""), "fold record"));
         assert_eq!(message, "fold record without a customer key");
+    }
+
+    #[test]
+    fn a_fold_reads_back_as_written_and_garbage_is_rejected() {
+        let fold = (String::from("m1"), 42_i64);
+        let payload = encode_fold(&fold).unwrap();
+        let read: (String, i64) = decode_fold(&record(b"c1", &payload)).unwrap();
+        assert_eq!(read, fold);
+        let message = rejected(decode_fold::<(String, i64)>(&record(b"c1", &[0xff; 3])));
+        assert!(
+            message.starts_with("fold record does not decode"),
+            "{message}"
+        );
     }
 }

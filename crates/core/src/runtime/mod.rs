@@ -32,7 +32,7 @@ mod recent;
 mod restore;
 
 pub use cadence::{Cadence, Due, CHECK_EVERY, TIMERS_PER_TICK};
-pub use folded::{folded_customer, FoldedIds, FoldedInto};
+pub use folded::{decode_fold, encode_fold, folded_customer, FoldedIds, FoldedInto};
 pub use key_filter::KeyFilter;
 pub use looper::{run, LoopSettings};
 pub use recent::{repeats_counter, RecentIds, REPEAT_MEMORY_MS};
