@@ -182,11 +182,13 @@ fn timed(work: impl FnOnce()) -> Duration {
     started.elapsed()
 }
 
-/// Time spent in the rounds, and in their per-batch work (timers, state commits).
+/// Time spent in the rounds, and in their per-batch work (timers, state
+/// commits); and the identity merges of the last round, as ingest counts them.
 #[derive(Default)]
 struct Split {
     total: Duration,
     batches: Duration,
+    merges: u64,
 }
 
 impl Split {
@@ -261,7 +263,19 @@ fn ingest_round(
     });
     split.total += total;
     split.batches += batches;
+    split.merges = merged(&registry);
     total
+}
+
+/// Identity merges counted in `registry` by the ingest processor.
+fn merged(registry: &prometheus::Registry) -> u64 {
+    registry
+        .gather()
+        .iter()
+        .find(|family| family.name() == "identity_merges_total")
+        .map_or(0, |family| {
+            family.get_metric()[0].get_counter().get_value() as u64
+        })
 }
 
 /// Fires the wall-clock timers due now, at most a tick's worth as the runtime does.
@@ -318,19 +332,6 @@ fn main() {
     let keyed = framed(&codec, &events(now, Identities::Stable));
     let churning = framed(&codec, &events(now, Identities::Churning));
     let bytes: usize = keyed.iter().map(|(_, v)| v.len()).sum();
-    let merges = |keyed: &[(String, Vec<u8>)]| {
-        let mut links = std::collections::HashMap::new();
-        keyed
-            .iter()
-            .filter_map(|(_, record)| {
-                let event: CustomerEvent = codec.decode(record).expect("decodes");
-                let customer = event.customer_id?;
-                (links.insert(event.anonymous_id?, customer.clone()) != Some(customer))
-                    .then_some(())
-            })
-            .count()
-    };
-
     let base = baseline(&keyed);
     let decode = rate(|| {
         timed(|| {
@@ -344,13 +345,14 @@ fn main() {
     let expiring =
         rate(|| ingest_round(&codec, &keyed, now, SHORT_DEDUP_WINDOW, &mut expiring_split));
     let churning_base = baseline(&churning);
+    let mut churning_split = Split::default();
     let churning_ingest =
-        rate(|| ingest_round(&codec, &churning, now, DEDUP_WINDOW, &mut Split::default()));
+        rate(|| ingest_round(&codec, &churning, now, DEDUP_WINDOW, &mut churning_split));
 
     println!(
         "ingest throughput: {EVENTS} varied CustomerEvents ({} bytes on average) of {VISITORS} visitors, {} identity merges, one thread, median of {ROUNDS} rounds",
         bytes / EVENTS,
-        merges(&keyed)
+        split.merges
     );
     println!("{:<58} {:>12} {:>12}", "", "events/s", "vs baseline");
     let row = |name: &str, rate: f64, base: f64| {
@@ -379,7 +381,7 @@ fn main() {
     );
     println!(
         "identities churning ({} merges; its own baseline {churning_base:.0} events/s):",
-        merges(&churning)
+        churning_split.merges
     );
     row(
         "(d) ingest, every identified event a new device's link",
