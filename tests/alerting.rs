@@ -5,12 +5,12 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use journey_core::codec::Codec;
-use journey_core::config::ConfigSource;
 use journey_core::contract::{
     Alert, AlertStatus, CustomerEvent, EventType, Feedback, IdentityMerge, Order, Product,
 };
@@ -18,8 +18,8 @@ use journey_core::runtime::now_millis;
 use journey_tests::web_event as event;
 use journey_tests::{
     collect, free_port, http_get, keyed_by_customer, metric, produce, repo_root, Broker,
+    InProcessService,
 };
-use tokio_util::sync::CancellationToken;
 
 /// A webhook receiver answering 200 to every POST; sends each body on.
 fn receiver() -> (String, mpsc::Receiver<serde_json::Value>) {
@@ -103,53 +103,25 @@ impl Drop for Daemon {
 
 /// The alerting service on the broker, with `rules` (TOML) over the built-in
 /// rules, short runtime cadences, and `extra` in its config file.
-struct AlertingService {
-    http: SocketAddr,
-    stop: CancellationToken,
-    service: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _state: tempfile::TempDir,
-}
-
-impl AlertingService {
-    async fn start(broker: &Broker, group: &str, rules: &str, extra: &str) -> AlertingService {
-        let state = tempfile::tempdir().unwrap();
-        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let rules_file = state.path().join("rules.toml");
+async fn start_alerting(
+    broker: &Broker,
+    group: &str,
+    rules: &str,
+    extra: &str,
+) -> InProcessService {
+    let config = |state: &Path, http| {
+        let rules_file = state.join("rules.toml");
         std::fs::write(&rules_file, rules).unwrap();
-        let config = state.path().join("journey.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[kafka]\nbootstrap_servers = \"{}\"\npartitions = 3\n\n\
-                 [runtime]\nstate_dir = \"{}\"\ncommit_interval = \"200ms\"\ntick_interval = \"100ms\"\nidle_timeout = \"1s\"\n\n\
-                 [alerting]\nhttp_listen = \"{http}\"\ngroup_id = \"{group}\"\nrules_file = \"{}\"\n\n{extra}",
-                broker.bootstrap,
-                state.path().display(),
-                rules_file.display()
-            ),
+        format!(
+            "[kafka]\nbootstrap_servers = \"{}\"\npartitions = 3\n\n\
+             [runtime]\nstate_dir = \"{}\"\ncommit_interval = \"200ms\"\ntick_interval = \"100ms\"\nidle_timeout = \"1s\"\n\n\
+             [alerting]\nhttp_listen = \"{http}\"\ngroup_id = \"{group}\"\nrules_file = \"{}\"\n\n{extra}",
+            broker.bootstrap,
+            state.display(),
+            rules_file.display()
         )
-        .unwrap();
-        let source = ConfigSource::load(Some(&config)).unwrap();
-        let common = source.common().unwrap();
-        let topics = journey_core::kafka::pipeline_topics(&common.topics, 3);
-        journey_core::kafka::ensure_topics(&broker.kafka(), &topics)
-            .await
-            .unwrap();
-        let stop = CancellationToken::new();
-        let service = tokio::spawn(journey_alerting::run(source, stop.clone()));
-        AlertingService {
-            http,
-            stop,
-            service,
-            _state: state,
-        }
-    }
-
-    /// Stops the service; it must stop cleanly.
-    async fn stop(self) {
-        self.stop.cancel();
-        self.service.await.unwrap().unwrap();
-    }
+    };
+    InProcessService::start(broker, config, journey_alerting::run).await
 }
 
 /// An Alertmanager sending every alert to the webhook at `url` at once.
@@ -228,6 +200,15 @@ where
     }
 }
 
+/// Waits until the series `name` on `http`'s `/metrics` reads `value`;
+/// fails after `limit`.
+async fn metric_reaches(what: &str, limit: Duration, http: SocketAddr, name: &str, value: f64) {
+    eventually(what, limit, || async move {
+        metric(http, name).await == Some(value)
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn events_become_alerts_on_the_topic_metrics_webhook_and_prometheus() {
     let broker = Broker::start();
@@ -236,7 +217,7 @@ async fn events_become_alerts_on_the_topic_metrics_webhook_and_prometheus() {
     let rules =
         "[cart_abandonment]\nafter = \"2s\"\n\n[complaint_surge]\nwindow = \"10s\"\nthreshold = 2\n";
     let webhooks = format!("[[alerting.webhooks]]\nname = \"cx\"\nurl = \"{webhook}\"\n");
-    let service = AlertingService::start(&broker, "alerting-e2e", rules, &webhooks).await;
+    let service = start_alerting(&broker, "alerting-e2e", rules, &webhooks).await;
     let http = service.http;
     let alertmanager = alertmanager(&webhook);
     let prometheus = prometheus(http, alertmanager.addr);
@@ -262,9 +243,13 @@ async fn events_become_alerts_on_the_topic_metrics_webhook_and_prometheus() {
     send(&kafka, &contacts).await;
 
     let cart_fired = "journey_alerting_alerts_total{rule=\"cart_abandonment\",severity=\"WARNING\",status=\"FIRING\"}";
-    eventually("the cart alert", Duration::from_secs(60), || async move {
-        metric(http, cart_fired).await == Some(1.0)
-    })
+    metric_reaches(
+        "the cart alert",
+        Duration::from_secs(60),
+        http,
+        cart_fired,
+        1.0,
+    )
     .await;
     let mut purchase = event("a2", "alice", EventType::Purchase, now_millis());
     purchase.order = Some(Order {
@@ -314,10 +299,12 @@ async fn events_become_alerts_on_the_topic_metrics_webhook_and_prometheus() {
 
     let delivered =
         "journey_alerting_webhook_notifications_total{outcome=\"delivered\",receiver=\"cx\"}";
-    eventually(
+    metric_reaches(
         "five webhook deliveries",
         Duration::from_secs(10),
-        || async move { metric(http, delivered).await == Some(5.0) },
+        http,
+        delivered,
+        5.0,
     )
     .await;
     let (status, metrics) = http_get(http, "/metrics").await.unwrap();
@@ -370,7 +357,7 @@ async fn events_become_alerts_on_the_topic_metrics_webhook_and_prometheus() {
         "Delivery was late"
     );
 
-    service.stop().await;
+    service.shutdown().await;
 }
 
 /// Two visitors fill carts and log in; one buys. The carts move through
@@ -382,7 +369,7 @@ async fn a_visitors_cart_follows_them_to_the_customer_they_log_in_as() {
     let broker = Broker::start();
     let kafka = broker.kafka();
     let rules = "[cart_abandonment]\nafter = \"3s\"\n";
-    let service = AlertingService::start(&broker, "alerting-fold", rules, "").await;
+    let service = start_alerting(&broker, "alerting-fold", rules, "").await;
     let http = service.http;
 
     let t = now_millis();
@@ -435,12 +422,9 @@ async fn a_visitors_cart_follows_them_to_the_customer_they_log_in_as() {
         .collect();
     assert_eq!(seen, [("cart_abandonment", Some("wes"), "w1")]);
     let applied = "journey_alerting_identity_folds_applied_total";
-    eventually("both folds applied", wait, || async move {
-        metric(http, applied).await == Some(2.0)
-    })
-    .await;
+    metric_reaches("both folds applied", wait, http, applied, 2.0).await;
 
-    service.stop().await;
+    service.shutdown().await;
 }
 
 /// Detractor feedback (NPS 2) of `customer` as event `id`, now.
@@ -481,21 +465,23 @@ async fn a_notification_not_delivered_when_alerting_stops_is_sent_after_its_rest
     let webhooks = format!(
         "[[alerting.webhooks]]\nname = \"cx\"\nurl = \"http://127.0.0.1:{port}/alerts\"\ninitial_backoff = \"60s\"\n"
     );
-    let service = AlertingService::start(&broker, "alerting-relay", "", &webhooks).await;
+    let service = start_alerting(&broker, "alerting-relay", "", &webhooks).await;
     let http = service.http;
     send(&kafka, &[detractor("c1", "carol")]).await;
     let failed = "journey_alerting_webhook_failures_total{receiver=\"cx\"}";
-    eventually(
+    metric_reaches(
         "a failed delivery attempt",
         Duration::from_secs(60),
-        || async move { metric(http, failed).await == Some(1.0) },
+        http,
+        failed,
+        1.0,
     )
     .await;
     // Stopped while it waits to try again.
-    service.stop().await;
+    service.shutdown().await;
 
     let (_, received) = receiver_on(port);
-    let service = AlertingService::start(&broker, "alerting-relay", "", &webhooks).await;
+    let service = start_alerting(&broker, "alerting-relay", "", &webhooks).await;
     let http = service.http;
     let seen = tokio::task::spawn_blocking(move || notified(&received))
         .await
@@ -507,28 +493,30 @@ async fn a_notification_not_delivered_when_alerting_stops_is_sent_after_its_rest
     let delivered =
         "journey_alerting_webhook_notifications_total{outcome=\"delivered\",receiver=\"cx\"}";
     assert_eq!(metric(http, delivered).await, Some(1.0));
-    service.stop().await;
+    service.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_receiver_added_later_hears_of_new_alerts_not_of_the_topics_history() {
     let broker = Broker::start();
     let kafka = broker.kafka();
-    let service = AlertingService::start(&broker, "alerting-added", "", "").await;
+    let service = start_alerting(&broker, "alerting-added", "", "").await;
     let http = service.http;
     send(&kafka, &[detractor("c1", "carol")]).await;
     let fired = "journey_alerting_alerts_total{rule=\"detractor_feedback\",severity=\"CRITICAL\",status=\"FIRING\"}";
-    eventually(
+    metric_reaches(
         "carol's alert on the topic",
         Duration::from_secs(60),
-        || async move { metric(http, fired).await == Some(1.0) },
+        http,
+        fired,
+        1.0,
     )
     .await;
-    service.stop().await;
+    service.shutdown().await;
 
     let (url, received) = receiver();
     let webhooks = format!("[[alerting.webhooks]]\nname = \"cx\"\nurl = \"{url}\"\n");
-    let service = AlertingService::start(&broker, "alerting-added", "", &webhooks).await;
+    let service = start_alerting(&broker, "alerting-added", "", &webhooks).await;
     send(&kafka, &[detractor("d1", "dan")]).await;
     let seen = tokio::task::spawn_blocking(move || notified(&received))
         .await
@@ -537,5 +525,5 @@ async fn a_receiver_added_later_hears_of_new_alerts_not_of_the_topics_history() 
         seen,
         [("detractor_feedback".to_string(), "dan".to_string())]
     );
-    service.stop().await;
+    service.shutdown().await;
 }

@@ -7,13 +7,11 @@
 use std::time::Duration;
 
 use journey_core::codec::Codec;
-use journey_core::config::ConfigSource;
 use journey_core::contract::{
     Channel, CustomerEvent, DeadLetter, ErrorKind, EventType, IdentityMerge,
 };
 use journey_core::runtime::now_millis;
-use journey_tests::{collect, collect_keyed, free_port, http_get, produce, Broker};
-use tokio_util::sync::CancellationToken;
+use journey_tests::{collect, collect_keyed, http_get, produce, Broker, InProcessService};
 
 fn event(id: &str, customer: Option<&str>, anonymous: Option<&str>, at: i64) -> CustomerEvent {
     CustomerEvent {
@@ -35,11 +33,7 @@ fn event(id: &str, customer: Option<&str>, anonymous: Option<&str>, at: i64) -> 
 async fn ingest_dedups_stitches_reroutes_and_dead_letters() {
     let broker = Broker::start();
     let kafka = broker.kafka();
-    let dir = tempfile::tempdir().unwrap();
-    let http = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let path = dir.path().join("journey.toml");
-    std::fs::write(
-        &path,
+    let config = |state: &std::path::Path, http| {
         format!(
             "[kafka]\nbootstrap_servers = \"{}\"\npartitions = 3\n\
              properties = {{ \"message.max.bytes\" = \"200000\" }}\n\n\
@@ -47,18 +41,11 @@ async fn ingest_dedups_stitches_reroutes_and_dead_letters() {
              [ingest]\nhttp_listen = \"{http}\"\ngroup_id = \"ingest-test\"\n\
              max_record_bytes = 100000\n",
             broker.bootstrap,
-            dir.path().display()
-        ),
-    )
-    .unwrap();
-    let source = ConfigSource::load(Some(&path)).unwrap();
-    let common = source.common().unwrap();
-    let topics = journey_core::kafka::pipeline_topics(&common.topics, 3);
-    journey_core::kafka::ensure_topics(&kafka, &topics)
-        .await
-        .unwrap();
-    let stop = CancellationToken::new();
-    let service = tokio::spawn(journey_ingest::run(source, stop.clone()));
+            state.display()
+        )
+    };
+    let service = InProcessService::start(&broker, config, journey_ingest::run).await;
+    let http = service.http;
 
     let codec = Codec::builtin();
     let t = now_millis() - 60_000;
@@ -155,6 +142,5 @@ async fn ingest_dedups_stitches_reroutes_and_dead_letters() {
     ] {
         assert!(metrics.contains(line), "{line} in\n{metrics}");
     }
-    stop.cancel();
-    service.await.unwrap().unwrap();
+    service.shutdown().await;
 }

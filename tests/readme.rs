@@ -6,7 +6,7 @@ use std::time::Duration;
 use journey_core::config::ConfigSource;
 use journey_core::contract::{CustomerEvent, EventType};
 use journey_tests::{
-    collect_raw, registry_codec, repo_root, Broker, EmbeddedRegistry, IngestService,
+    collect_raw, registry_codec, repo_root, Broker, EmbeddedRegistry, InProcessService,
 };
 
 /// The first fenced block of `language` after the heading `heading`.
@@ -29,7 +29,7 @@ async fn readme_python_producer_example_reaches_ingest_output() {
     let kafka = broker.kafka();
     let registry =
         EmbeddedRegistry::start(&kafka, ([127, 0, 0, 1], 0).into(), "_schemas-readme").await;
-    let ingest = IngestService::start(
+    let ingest = InProcessService::ingest(
         &broker,
         "ingest-readme",
         &format!("schema_registry_url = \"{}\"", registry.url),

@@ -11,7 +11,7 @@ use journey_core::contract::CustomerEvent;
 use journey_core::schema_registry::RegistryClient;
 use journey_tests::{
     collect_raw, free_port, python_event, registry_codec, repo_root, run_python, Broker,
-    EmbeddedRegistry, IngestService,
+    EmbeddedRegistry, InProcessService,
 };
 
 const PER_RUN: usize = 6;
@@ -22,7 +22,7 @@ async fn python_events_of_old_current_and_new_schemas_pass_through_ingest() {
     let kafka = broker.kafka();
     let registry =
         EmbeddedRegistry::start(&kafka, ([127, 0, 0, 1], 0).into(), "_schemas-evolution").await;
-    let ingest = IngestService::start(
+    let ingest = InProcessService::ingest(
         &broker,
         "ingest-registry",
         &format!("schema_registry_url = \"{}\"", registry.url),
@@ -129,7 +129,7 @@ async fn a_registry_outage_holds_records_back_instead_of_dead_lettering_them() {
     let listen = ([127, 0, 0, 1], free_port()).into();
     let registry = EmbeddedRegistry::start(&kafka, listen, "_schemas-outage").await;
     let url = registry.url.clone();
-    let ingest = IngestService::start(
+    let ingest = InProcessService::ingest(
         &broker,
         "ingest-outage",
         &format!("schema_registry_url = \"{url}\""),

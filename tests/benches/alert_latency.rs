@@ -7,18 +7,15 @@
 //!
 //! Run: `cargo bench -p journey-tests --bench alert_latency`
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use journey_core::codec::Codec;
-use journey_core::config::ConfigSource;
 use journey_core::contract::{Alert, Channel, CustomerEvent, EventType, Feedback};
 use journey_core::runtime::now_millis;
-use journey_tests::{free_port, metric, Broker};
+use journey_tests::{metric, Broker, InProcessService};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use tokio_util::sync::CancellationToken;
 
 const RATE: u64 = 5_000;
 const SECONDS: u64 = 30;
@@ -56,27 +53,16 @@ fn event(i: u64, at: i64) -> CustomerEvent {
 async fn main() {
     let broker = Broker::start();
     let kafka = broker.kafka();
-    let state = tempfile::tempdir().expect("a state directory");
-    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let config = state.path().join("journey.toml");
-    std::fs::write(
-        &config,
+    let config = |state: &std::path::Path, http| {
         format!(
             "[kafka]\nbootstrap_servers = \"{}\"\npartitions = 3\n\n[runtime]\nstate_dir = \"{}\"\n\n\
              [alerting]\nhttp_listen = \"{http}\"\ngroup_id = \"bench-alerting\"\n",
             broker.bootstrap,
-            state.path().display()
-        ),
-    )
-    .expect("writing the config");
-    let source = ConfigSource::load(Some(&config)).expect("a valid config");
-    let common = source.common().expect("common config");
-    let topics = journey_core::kafka::pipeline_topics(&common.topics, 3);
-    journey_core::kafka::ensure_topics(&kafka, &topics)
-        .await
-        .expect("topics");
-    let stop = CancellationToken::new();
-    let service = tokio::spawn(journey_alerting::run(source, stop.clone()));
+            state.display()
+        )
+    };
+    let service = InProcessService::start(&broker, config, journey_alerting::run).await;
+    let http = service.http;
     let assigned = "journey_alerting_assigned_partitions";
     while metric(http, assigned).await.unwrap_or(0.0) < 3.0 {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -148,11 +134,7 @@ async fn main() {
         .filter(|(fired_at, _)| fired_at - start_ms >= WARM_UP_MS)
         .map(|(_, latency)| latency)
         .collect();
-    stop.cancel();
-    service
-        .await
-        .expect("join")
-        .expect("alerting stops cleanly");
+    service.shutdown().await;
     latencies.sort_unstable();
     let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
     println!(

@@ -9,7 +9,7 @@ pub mod tls;
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
@@ -726,32 +726,32 @@ pub fn registry_codec(url: &str) -> Codec {
     Codec::with_source(std::sync::Arc::new(client))
 }
 
-/// Ingest alone, in this process, against `broker`.
-pub struct IngestService {
+/// A service run in this process against a broker, from a config file in
+/// a state directory of its own.
+pub struct InProcessService {
     pub http: SocketAddr,
-    pub stop: CancellationToken,
+    stop: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     _state: tempfile::TempDir,
 }
 
-impl IngestService {
-    /// Creates the pipeline topics and starts ingest in group `group`;
-    /// `kafka_extra` lines are added to the `[kafka]` section.
-    pub async fn start(broker: &Broker, group: &str, kafka_extra: &str) -> IngestService {
+impl InProcessService {
+    /// Writes the config `config` makes of a fresh state directory and a
+    /// free HTTP address, creates the pipeline topics it names (3
+    /// partitions), and spawns `run` on it.
+    pub async fn start<F, Fut>(
+        broker: &Broker,
+        config: impl FnOnce(&Path, SocketAddr) -> String,
+        run: F,
+    ) -> InProcessService
+    where
+        F: FnOnce(ConfigSource, CancellationToken) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
         let state = tempfile::tempdir().expect("a state directory");
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let path = state.path().join("journey.toml");
-        std::fs::write(
-            &path,
-            format!(
-                "[kafka]\nbootstrap_servers = \"{}\"\npartitions = 3\n{kafka_extra}\n\n\
-                 [runtime]\nstate_dir = \"{}\"\ncommit_interval = \"200ms\"\n\n\
-                 [ingest]\nhttp_listen = \"{http}\"\ngroup_id = \"{group}\"\n",
-                broker.bootstrap,
-                state.path().display()
-            ),
-        )
-        .expect("writing the config");
+        std::fs::write(&path, config(state.path(), http)).expect("writing the config");
         let source = ConfigSource::load(Some(&path)).expect("a valid config");
         let common = source.common().expect("common config");
         let topics = journey_core::kafka::pipeline_topics(&common.topics, 3);
@@ -759,8 +759,8 @@ impl IngestService {
             .await
             .expect("creating topics");
         let stop = CancellationToken::new();
-        let task = tokio::spawn(journey_ingest::run(source, stop.clone()));
-        IngestService {
+        let task = tokio::spawn(run(source, stop.clone()));
+        InProcessService {
             http,
             stop,
             task,
@@ -768,18 +768,33 @@ impl IngestService {
         }
     }
 
+    /// Ingest alone in group `group`; `kafka_extra` lines are added to the
+    /// `[kafka]` section.
+    pub async fn ingest(broker: &Broker, group: &str, kafka_extra: &str) -> InProcessService {
+        let config = |state: &Path, http| {
+            format!(
+                "[kafka]\nbootstrap_servers = \"{}\"\npartitions = 3\n{kafka_extra}\n\n\
+                 [runtime]\nstate_dir = \"{}\"\ncommit_interval = \"200ms\"\n\n\
+                 [ingest]\nhttp_listen = \"{http}\"\ngroup_id = \"{group}\"\n",
+                broker.bootstrap,
+                state.display()
+            )
+        };
+        InProcessService::start(broker, config, journey_ingest::run).await
+    }
+
     /// The value of the metric line starting with `prefix`, if exposed.
     pub async fn metric(&self, prefix: &str) -> Option<f64> {
         metric(self.http, prefix).await
     }
 
-    /// Stops ingest and waits for its final commit.
+    /// Stops the service and waits for its final commit; it must stop cleanly.
     pub async fn shutdown(self) {
         self.stop.cancel();
         self.task
             .await
-            .expect("ingest task")
-            .expect("ingest stops cleanly");
+            .expect("the service task")
+            .expect("the service stops cleanly");
     }
 }
 
