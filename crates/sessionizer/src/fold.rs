@@ -136,7 +136,8 @@ impl Sessionizer {
         for session in fold.sessions {
             let earliest_before = self.earliest_close(&open);
             let placed = self.windows.place_session(&mut open, session);
-            self.arm(ctx, &key, &open, &placed, earliest_before);
+            let close = self.windows.close_time(open[placed.index].end);
+            self.arm(ctx, &key, close, earliest_before, placed.capped);
             self.metrics.folds_applied.inc();
         }
         ctx.state().put(&key, &open);

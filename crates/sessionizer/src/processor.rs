@@ -23,6 +23,7 @@
 //! closed is late, and goes to the late-events topic.
 
 use journey_core::config::TopicsConfig;
+use journey_core::contract::{CustomerEvent, SessionSummary};
 use journey_core::erasure::{self, ErasureTopics};
 use journey_core::ids;
 use journey_core::runtime::{Context, FoldedIds, InputRecord, ProcessError, Processor, RecentIds};
@@ -33,7 +34,7 @@ use crate::fold::FOLD_MEMORY_MS;
 use crate::metrics::Metrics;
 use crate::open_count::OpenCount;
 use crate::session::Session;
-use crate::window::{Placed, Placement, Windows};
+use crate::window::{Placement, Windows};
 
 /// State key and timer key tag of a customer's open sessions.
 pub(crate) const SESSIONS: u8 = b's';
@@ -127,23 +128,23 @@ impl Sessionizer {
     }
 
     /// Keeps a close timer of `key` (tagged customer) due by the earliest
-    /// close time of `open` after `placed` changed it; `earliest_before` is
-    /// the earliest close time before. A merged or extended session closes no
-    /// earlier than the sessions it replaced, so only a session that joined
-    /// none and closes first needs a timer of its own.
+    /// close time of its open sessions after a session was placed that
+    /// closes at `close`; `earliest_before` is the earliest close time before.
+    /// A merged or extended session closes no earlier than the sessions it
+    /// replaced, so only a session that joined none and closes first needs a
+    /// timer of its own. `capped`: the placement split a run of activity.
     pub(crate) fn arm(
         &self,
         ctx: &mut Context<'_>,
         key: &[u8],
-        open: &[Session],
-        placed: &Placed,
+        close: i64,
         earliest_before: Option<i64>,
+        capped: bool,
     ) {
-        let close = self.windows.close_time(open[placed.index].end);
         if earliest_before.is_none_or(|earliest| close < earliest) {
             ctx.set_timer(Clock::Event, close.saturating_add(1), key);
         }
-        if placed.capped {
+        if capped {
             self.metrics.split.inc();
         }
     }
@@ -156,48 +157,98 @@ impl Sessionizer {
         let (event, customer) = ctx.customer_event(record)?;
         let stream_time = ctx.stream_time();
         let key = tagged(SESSIONS, customer.as_bytes());
-        let mut open: Vec<Session> = ctx.state().get(&key)?.unwrap_or_default();
-        // An anonymous id with open sessions was not folded since they opened.
-        if open.is_empty() && event.customer_id.is_none() {
-            if let Some(folded) = FOLDED.get(ctx, &customer)? {
-                if let Some(close_time) = self.windows.final_at(event.occurred_at, stream_time) {
-                    self.send_late(ctx, record, &customer, close_time);
-                    return Ok(());
-                }
-                return self.forward(ctx, &event, folded, record.timestamp);
-            }
-        }
-        let before = open.len();
-        let earliest_before = self.earliest_close(&open);
-        match self
-            .windows
-            .place_event(&mut open, Session::of(&event), stream_time)
-        {
-            Placement::Late { close_time } => self.send_late(ctx, record, &customer, close_time),
-            Placement::Duplicate => self.metrics.duplicates.inc(),
-            Placement::Placed(placed) => {
-                self.arm(ctx, &key, &open, &placed, earliest_before);
-                if let Some(every) = self.early_updates {
-                    let session = &mut open[placed.index];
-                    if stream_time
-                        >= session
-                            .last_update
-                            .unwrap_or(session.start)
-                            .saturating_add(every)
+        // The open sessions are updated in place in the record cache: a busy
+        // customer's are decoded and encoded once per commit, not per event.
+        let anonymous = event.customer_id.is_none();
+        let decided = ctx
+            .state()
+            .update(&key, |open: &mut Option<Vec<Session>>| {
+                // An anonymous id without open sessions may have been folded.
+                (!anonymous || open.is_some())
+                    .then(|| self.decide(open, &event, &customer, stream_time))
+            })?;
+        let decision = match decided {
+            Some(decision) => decision,
+            None => {
+                if let Some(folded) = FOLDED.get(ctx, &customer)? {
+                    if let Some(close_time) = self.windows.final_at(event.occurred_at, stream_time)
                     {
-                        session.last_update = Some(stream_time);
-                        let summary =
-                            session.summary(session_id(&customer, session.start), &customer, true);
-                        ctx.emit(&self.topics.sessions, &customer, &summary, session.end)?;
-                        self.metrics.interim.inc();
+                        self.send_late(ctx, record, &customer, close_time);
+                        return Ok(());
                     }
+                    return self.forward(ctx, &event, folded, record.timestamp);
                 }
-                ctx.state().put(&key, &open);
-                self.open_count
-                    .adjust(ctx, open.len() as i64 - before as i64)?;
+                ctx.state().update(&key, |open| {
+                    self.decide(open, &event, &customer, stream_time)
+                })?
+            }
+        };
+        match decision {
+            Decision::Late { close_time } => self.send_late(ctx, record, &customer, close_time),
+            Decision::Duplicate => self.metrics.duplicates.inc(),
+            Decision::Placed {
+                close,
+                earliest_before,
+                capped,
+                opened,
+                interim,
+            } => {
+                self.arm(ctx, &key, close, earliest_before, capped);
+                if let Some(interim) = interim {
+                    let (summary, end) = *interim;
+                    ctx.emit(&self.topics.sessions, &customer, &summary, end)?;
+                    self.metrics.interim.inc();
+                }
+                self.open_count.adjust(ctx, opened)?;
             }
         }
         Ok(())
+    }
+
+    /// Places `event` of `customer` among the customer's `open` sessions at
+    /// `stream_time` (leaving `None` if none stay open), and says what the
+    /// processor is to do about it.
+    fn decide(
+        &self,
+        open: &mut Option<Vec<Session>>,
+        event: &CustomerEvent,
+        customer: &str,
+        stream_time: i64,
+    ) -> Decision {
+        let sessions = open.get_or_insert_with(Vec::new);
+        let before = sessions.len();
+        let earliest_before = self.earliest_close(sessions);
+        let decision = match self
+            .windows
+            .place_event(sessions, Session::of(event), stream_time)
+        {
+            Placement::Late { close_time } => Decision::Late { close_time },
+            Placement::Duplicate => Decision::Duplicate,
+            Placement::Placed(placed) => {
+                let opened = sessions.len() as i64 - before as i64;
+                let session = &mut sessions[placed.index];
+                let due = |every: i64| {
+                    let last = session.last_update.unwrap_or(session.start);
+                    stream_time >= last.saturating_add(every)
+                };
+                let interim = self.early_updates.filter(|&every| due(every)).map(|_| {
+                    session.last_update = Some(stream_time);
+                    let id = session_id(customer, session.start);
+                    Box::new((session.summary(id, customer, true), session.end))
+                });
+                Decision::Placed {
+                    close: self.windows.close_time(session.end),
+                    earliest_before,
+                    capped: placed.capped,
+                    opened,
+                    interim,
+                }
+            }
+        };
+        if sessions.is_empty() {
+            *open = None;
+        }
+        decision
     }
 
     /// Writes `record`, late for the session of `customer` final at
@@ -232,8 +283,10 @@ impl Sessionizer {
     ) -> Result<(), ProcessError> {
         let task = erasure::task(ctx, record)?;
         let key = tagged(SESSIONS, task.subject.as_bytes());
-        if let Some(open) = ctx.state().get::<Vec<Session>>(&key)? {
-            ctx.state().delete(&key);
+        let erased = ctx
+            .state()
+            .update(&key, |open: &mut Option<Vec<Session>>| open.take())?;
+        if let Some(open) = erased {
             self.open_count.adjust(ctx, -(open.len() as i64))?;
         }
         ctx.cancel_timers(&key)?;
@@ -245,22 +298,26 @@ impl Sessionizer {
     /// Emits the sessions of the customer under `key` that are final, and
     /// re-arms the close timer for those still open.
     fn close_final(&mut self, key: &[u8], ctx: &mut Context<'_>) -> Result<(), ProcessError> {
-        let Some(mut open) = ctx.state().get::<Vec<Session>>(key)? else {
-            // The sessions moved away in an identity fold: nothing to close.
+        let stream_time = ctx.stream_time();
+        let closed = ctx.state().update(key, |open: &mut Option<Vec<Session>>| {
+            // None: the sessions moved away in an identity fold.
+            let sessions = open.as_mut()?;
+            let done = self.windows.take_final(sessions, stream_time);
+            let earliest = self.earliest_close(sessions);
+            if sessions.is_empty() {
+                *open = None;
+            }
+            Some((done, earliest))
+        })?;
+        let Some((done, earliest)) = closed else {
             return Ok(());
         };
-        let done = self.windows.take_final(&mut open, ctx.stream_time());
-        if let Some(earliest) = self.earliest_close(&open) {
+        if let Some(earliest) = earliest {
             // Still open (extended since the timer was set): wait for the new close.
             ctx.set_timer(Clock::Event, earliest.saturating_add(1), key);
         }
         if done.is_empty() {
             return Ok(());
-        }
-        if open.is_empty() {
-            ctx.state().delete(key);
-        } else {
-            ctx.state().put(key, &open);
         }
         self.open_count.adjust(ctx, -(done.len() as i64))?;
         let customer = String::from_utf8_lossy(&key[1..]).into_owned();
@@ -271,6 +328,27 @@ impl Sessionizer {
         }
         Ok(())
     }
+}
+
+/// What placing an event among a customer's open sessions came to.
+enum Decision {
+    /// Too late: the session it belongs to became final at `close_time`.
+    Late { close_time: i64 },
+    /// An open session already holds the event.
+    Duplicate,
+    /// Placed in a session that now closes at `close`.
+    Placed {
+        close: i64,
+        /// The earliest close time among the open sessions before.
+        earliest_before: Option<i64>,
+        /// A session within the gap was left apart to respect the maximum length.
+        capped: bool,
+        /// Open sessions added (negative: merged away).
+        opened: i64,
+        /// An early update due (they are off by default): the session's
+        /// interim summary and its end.
+        interim: Option<Box<(SessionSummary, i64)>>,
+    },
 }
 
 impl Processor for Sessionizer {

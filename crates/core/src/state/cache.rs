@@ -10,7 +10,15 @@
 //! and batch bound them. An entry only ever written, never read, leaves at the
 //! commit: a key written once (an event id remembered for deduplication)
 //! would only push out values that are read.
+//!
+//! An entry may also hold its value decoded, for updates in place
+//! ([`RecordCache::decoded`]): a hot aggregate updated by event after event
+//! is then decoded once and encoded once per commit rather than per event.
+//! Such an entry is dirty until the commit encodes it again, and counts
+//! against the budget at the size of its last encoding.
 
+use std::any::Any;
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -67,10 +75,22 @@ impl CacheBudget {
     }
 }
 
+/// A value held decoded in the cache: the state store's typed values.
+pub trait Decoded: Send {
+    /// The value's encoding, in `buffer` (empty), or `None` if it is absent.
+    fn encode(&self, buffer: Vec<u8>) -> Option<Vec<u8>>;
+    /// Whether the value is present.
+    fn is_present(&self) -> bool;
+    fn as_any(&self) -> &dyn Any;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
 /// A cached value: `None` records that the key is absent (or deleted).
-#[derive(Debug)]
 struct Slot {
+    /// The value's encoding; stale while `decoded` holds the value.
     value: Option<Vec<u8>>,
+    /// The value, decoded for updates in place; only ever in a dirty entry.
+    decoded: Option<Box<dyn Decoded>>,
     /// Changed since the last commit: where the entry's index is in
     /// [`RecordCache::dirty`].
     dirty: Option<u32>,
@@ -102,6 +122,28 @@ pub struct RecordCache {
     budget: &'static CacheBudget,
 }
 
+impl Slot {
+    /// The value's encoding (encoded now if it is held decoded).
+    fn encoded(&self) -> Option<Cow<'_, [u8]>> {
+        match &self.decoded {
+            Some(decoded) => decoded.encode(Vec::new()).map(Cow::Owned),
+            None => self.value.as_deref().map(Cow::Borrowed),
+        }
+    }
+
+    /// Encodes a value held decoded into the entry's buffer; returns the
+    /// entry's cost before and after.
+    fn seal(&mut self, key: &[u8]) -> (usize, usize) {
+        let before = cost(key, &self.value);
+        if let Some(decoded) = self.decoded.take() {
+            let mut buffer = self.value.take().unwrap_or_default();
+            buffer.clear();
+            self.value = decoded.encode(buffer);
+        }
+        (before, cost(key, &self.value))
+    }
+}
+
 fn cost(key: &[u8], value: &Option<Vec<u8>>) -> usize {
     let value = value.as_ref().map_or(0, |v| allocated(v.capacity()));
     allocated(key.len()) + value + ENTRY_OVERHEAD
@@ -122,9 +164,9 @@ impl RecordCache {
         }
     }
 
-    /// The cached value of `key`: `Some(None)` if it is known to be absent,
-    /// `None` if the cache does not know.
-    pub fn get(&self, key: &[u8]) -> Option<Option<&[u8]>> {
+    /// The cached value of `key`, encoded: `Some(None)` if it is known to be
+    /// absent, `None` if the cache does not know.
+    pub fn get(&self, key: &[u8]) -> Option<Option<Cow<'_, [u8]>>> {
         let Some(slot) = self.entries.get(key) else {
             let mut last_miss = self.last_miss.borrow_mut();
             last_miss.clear();
@@ -133,7 +175,65 @@ impl RecordCache {
         };
         slot.referenced.set(true);
         slot.read.set(true);
-        Some(slot.value.as_deref())
+        Some(slot.encoded())
+    }
+
+    /// The value of `key` held decoded, for an update in place; the entry is
+    /// dirty until the next commit. If the entry does not hold it decoded
+    /// yet, or holds another type (`fits` says no), `decode` makes it from
+    /// the cached encoding (`Some`, `None` inside if absent), or from below
+    /// when the cache does not know the key (`None`).
+    pub fn decoded<E>(
+        &mut self,
+        key: &[u8],
+        fits: impl Fn(&dyn Decoded) -> bool,
+        decode: impl FnOnce(Option<Option<&[u8]>>) -> Result<Box<dyn Decoded>, E>,
+    ) -> Result<&mut dyn Decoded, E> {
+        let (mut index, grown) = match self.entries.get_index_of(key) {
+            Some(index) => {
+                let slot = &mut self.entries[index];
+                slot.referenced.set(true);
+                slot.read.set(true);
+                if slot.decoded.as_deref().is_some_and(&fits) {
+                    (index, false)
+                } else {
+                    let (before, after) = slot.seal(key);
+                    slot.decoded = Some(decode(Some(slot.value.as_deref()))?);
+                    self.shrink(before);
+                    self.grow(after);
+                    (index, after > before)
+                }
+            }
+            None => {
+                let slot = Slot {
+                    value: None,
+                    decoded: Some(decode(None)?),
+                    dirty: None,
+                    referenced: Cell::new(true),
+                    read: Cell::new(true),
+                };
+                self.grow(cost(key, &None));
+                (self.entries.insert_full(key.to_vec(), slot).0, true)
+            }
+        };
+        self.mark_dirty(index);
+        if grown {
+            // Eviction may move the entry (never remove it: it is dirty).
+            self.evict();
+            index = self.entries.get_index_of(key).expect("dirty entries stay");
+        }
+        Ok(self.entries[index]
+            .decoded
+            .as_deref_mut()
+            .expect("just decoded"))
+    }
+
+    fn mark_dirty(&mut self, index: usize) {
+        let slot = &mut self.entries[index];
+        if slot.dirty.is_none() {
+            slot.dirty = Some(self.dirty.len() as u32);
+            self.dirty.push(index);
+        }
     }
 
     /// Sets `key` to the value `write` leaves in the buffer it is given (the
@@ -145,6 +245,7 @@ impl RecordCache {
             None => {
                 let slot = Slot {
                     value: None,
+                    decoded: None,
                     dirty: None,
                     referenced: Cell::new(false),
                     read: Cell::new(*self.last_miss.borrow() == key),
@@ -153,27 +254,56 @@ impl RecordCache {
             }
         };
         let slot = &mut self.entries[index];
+        slot.decoded = None;
         let buffer = slot.value.take().map(|mut b| {
             b.clear();
             b
         });
         slot.value = write.map(|write| write(buffer.unwrap_or_default()));
-        if slot.dirty.is_none() {
-            slot.dirty = Some(self.dirty.len() as u32);
-            self.dirty.push(index);
-        }
         let after = cost(key, &slot.value);
+        self.mark_dirty(index);
         self.shrink(before);
         self.grow(after);
         self.evict();
     }
 
-    /// The dirty entries, in no particular order.
-    pub fn dirty(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+    /// The dirty entries, in no particular order, with their encoding
+    /// (values held decoded are encoded on the way: [`RecordCache::seal`]
+    /// first to encode them once).
+    pub fn dirty(&self) -> impl Iterator<Item = (&[u8], Option<Cow<'_, [u8]>>)> {
         self.dirty.iter().map(|&index| {
             let (key, slot) = self.entries.get_index(index).expect("dirty entries stay");
-            (key.as_slice(), slot.value.as_deref())
+            (key.as_slice(), slot.encoded())
         })
+    }
+
+    /// The keys of the dirty entries, in no particular order, each with
+    /// whether it has a value (`false`: deleted).
+    pub fn dirty_keys(&self) -> impl Iterator<Item = (&[u8], bool)> {
+        self.dirty.iter().map(|&index| {
+            let (key, slot) = self.entries.get_index(index).expect("dirty entries stay");
+            let present = match &slot.decoded {
+                Some(decoded) => decoded.is_present(),
+                None => slot.value.is_some(),
+            };
+            (key.as_slice(), present)
+        })
+    }
+
+    /// Encodes the values held decoded.
+    pub fn seal(&mut self) {
+        for &index in &self.dirty {
+            let (key, slot) = self
+                .entries
+                .get_index_mut(index)
+                .expect("dirty entries stay");
+            if slot.decoded.is_some() {
+                let (before, after) = slot.seal(key);
+                self.bytes = self.bytes + after - before;
+                self.budget.used.fetch_add(after, Ordering::Relaxed);
+                self.budget.used.fetch_sub(before, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Whether the caches are over capacity and this one has nothing left
@@ -190,6 +320,7 @@ impl RecordCache {
     /// Hands each dirty entry to `write`, in key order, and marks it clean;
     /// those never read leave the cache.
     pub fn drain_dirty(&mut self, mut write: impl FnMut(&[u8], Option<&[u8]>)) {
+        self.seal();
         let mut dirty = std::mem::take(&mut self.dirty);
         // Sorted as (key, index) pairs: a comparison reads the two keys, not
         // first the two entries they hang from.
@@ -371,9 +502,9 @@ mod tests {
         cache.put(b"gone", None::<fn(Vec<u8>) -> Vec<u8>>);
         cache.drain_dirty(|_, _| {});
         put(&mut cache, b"b", b"2");
-        assert_eq!(cache.get(b"a"), Some(Some(&b"1"[..])));
+        assert_eq!(cache.get(b"a"), Some(Some(Cow::Borrowed(&b"1"[..]))));
         assert_eq!(cache.get(b"gone"), Some(None));
-        assert_eq!(cache.get(b"b"), Some(Some(&b"2"[..])));
+        assert_eq!(cache.get(b"b"), Some(Some(Cow::Borrowed(&b"2"[..]))));
         cache.put(b"a", None::<fn(Vec<u8>) -> Vec<u8>>);
         assert_eq!(cache.get(b"a"), Some(None));
     }
@@ -386,11 +517,17 @@ mod tests {
         read_then_put(&mut cache, b"z", b"1");
         put(&mut cache, b"a", b"2");
         put(&mut cache, b"z", b"3");
-        let mut dirty: Vec<_> = cache.dirty().collect();
+        let mut dirty: Vec<_> = cache
+            .dirty()
+            .map(|(k, v)| (k.to_vec(), v.map(Cow::into_owned)))
+            .collect();
         dirty.sort();
         assert_eq!(
             dirty,
-            vec![(&b"a"[..], Some(&b"2"[..])), (&b"z"[..], Some(&b"3"[..]))]
+            vec![
+                (b"a".to_vec(), Some(b"2".to_vec())),
+                (b"z".to_vec(), Some(b"3".to_vec()))
+            ]
         );
         let written = commit(&mut cache);
         assert_eq!(
@@ -401,7 +538,7 @@ mod tests {
             ]
         );
         assert!(cache.is_clean());
-        assert_eq!(cache.get(b"z"), Some(Some(&b"3"[..])));
+        assert_eq!(cache.get(b"z"), Some(Some(Cow::Borrowed(&b"3"[..]))));
     }
 
     #[test]
@@ -465,7 +602,7 @@ mod tests {
         let shared = budget(1 << 20);
         let mut cache = RecordCache::new(shared, false);
         read_then_put(&mut cache, b"k", b"1");
-        assert_eq!(cache.get(b"k"), Some(Some(&b"1"[..])));
+        assert_eq!(cache.get(b"k"), Some(Some(Cow::Borrowed(&b"1"[..]))));
         cache.drain_dirty(|_, _| {});
         assert_eq!(cache.get(b"k"), None);
         assert_eq!(shared.used(), 0);
@@ -477,7 +614,7 @@ mod tests {
         let mut cache = RecordCache::new(shared, true);
         put(&mut cache, b"once", b"1");
         read_then_put(&mut cache, b"read", b"2");
-        assert_eq!(cache.get(b"once"), Some(Some(&b"1"[..])));
+        assert_eq!(cache.get(b"once"), Some(Some(Cow::Borrowed(&b"1"[..]))));
         let mut written = Vec::new();
         cache.drain_dirty(|k, _| written.push(k.to_vec()));
         assert_eq!(written, vec![b"once".to_vec(), b"read".to_vec()]);
@@ -485,8 +622,8 @@ mod tests {
         put(&mut cache, b"never read", b"3");
         cache.drain_dirty(|_, _| {});
         assert_eq!(cache.get(b"never read"), None);
-        assert_eq!(cache.get(b"read"), Some(Some(&b"2"[..])));
-        assert_eq!(cache.get(b"once"), Some(Some(&b"1"[..])));
+        assert_eq!(cache.get(b"read"), Some(Some(Cow::Borrowed(&b"2"[..]))));
+        assert_eq!(cache.get(b"once"), Some(Some(Cow::Borrowed(&b"1"[..]))));
         assert_eq!(shared.used(), cache.bytes);
     }
 
@@ -500,6 +637,52 @@ mod tests {
             read_then_put(&mut cache, &i.to_be_bytes(), b"c");
             cache.drain_dirty(|_, _| {});
         }
+    }
+
+    /// Adds `n` to the `u64` under `key`, held decoded (absent below: 0).
+    fn add_decoded(cache: &mut RecordCache, key: &[u8], n: u64) {
+        let held = cache
+            .decoded(
+                key,
+                |held| held.as_any().is::<Option<u64>>(),
+                |cached| {
+                    let value = cached.flatten().map(|v| postcard::from_bytes(v).unwrap());
+                    Ok::<_, ()>(Box::new(value.or(Some(0u64))))
+                },
+            )
+            .unwrap();
+        let value = held.as_any_mut().downcast_mut::<Option<u64>>().unwrap();
+        *value = value.map(|v| v + n);
+    }
+
+    #[test]
+    fn values_held_decoded_survive_eviction_and_are_encoded_at_the_commit() {
+        let shared = budget(8 * ENTRY);
+        let mut cache = RecordCache::new(shared, true);
+        for i in 0..8u64 {
+            read_then_put(&mut cache, &i.to_be_bytes(), &[0; 8]);
+        }
+        cache.drain_dirty(|_, _| {});
+        // Each new entry evicts a clean one, moving others under the hand.
+        for round in 1..=3 {
+            for i in 100..110u64 {
+                add_decoded(&mut cache, &i.to_be_bytes(), i);
+                let encoded = cache.get(&i.to_be_bytes()).unwrap().unwrap();
+                assert_eq!(postcard::from_bytes::<u64>(&encoded).unwrap(), round * i);
+            }
+        }
+        assert!(cache.dirty_keys().all(|(_, present)| present));
+        let written = commit(&mut cache);
+        let expected: Vec<_> = (100..110u64)
+            .map(|i| {
+                (
+                    i.to_be_bytes().to_vec(),
+                    Some(postcard::to_stdvec(&(3 * i)).unwrap()),
+                )
+            })
+            .collect();
+        assert_eq!(written, expected);
+        assert_eq!(shared.used(), cache.bytes);
     }
 
     #[test]
