@@ -198,9 +198,10 @@ impl RecordCache {
                     (index, false)
                 } else {
                     let (before, after) = slot.seal(key);
-                    slot.decoded = Some(decode(Some(slot.value.as_deref()))?);
+                    let decoded = decode(Some(slot.value.as_deref()));
                     self.shrink(before);
                     self.grow(after);
+                    self.entries[index].decoded = Some(decoded?);
                     (index, after > before)
                 }
             }
