@@ -117,6 +117,8 @@ pub struct RecordCache {
     /// The key of the last read that missed: writing it next (read, modify,
     /// write) counts as a read.
     last_miss: RefCell<Vec<u8>>,
+    /// Set when a value is held decoded, cleared when they are all encoded.
+    may_hold_decoded: bool,
     /// Bytes of this cache, also counted in `budget`.
     bytes: usize,
     budget: &'static CacheBudget,
@@ -159,6 +161,7 @@ impl RecordCache {
             hand: 0,
             only_dirty: false,
             last_miss: RefCell::new(Vec::new()),
+            may_hold_decoded: false,
             bytes: 0,
             budget,
         }
@@ -218,6 +221,7 @@ impl RecordCache {
             }
         };
         self.mark_dirty(index);
+        self.may_hold_decoded = true;
         if grown {
             // Eviction may move the entry (never remove it: it is dirty).
             self.evict();
@@ -293,16 +297,19 @@ impl RecordCache {
 
     /// Encodes the values held decoded.
     pub fn seal(&mut self) {
-        for &index in &self.dirty {
+        if !std::mem::take(&mut self.may_hold_decoded) {
+            // No pass over the dirty entries of a cache never updated in place (ingest's).
+            return;
+        }
+        for i in 0..self.dirty.len() {
             let (key, slot) = self
                 .entries
-                .get_index_mut(index)
+                .get_index_mut(self.dirty[i])
                 .expect("dirty entries stay");
             if slot.decoded.is_some() {
                 let (before, after) = slot.seal(key);
-                self.bytes = self.bytes + after - before;
-                self.budget.used.fetch_add(after, Ordering::Relaxed);
-                self.budget.used.fetch_sub(before, Ordering::Relaxed);
+                self.shrink(before);
+                self.grow(after);
             }
         }
     }
