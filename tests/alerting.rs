@@ -497,6 +497,54 @@ async fn a_notification_not_delivered_when_alerting_stops_is_sent_after_its_rest
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_receivers_backlog_counts_the_alerts_it_has_yet_to_deliver() {
+    let broker = Broker::start();
+    let kafka = broker.kafka();
+    // The receiver is down at first: nothing listens on its port.
+    let port = free_port();
+    let webhooks = format!(
+        "[[alerting.webhooks]]\nname = \"cx\"\nurl = \"http://127.0.0.1:{port}/alerts\"\ninitial_backoff = \"5s\"\n"
+    );
+    let service = start_alerting(&broker, "alerting-backlog", "", &webhooks).await;
+    let http = service.http;
+    let backlog = "journey_alerting_webhook_backlog_alerts{receiver=\"cx\"}";
+    metric_reaches("no backlog", Duration::from_secs(60), http, backlog, 0.0).await;
+    send(&kafka, &[detractor("c1", "carol")]).await;
+    let failed = "journey_alerting_webhook_failures_total{receiver=\"cx\"}";
+    metric_reaches(
+        "a failed attempt",
+        Duration::from_secs(60),
+        http,
+        failed,
+        1.0,
+    )
+    .await;
+    // While the relay waits to try carol's again, three more come, on
+    // partitions it has read nothing from as well as on carol's.
+    let more: Vec<CustomerEvent> = [("d1", "dan"), ("e1", "erin"), ("f1", "frank")]
+        .iter()
+        .map(|(id, customer)| detractor(id, customer))
+        .collect();
+    send(&kafka, &more).await;
+    metric_reaches("four behind", Duration::from_secs(30), http, backlog, 4.0).await;
+
+    let (_, received) = receiver_on(port);
+    let delivered =
+        "journey_alerting_webhook_notifications_total{outcome=\"delivered\",receiver=\"cx\"}";
+    metric_reaches(
+        "all four delivered",
+        Duration::from_secs(60),
+        http,
+        delivered,
+        4.0,
+    )
+    .await;
+    metric_reaches("none behind", Duration::from_secs(10), http, backlog, 0.0).await;
+    assert_eq!(received.try_iter().count(), 4);
+    service.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_receiver_added_later_hears_of_new_alerts_not_of_the_topics_history() {
     let broker = Broker::start();
     let kafka = broker.kafka();

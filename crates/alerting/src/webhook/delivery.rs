@@ -6,6 +6,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
+use super::backlog::Backlog;
 use super::WebhookConfig;
 
 /// How the delivery of one notification ended.
@@ -19,11 +20,13 @@ pub enum Outcome {
     Stopped,
 }
 
-/// Webhook delivery's counters (`journey_alerting_webhook_...`), by receiver.
+/// Webhook delivery's metrics (`journey_alerting_webhook_...`), by receiver.
 #[derive(Clone)]
 pub struct DeliveryMetrics {
     notifications: IntCounterVec,
     failures: IntCounterVec,
+    /// Each receiver's alerts yet to deal with.
+    pub(crate) backlog: Backlog,
 }
 
 impl DeliveryMetrics {
@@ -46,6 +49,7 @@ impl DeliveryMetrics {
                 "Failed webhook delivery attempts, by receiver.",
                 &["receiver"],
             ),
+            backlog: journey_core::metrics::register(registry, Backlog::new()),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! format, relayed from the alerts topic off the processing loop, with
 //! retries.
 
+mod backlog;
 mod delivery;
 mod payload;
 mod relay;

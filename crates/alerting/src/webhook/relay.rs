@@ -14,6 +14,7 @@
 //! running pipeline hears of alerts from then on, not of the topic's history.
 
 use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -21,10 +22,11 @@ use anyhow::Context as _;
 use journey_core::codec::Codec;
 use journey_core::config::KafkaConfig;
 use journey_core::contract::{Alert, AlertStatus};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::backlog::{learn_positions, Backlog, RelayConsumer, RelayContext};
 use super::delivery::{Delivery, DeliveryMetrics, Outcome};
 use super::payload::notification;
 use super::WebhookConfig;
@@ -40,6 +42,9 @@ pub struct Relays {
     threads: Vec<JoinHandle<()>>,
     /// Dropped to stop the threads.
     running: Vec<Sender<()>>,
+    /// Reports the relays' backlogs while they run.
+    backlog: Backlog,
+    receivers: Vec<String>,
 }
 
 /// What a relay needs besides its consumer.
@@ -72,19 +77,26 @@ impl Relays {
         let mut relays = Relays {
             threads: Vec::new(),
             running: Vec::new(),
+            backlog: metrics.backlog.clone(),
+            receivers: Vec::new(),
         };
         for config in receivers {
             let group = relay_group(group_id, &config.name);
-            let consumer: BaseConsumer = journey_core::kafka::consumer_config(kafka, &group)
+            let consumer: RelayConsumer = journey_core::kafka::consumer_config(kafka, &group)
                 .set("enable.auto.commit", "true")
                 .set("max.poll.interval.ms", max_poll_interval(config))
-                .create()
+                .create_with_context(RelayContext::default())
                 .with_context(|| format!("creating the webhook consumer of group {group}"))?;
             start_at_end(&consumer, topic)
                 .with_context(|| format!("setting the start of webhook consumer group {group}"))?;
             consumer
                 .subscribe(&[topic])
                 .with_context(|| format!("subscribing group {group} to {topic}"))?;
+            let consumer = Arc::new(consumer);
+            relays
+                .backlog
+                .track(&config.name, topic, Arc::clone(&consumer));
+            relays.receivers.push(config.name.clone());
             let (running, stop) = channel();
             let relay = Relay {
                 delivery: Delivery::new(config, metrics),
@@ -113,12 +125,19 @@ impl Relays {
                 tracing::error!("a webhook relay thread panicked");
             }
         }
+        for receiver in &self.receivers {
+            self.backlog.forget(receiver);
+        }
     }
 }
 
 impl Relay {
-    fn run(&self, consumer: &BaseConsumer) {
+    fn run(&self, consumer: &RelayConsumer) {
+        let positions = consumer.context().positions();
         while self.stop.try_recv() == Err(TryRecvError::Empty) {
+            if let Err(error) = learn_positions(consumer, REQUEST_TIMEOUT) {
+                tracing::warn!(receiver = self.delivery.receiver(), %error, "webhook relay: reading the group's committed offsets failed");
+            }
             let message = match consumer.poll(POLL) {
                 None => continue,
                 Some(Ok(message)) => message,
@@ -127,6 +146,7 @@ impl Relay {
                     continue;
                 }
             };
+            positions.advance(message.partition(), message.offset());
             match self
                 .codec
                 .decode::<Alert>(message.payload().unwrap_or_default())
@@ -157,6 +177,7 @@ impl Relay {
             if let Err(error) = consumer.store_offset_from_message(&message) {
                 tracing::warn!(receiver = self.delivery.receiver(), %error, "webhook relay: storing an offset failed");
             }
+            positions.advance(message.partition(), message.offset() + 1);
         }
         if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
             // Nothing stored since the last commit is the usual reason.
@@ -179,7 +200,7 @@ fn max_poll_interval(config: &WebhookConfig) -> String {
 /// from now on. A topic not created yet is left alone (the group starts at
 /// its beginning, which is then now), and so is a group that has members
 /// already (the broker refuses the commit).
-fn start_at_end(consumer: &BaseConsumer, topic: &str) -> anyhow::Result<()> {
+fn start_at_end<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str) -> anyhow::Result<()> {
     let metadata = consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
     let mut partitions = TopicPartitionList::new();
     for p in metadata
