@@ -456,24 +456,33 @@ fn notified(received: &mpsc::Receiver<serde_json::Value>) -> Vec<(String, String
     seen
 }
 
+/// A port nothing listens on yet, and the config of webhook receiver `cx`
+/// there, retrying first after `initial_backoff`.
+fn receiver_down(initial_backoff: &str) -> (u16, String) {
+    let port = free_port();
+    let webhooks = format!(
+        "[[alerting.webhooks]]\nname = \"cx\"\nurl = \"http://127.0.0.1:{port}/alerts\"\ninitial_backoff = \"{initial_backoff}\"\n"
+    );
+    (port, webhooks)
+}
+
+/// Failed delivery attempts to receiver `cx`.
+const CX_FAILURES: &str = "journey_alerting_webhook_failures_total{receiver=\"cx\"}";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_notification_not_delivered_when_alerting_stops_is_sent_after_its_restart() {
     let broker = Broker::start();
     let kafka = broker.kafka();
     // The receiver is down at first: nothing listens on its port.
-    let port = free_port();
-    let webhooks = format!(
-        "[[alerting.webhooks]]\nname = \"cx\"\nurl = \"http://127.0.0.1:{port}/alerts\"\ninitial_backoff = \"60s\"\n"
-    );
+    let (port, webhooks) = receiver_down("60s");
     let service = start_alerting(&broker, "alerting-relay", "", &webhooks).await;
     let http = service.http;
     send(&kafka, &[detractor("c1", "carol")]).await;
-    let failed = "journey_alerting_webhook_failures_total{receiver=\"cx\"}";
     metric_reaches(
         "a failed delivery attempt",
         Duration::from_secs(60),
         http,
-        failed,
+        CX_FAILURES,
         1.0,
     )
     .await;
@@ -501,21 +510,17 @@ async fn a_receivers_backlog_counts_the_alerts_it_has_yet_to_deliver() {
     let broker = Broker::start();
     let kafka = broker.kafka();
     // The receiver is down at first: nothing listens on its port.
-    let port = free_port();
-    let webhooks = format!(
-        "[[alerting.webhooks]]\nname = \"cx\"\nurl = \"http://127.0.0.1:{port}/alerts\"\ninitial_backoff = \"5s\"\n"
-    );
+    let (port, webhooks) = receiver_down("5s");
     let service = start_alerting(&broker, "alerting-backlog", "", &webhooks).await;
     let http = service.http;
     let backlog = "journey_alerting_webhook_backlog_alerts{receiver=\"cx\"}";
     metric_reaches("no backlog", Duration::from_secs(60), http, backlog, 0.0).await;
     send(&kafka, &[detractor("c1", "carol")]).await;
-    let failed = "journey_alerting_webhook_failures_total{receiver=\"cx\"}";
     metric_reaches(
         "a failed attempt",
         Duration::from_secs(60),
         http,
-        failed,
+        CX_FAILURES,
         1.0,
     )
     .await;

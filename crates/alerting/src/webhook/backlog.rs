@@ -162,10 +162,10 @@ impl Backlog {
         });
     }
 
-    /// No longer reports `receiver`, whose relay has stopped.
-    pub(crate) fn forget(&self, receiver: &str) {
-        self.relays().retain(|r| r.receiver != receiver);
-        let _ = self.gauge.remove_label_values(&[receiver]);
+    /// No longer reports the relays, which have stopped.
+    pub(crate) fn forget(&self) {
+        self.relays().clear();
+        self.gauge.reset();
     }
 }
 
@@ -173,15 +173,12 @@ impl Backlog {
 /// `consumer`'s copy; a partition whose watermark is not known yet counts
 /// none.
 fn behind(consumer: &RelayConsumer, topic: &CStr) -> i64 {
-    let next: Vec<(i32, i64)> = consumer
+    consumer
         .context()
         .positions()
         .lock()
         .iter()
-        .map(|(&p, &o)| (p, o))
-        .collect();
-    next.into_iter()
-        .filter_map(|(partition, next)| {
+        .filter_map(|(&partition, &next)| {
             let high = heard_high_watermark(consumer, topic, partition)?;
             Some((high - next).max(0))
         })

@@ -44,7 +44,6 @@ pub struct Relays {
     running: Vec<Sender<()>>,
     /// Reports the relays' backlogs while they run.
     backlog: Backlog,
-    receivers: Vec<String>,
 }
 
 /// What a relay needs besides its consumer.
@@ -78,7 +77,6 @@ impl Relays {
             threads: Vec::new(),
             running: Vec::new(),
             backlog: metrics.backlog.clone(),
-            receivers: Vec::new(),
         };
         for config in receivers {
             let group = relay_group(group_id, &config.name);
@@ -96,7 +94,6 @@ impl Relays {
             relays
                 .backlog
                 .track(&config.name, topic, Arc::clone(&consumer));
-            relays.receivers.push(config.name.clone());
             let (running, stop) = channel();
             let relay = Relay {
                 delivery: Delivery::new(config, metrics),
@@ -125,9 +122,7 @@ impl Relays {
                 tracing::error!("a webhook relay thread panicked");
             }
         }
-        for receiver in &self.receivers {
-            self.backlog.forget(receiver);
-        }
+        self.backlog.forget();
     }
 }
 
