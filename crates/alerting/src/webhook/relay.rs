@@ -22,7 +22,7 @@ use anyhow::Context as _;
 use journey_core::codec::Codec;
 use journey_core::config::KafkaConfig;
 use journey_core::contract::{Alert, AlertStatus};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -195,7 +195,7 @@ fn max_poll_interval(config: &WebhookConfig) -> String {
 /// from now on. A topic not created yet is left alone (the group starts at
 /// its beginning, which is then now), and so is a group that has members
 /// already (the broker refuses the commit).
-fn start_at_end<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str) -> anyhow::Result<()> {
+fn start_at_end(consumer: &RelayConsumer, topic: &str) -> anyhow::Result<()> {
     let metadata = consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
     let mut partitions = TopicPartitionList::new();
     for p in metadata
