@@ -3,7 +3,9 @@
 //! taking over from a crashed one, and partitions handed over cleanly when a
 //! second instance joins and the first one stops. Each run is compared with a clean run over the same input:
 //! the same distinct sessions, no lost session, nothing applied twice, and in
-//! the end the same state, key for key.
+//! the end the same state, key for key. Then the changelog itself: a commit
+//! torn by a crash, and a commit a stalled former owner appends after the
+//! partition moved.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -20,31 +22,39 @@ use journey_tests::{free_port, produce, read_table, Broker, ServiceProcess};
 
 const MINUTE: i64 = 60_000;
 const CUSTOMERS: usize = 60;
+/// Changelog records a service found another writer had appended.
+const FOREIGN_RECORDS: &str = "journey_sessionizer_changelog_foreign_records_total";
 
 /// Burst `burst` of traffic: four events per customer a minute apart, starting
 /// `burst` hours after `base`, so bursts are separate sessions.
 fn events(base: i64, burst: usize) -> Vec<(String, Vec<u8>, i64)> {
-    let codec = Codec::builtin();
     let mut records = Vec::new();
     for step in 0..4 {
         for c in 0..CUSTOMERS {
             let at = base + burst as i64 * 60 * MINUTE + step * MINUTE + c as i64;
-            let event = CustomerEvent {
-                event_id: format!("e-{c}-{burst}-{step}"),
-                event_type: if step == 2 {
-                    EventType::AddToCart
-                } else {
-                    EventType::PageView
-                },
-                occurred_at: at,
-                customer_id: Some(format!("customer-{c}")),
-                channel: Channel::Web,
-                ..CustomerEvent::default()
+            let event_type = if step == 2 {
+                EventType::AddToCart
+            } else {
+                EventType::PageView
             };
-            records.push((format!("customer-{c}"), codec.encode(&event).unwrap(), at));
+            records.push(event(c, format!("e-{c}-{burst}-{step}"), event_type, at));
         }
     }
     records
+}
+
+/// Customer `c`'s event `id`, keyed by the customer.
+fn event(c: usize, id: String, event_type: EventType, at: i64) -> (String, Vec<u8>, i64) {
+    let event = CustomerEvent {
+        event_id: id,
+        event_type,
+        occurred_at: at,
+        customer_id: Some(format!("customer-{c}")),
+        channel: Channel::Web,
+        ..CustomerEvent::default()
+    };
+    let payload = Codec::builtin().encode(&event).unwrap();
+    (format!("customer-{c}"), payload, at)
 }
 
 /// Writes a sessionizer config file `file`.toml: group and output topic named
@@ -73,7 +83,9 @@ async fn setup(broker: &Broker) -> KafkaConfig {
     let kafka = broker.kafka();
     let topics = journey_core::config::TopicsConfig::default();
     let mut specs = journey_core::kafka::pipeline_topics(&topics, 3);
-    for name in ["clean", "crash", "wiped", "pair", "handover", "torn"] {
+    for name in [
+        "clean", "crash", "wiped", "pair", "handover", "torn", "stalled",
+    ] {
         specs.push(journey_core::kafka::TopicSpec::new(
             format!("sessions-{name}"),
             3,
@@ -246,6 +258,14 @@ async fn crash_lost_state_and_takeover_lose_nothing_and_apply_nothing_twice() {
         restored > 0.0,
         "the wiped instance restored its state from the changelog"
     );
+    for cfg in [&clean_cfg, &crash_cfg, &wiped_cfg, &pair_b, &handover_b] {
+        assert_eq!(
+            metric(cfg, FOREIGN_RECORDS).await,
+            Some(0.0),
+            "{}: a restart, a takeover or a hand-over leaves no record another writer appended",
+            cfg.display()
+        );
+    }
     drop((clean, crash, wiped, b, staying));
 }
 
@@ -329,6 +349,107 @@ async fn a_commit_torn_by_a_crash_is_left_out_of_the_restore_and_written_over() 
         ids.len(),
         2 * CUSTOMERS,
         "every session of both bursts closed"
+    );
+    drop(service);
+}
+
+/// What a stalled former owner's last commit leaves in `changelog` after the
+/// partition of `key` moved: a whole commit, from its begin marker to its
+/// end, rewriting `key` and adding a key of its own. Returns the added key.
+async fn stale_commit(kafka: &KafkaConfig, changelog: &str, key: &[u8]) -> Vec<u8> {
+    let partition = i32::from_be_bytes(key[1..5].try_into().unwrap());
+    let begin = CommitMarker::Begin.record(partition);
+    let end = CommitMarker::End.record(partition);
+    let added = [key, b"/stale"].concat();
+    let producer: FutureProducer = journey_core::kafka::producer(kafka).unwrap();
+    let records = [
+        (&begin.key[..], &begin.value.unwrap()[..]),
+        (key, &b"stale"[..]),
+        (&added[..], &b"stale"[..]),
+        (&end.key[..], &end.value.unwrap()[..]),
+    ];
+    for (key, value) in records {
+        let record = FutureRecord::to(changelog)
+            .partition(partition)
+            .key(key)
+            .payload(value);
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    added
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_former_owners_commit_is_written_over_by_the_owner() {
+    let broker = Broker::start();
+    let kafka = setup(&broker).await;
+    let dir = tempfile::tempdir().unwrap();
+    let base = now_millis() - 5 * 60 * MINUTE;
+    produce(&kafka, "journey.events", &events(base, 0))
+        .await
+        .unwrap();
+    let cfg = config(dir.path(), &broker, "stalled", "stalled", "100ms");
+    let service = ServiceProcess::start("journey-sessionizer", &cfg);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let committed = loop {
+        let state = settled_state(&kafka, "stalled", None).await;
+        if state.len() > CUSTOMERS {
+            break state;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first burst's sessions never reached state"
+        );
+    };
+    // A customer's open sessions (user key `s<customer>`).
+    let key = committed
+        .keys()
+        .find(|k| k[0] == b'u' && k[5] == b's')
+        .expect("an open session in state")
+        .clone();
+    let customer = String::from_utf8(key[6..].to_vec()).unwrap();
+
+    let changelog = "sessionizer-stalled-sessions-changelog";
+    let added = stale_commit(&kafka, changelog, &key).await;
+    // Every other customer's next page view, within the first burst's
+    // sessions: the owner commits each partition's changelog again, that of
+    // the stale commit included, and leaves the customer of `key` alone.
+    let more: Vec<_> = (0..CUSTOMERS)
+        .map(|c| {
+            let at = base + 4 * MINUTE + c as i64;
+            event(c, format!("e-{c}-0-4"), EventType::PageView, at)
+        })
+        .filter(|(k, _, _)| *k != customer)
+        .collect();
+    produce(&kafka, "journey.events", &more).await.unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let state = read_table(&kafka, changelog).await.unwrap();
+        if state.get(&key) == committed.get(&key) && !state.contains_key(&added) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stale commit still holds {} and {}: {:?}, {:?}",
+            String::from_utf8_lossy(&key),
+            String::from_utf8_lossy(&added),
+            state
+                .get(&key)
+                .map(|v| String::from_utf8_lossy(v).into_owned()),
+            state
+                .get(&added)
+                .map(|v| String::from_utf8_lossy(v).into_owned()),
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        metric(&cfg, FOREIGN_RECORDS).await,
+        Some(4.0),
+        "the stale commit's records, markers included, were counted"
     );
     drop(service);
 }

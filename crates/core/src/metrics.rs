@@ -57,6 +57,8 @@ pub struct RuntimeMetrics {
     pub restored_records: IntCounter,
     /// State changes written to the changelog.
     pub changelog_records: IntCounter,
+    /// Changelog records another writer appended to an owned partition.
+    pub changelog_foreign_records: IntCounter,
     /// Timers fired.
     pub timers_fired: IntCounter,
     /// Kafka offset commits the broker refused (during rebalances).
@@ -188,6 +190,11 @@ impl RuntimeMetrics {
                 registry,
                 "changelog_records_total",
                 "State changes written to the changelog.",
+            ),
+            changelog_foreign_records: counter(
+                registry,
+                "changelog_foreign_records_total",
+                "Changelog records another writer (a stalled former owner) appended to a partition this instance owns; its values were written over their keys.",
             ),
             timers_fired: counter(registry, "timers_fired_total", "Timers fired."),
             offset_commit_failures: counter(

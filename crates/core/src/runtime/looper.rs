@@ -1,6 +1,7 @@
 //! The loop itself: assignment, restore, processing, timers and commits.
 
 use std::collections::{BTreeSet, HashMap};
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -17,9 +18,10 @@ use tokio_util::sync::CancellationToken;
 use super::cadence::{Cadence, CHECK_EVERY, TIMERS_PER_TICK};
 use super::commit_frames::frame;
 use super::dead_letter::dead_letter;
+use super::foreign_writes::read_foreign;
 use super::owned::OwnedPartitions;
 use super::rebalance::{release, AssignmentChange, LoopContext};
-use super::restore::{restore_partition, RestoreProgress, Restores};
+use super::restore::{restore_partition, RestoreProgress, Restored, Restores};
 use super::{now_millis, Context, InputRecord, Output, ProcessError, Processor, LATENCY_SAMPLE};
 use crate::codec::Codec;
 use crate::config::{KafkaConfig, RuntimeConfig};
@@ -144,7 +146,6 @@ pub async fn run<P: Processor>(
             processed,
             outputs: Vec::new(),
             in_flight: Vec::new(),
-            changelog_ends: HashMap::new(),
             processed_since_commit: 0,
             held: HashMap::new(),
             newly_held: Vec::new(),
@@ -162,7 +163,7 @@ pub async fn run<P: Processor>(
 
 struct Loop<P> {
     consumer: StreamConsumer<LoopContext>,
-    restored_rx: mpsc::UnboundedReceiver<(i32, anyhow::Result<Vec<Change>>)>,
+    restored_rx: mpsc::UnboundedReceiver<(i32, anyhow::Result<Restored>)>,
     work: Work<P>,
 }
 
@@ -182,7 +183,7 @@ struct Work<P> {
     producer: FutureProducer,
     /// The producer's `message.max.bytes`: dead letters stay within it.
     max_message_bytes: usize,
-    restored_tx: mpsc::UnboundedSender<(i32, anyhow::Result<Vec<Change>>)>,
+    restored_tx: mpsc::UnboundedSender<(i32, anyhow::Result<Restored>)>,
     restores: Restores,
     /// Assigned partitions: their topics, restore, clock and offsets.
     owned: OwnedPartitions,
@@ -192,8 +193,6 @@ struct Work<P> {
     processed: Vec<IntCounter>,
     outputs: Vec<Output>,
     in_flight: Vec<InFlight>,
-    /// Next changelog offset per partition, from acknowledged changelog records.
-    changelog_ends: HashMap<i32, i64>,
     processed_since_commit: usize,
     /// Partitions held back by a transient failure, by (topic, partition).
     held: HashMap<(String, i32), Held>,
@@ -351,7 +350,7 @@ impl<P: Processor> Loop<P> {
     fn finish_restore(
         &mut self,
         partition: i32,
-        outcome: anyhow::Result<Vec<Change>>,
+        outcome: anyhow::Result<Restored>,
     ) -> anyhow::Result<()> {
         let work = &mut self.work;
         if work.restores.finish(partition) {
@@ -367,7 +366,7 @@ impl<P: Processor> Loop<P> {
             }
             return Ok(());
         }
-        let repairs = outcome.with_context(|| format!("restoring partition {partition}"))?;
+        let restored = outcome.with_context(|| format!("restoring partition {partition}"))?;
         let Some(owned) = work
             .owned
             .get_mut(partition)
@@ -377,7 +376,8 @@ impl<P: Processor> Loop<P> {
         };
         owned.restoring = false;
         owned.reload();
-        owned.repairs = repairs;
+        owned.torn = restored.torn;
+        owned.changelog.restored(restored.end);
         let topics = owned.topics.clone();
         let mut resume = TopicPartitionList::new();
         for topic in &topics {
@@ -791,7 +791,7 @@ impl<P: Processor> Work<P> {
         }
     }
 
-    /// Waits for every produced record, noting how far each changelog partition got.
+    /// Waits for every produced record, noting where each changelog record landed.
     async fn await_deliveries(&mut self) -> anyhow::Result<()> {
         for in_flight in std::mem::take(&mut self.in_flight) {
             let (delivery, is_changelog) = match in_flight {
@@ -800,8 +800,9 @@ impl<P: Processor> Work<P> {
             };
             match delivery.await {
                 Ok(Ok(delivered)) if is_changelog => {
-                    let end = self.changelog_ends.entry(delivered.partition).or_insert(0);
-                    *end = (*end).max(delivered.offset + 1);
+                    if let Some(owned) = self.owned.get_mut(delivered.partition) {
+                        owned.changelog.appended(delivered.offset);
+                    }
                 }
                 Ok(Ok(_)) => {}
                 Ok(Err((e, message))) => {
@@ -833,26 +834,21 @@ impl<P: Processor> Work<P> {
                 self.store.set_stream_time(partition, time);
             }
         }
+        let pending = self.store.pending_changes();
         let mut changes = Vec::new();
-        for (_, owned) in self.owned.iter_mut() {
-            changes.append(&mut owned.repairs);
-        }
-        changes.extend(self.store.pending_changes());
-        self.metrics.changelog_records.inc_by(changes.len() as u64);
-        let changelog = self.settings.changelog_topic.clone();
-        for change in frame(changes) {
-            let mut record = FutureRecord::<Vec<u8>, Vec<u8>>::to(&changelog)
-                .partition(change.partition)
-                .key(&change.key);
-            if let Some(value) = &change.value {
-                record = record.payload(value);
+        for (partition, owned) in self.owned.iter_mut() {
+            let torn = std::mem::take(&mut owned.torn);
+            if !torn.is_empty() {
+                changes.extend(self.store.current(partition, torn)?);
             }
-            let delivery = self.send(record).await?;
-            self.in_flight.push(InFlight::Changelog(delivery));
         }
-        self.await_deliveries().await?;
-        for (partition, end) in std::mem::take(&mut self.changelog_ends) {
-            self.store.set_changelog_position(partition, end);
+        changes.extend(pending);
+        self.append_to_changelog(changes).await?;
+        self.note_changelog_positions();
+        let foreign = self.check_changelogs();
+        if !foreign.is_empty() {
+            self.write_over_foreign(foreign).await?;
+            self.note_changelog_positions();
         }
         self.store.commit()?;
         self.processed_since_commit = 0;
@@ -870,5 +866,79 @@ impl<P: Processor> Work<P> {
             .record_cache_bytes
             .set(memory.record_cache_bytes() as i64);
         Ok(offsets)
+    }
+
+    /// Produces `changes` to the changelog, framed as one commit, and waits
+    /// for the broker to acknowledge them.
+    async fn append_to_changelog(&mut self, changes: Vec<Change>) -> anyhow::Result<()> {
+        self.metrics.changelog_records.inc_by(changes.len() as u64);
+        let changelog = self.settings.changelog_topic.clone();
+        for change in frame(changes) {
+            let mut record = FutureRecord::<Vec<u8>, Vec<u8>>::to(&changelog)
+                .partition(change.partition)
+                .key(&change.key);
+            if let Some(value) = &change.value {
+                record = record.payload(value);
+            }
+            let delivery = self.send(record).await?;
+            self.in_flight.push(InFlight::Changelog(delivery));
+        }
+        self.await_deliveries().await
+    }
+
+    /// Records, with the state, how far each partition's changelog got.
+    fn note_changelog_positions(&mut self) {
+        for (partition, owned) in self.owned.iter() {
+            if let Some(end) = owned.changelog.end() {
+                self.store.set_changelog_position(partition, end);
+            }
+        }
+    }
+
+    /// The offsets of another writer's records among this instance's own
+    /// since the last check, per partition that has any.
+    fn check_changelogs(&mut self) -> Vec<(i32, Vec<Range<i64>>)> {
+        self.owned
+            .iter_mut()
+            .map(|(partition, owned)| (partition, owned.changelog.check()))
+            .filter(|(_, foreign)| !foreign.is_empty())
+            .collect()
+    }
+
+    /// Reads back another writer's records in the changelog and writes this
+    /// instance's values of their keys over them, so no later restore takes
+    /// theirs (see [`super::foreign_writes`]).
+    async fn write_over_foreign(
+        &mut self,
+        foreign: Vec<(i32, Vec<Range<i64>>)>,
+    ) -> anyhow::Result<()> {
+        let kafka = self.settings.kafka.clone();
+        let changelog = self.settings.changelog_topic.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            foreign
+                .into_iter()
+                .map(|(partition, ranges)| {
+                    let found = read_foreign(&kafka, &changelog, partition, &ranges)?;
+                    Ok((partition, ranges, found))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()
+        })
+        .await
+        .context("reading back the changelog")??;
+        let mut changes = Vec::new();
+        for (partition, ranges, found) in found {
+            self.metrics.changelog_foreign_records.inc_by(found.records);
+            tracing::warn!(
+                service = self.settings.service,
+                partition,
+                offsets = ?ranges,
+                records = found.records,
+                keys = found.keys.len(),
+                "another writer appended to a changelog partition this instance owns, \
+                 likely a stalled former owner: writing this instance's values over its keys"
+            );
+            changes.extend(self.store.current(partition, found.keys)?);
+        }
+        self.append_to_changelog(changes).await
     }
 }

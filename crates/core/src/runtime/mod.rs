@@ -24,6 +24,7 @@ mod dead_letter;
 #[cfg(test)]
 mod fixture;
 mod folded;
+mod foreign_writes;
 mod key_filter;
 mod looper;
 mod owned;

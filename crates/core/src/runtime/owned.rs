@@ -4,7 +4,8 @@
 use std::time::Instant;
 
 use super::clock::PartitionClock;
-use crate::state::{Change, StateError, StateStore};
+use super::foreign_writes::ChangelogTail;
+use crate::state::{StateError, StateStore};
 
 /// One owned partition (of every input: the inputs are co-partitioned).
 #[derive(Debug)]
@@ -23,9 +24,11 @@ pub(super) struct OwnedPartition {
     /// Per input: the offset to record in state and commit to Kafka at the
     /// next commit.
     to_commit: Vec<Option<i64>>,
-    /// Changelog records the next commit writes before its own changes: the
-    /// restored values of keys a torn commit changed.
-    pub(super) repairs: Vec<Change>,
+    /// Keys a torn commit changed: the next commit writes their current
+    /// values to the changelog over them.
+    pub(super) torn: Vec<Vec<u8>>,
+    /// This instance's records in the partition's changelog.
+    pub(super) changelog: ChangelogTail,
 }
 
 impl OwnedPartition {
@@ -37,7 +40,8 @@ impl OwnedPartition {
             stream_time_written: i64::MIN,
             applied: vec![None; inputs],
             to_commit: vec![None; inputs],
-            repairs: Vec::new(),
+            torn: Vec::new(),
+            changelog: ChangelogTail::default(),
         }
     }
 

@@ -4,7 +4,8 @@
 //! stream time included. Local state that is missing, behind, or ahead of the
 //! changelog (a recreated topic) is brought to the changelog's end, less a
 //! commit a crash tore (see [`CommitFrames`]); the input then resumes from
-//! the offsets the restored state reflects.
+//! the offsets the restored state reflects. Records appended after the end
+//! the restore read to are another writer's (see [`super::foreign_writes`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,8 +26,8 @@ use crate::state::{Change, Restorer};
 
 /// Records written to RocksDB per restore batch.
 const BATCH: usize = 10_000;
-/// A restore that makes no progress for this long fails.
-const STALL: Duration = Duration::from_secs(60);
+/// A read of the changelog that makes no progress for this long fails.
+pub(crate) const STALL: Duration = Duration::from_secs(60);
 /// Local state last in step with its changelog longer ago than this is
 /// restored in full: by then the broker may have compacted away tombstones
 /// another instance wrote (after `delete.retention.ms`, 24 h by default), and
@@ -94,11 +95,30 @@ impl Restores {
     }
 }
 
+/// What a restore leaves for the loop.
+#[derive(Debug, Default)]
+pub(crate) struct Restored {
+    /// Keys a torn commit changed (see [`CommitFrames`]): the next commit
+    /// writes their restored values over them.
+    pub(crate) torn: Vec<Vec<u8>>,
+    /// The changelog offset the restore read up to (exclusive): records
+    /// from there on are not in the restored state.
+    pub(crate) end: i64,
+}
+
+/// A consumer that reads changelog partitions it is assigned, outside any group.
+pub(crate) fn changelog_reader(kafka: &KafkaConfig) -> anyhow::Result<BaseConsumer> {
+    crate::kafka::client_config(kafka)
+        .set("group.id", "journey-restore")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .context("creating changelog consumer")
+}
+
 /// Brings `partition` of the store up to the end of `changelog`, or as far as
-/// it got when `cancel` is set. Returns the changelog records the next commit
-/// must write first: the restored values of the keys a torn commit changed
-/// (see [`CommitFrames`]). Each batch lands with the changelog position it
-/// reaches, so a cancelled restore leaves state a later one continues from.
+/// it got when `cancel` is set. Each batch lands with the changelog position
+/// it reaches, so a cancelled restore leaves state a later one continues from.
 pub(crate) fn restore_partition(
     kafka: &KafkaConfig,
     changelog: &str,
@@ -106,13 +126,8 @@ pub(crate) fn restore_partition(
     restorer: &Restorer,
     progress: &RestoreProgress,
     cancel: &AtomicBool,
-) -> anyhow::Result<Vec<Change>> {
-    let consumer: BaseConsumer = crate::kafka::client_config(kafka)
-        .set("group.id", "journey-restore")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .create()
-        .context("creating changelog consumer")?;
+) -> anyhow::Result<Restored> {
+    let consumer = changelog_reader(kafka)?;
     let (low, high) = consumer
         .fetch_watermarks(changelog, partition, Duration::from_secs(30))
         .with_context(|| format!("reading watermarks of {changelog}/{partition}"))?;
@@ -137,7 +152,10 @@ pub(crate) fn restore_partition(
         }
     };
     if from >= high {
-        return Ok(Vec::new());
+        return Ok(Restored {
+            torn: Vec::new(),
+            end: from,
+        });
     }
     tracing::info!(
         changelog,
@@ -162,7 +180,7 @@ pub(crate) fn restore_partition(
                 next,
                 "restore cancelled: partition revoked"
             );
-            return Ok(Vec::new());
+            return Ok(Restored::default());
         }
         match consumer.poll(Duration::from_millis(500)) {
             None => anyhow::ensure!(
@@ -190,7 +208,8 @@ pub(crate) fn restore_partition(
             }
         }
     }
-    let (batch, to, torn) = frames.finish(next.max(high));
+    let end = next.max(high);
+    let (batch, to, torn) = frames.finish(end);
     restorer.restore(partition, &batch, to, now_millis())?;
     applied += batch.len() as u64;
     progress.restored.inc_by(batch.len() as u64);
@@ -205,7 +224,7 @@ pub(crate) fn restore_partition(
         );
     }
     tracing::info!(changelog, partition, records = applied, "state restored");
-    Ok(restorer.current(partition, torn)?)
+    Ok(Restored { torn, end })
 }
 
 #[cfg(test)]

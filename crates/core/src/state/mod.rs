@@ -404,6 +404,32 @@ impl StateStore {
             .collect()
     }
 
+    /// The values of `keys` (full state keys of `partition`) as the next
+    /// commit leaves them, pending changes over committed state, as
+    /// changelog records that assert them: a tombstone for a key absent.
+    pub fn current(&self, partition: i32, keys: Vec<Vec<u8>>) -> Result<Vec<Change>, StateError> {
+        keys.into_iter()
+            .map(|key| {
+                let pending = if key.first() == Some(&TIMER) {
+                    self.timers
+                        .get(&TimerKey::new(key.clone()))
+                        .map(|&live| live.then(Vec::new))
+                } else {
+                    self.cache.get(&key).map(|v| v.map(Cow::into_owned))
+                };
+                let value = match pending {
+                    Some(value) => value,
+                    None => self.db.get(&key)?,
+                };
+                Ok(Change {
+                    partition,
+                    key,
+                    value,
+                })
+            })
+            .collect()
+    }
+
     /// Records the changelog position of `partition`, committed with the state.
     pub fn set_changelog_position(&mut self, partition: i32, next_offset: i64) {
         self.put_encoded(&scoped(LOCAL, partition, b"changelog"), &next_offset);
@@ -629,21 +655,6 @@ impl Restorer {
         batch.put(scoped(LOCAL, partition, b"changelog"), encode(&next_offset));
         batch.put(scoped(LOCAL, partition, SYNCED_AT), encode(&now));
         write_unlogged(&self.db, batch)
-    }
-
-    /// The committed values of `keys`, as changelog records of `partition`
-    /// that assert them (a tombstone for a key absent).
-    pub fn current(&self, partition: i32, keys: Vec<Vec<u8>>) -> Result<Vec<Change>, StateError> {
-        keys.into_iter()
-            .map(|key| {
-                let value = self.db.get(&key)?;
-                Ok(Change {
-                    partition,
-                    key,
-                    value,
-                })
-            })
-            .collect()
     }
 
     /// Deletes every committed key of `partition` (before a full restore).
@@ -1220,19 +1231,49 @@ mod tests {
     }
 
     #[test]
-    fn current_values_assert_what_is_committed_and_tombstone_what_is_not() {
+    fn current_values_assert_pending_over_committed_and_tombstone_what_is_absent() {
         let (_dir, mut store) = open();
         store.partition(1).put(b"kept", &5u64);
+        store.partition(1).put(b"changed", &1u64);
+        store.partition(1).put(b"deleted", &1u64);
         store.set_timer(1, Clock::Wall, 9, b"kept");
+        store.set_timer(1, Clock::Wall, 8, b"cancelled");
         store.commit().unwrap();
+        store.partition(1).put(b"changed", &2u64);
+        store.partition(1).delete(b"deleted");
+        store
+            .partition(1)
+            .update(b"held", |v: &mut Option<u64>| *v = Some(3))
+            .unwrap();
+        store.set_timer(1, Clock::Wall, 7, b"set");
+        store.cancel_timer(1, Clock::Wall, 8, b"cancelled");
+        store.pending_changes(); // seals the value held decoded, as a commit does
         let keys = vec![
             scoped(USER, 1, b"kept"),
-            scoped(USER, 1, b"gone"),
+            scoped(USER, 1, b"changed"),
+            scoped(USER, 1, b"deleted"),
+            scoped(USER, 1, b"held"),
+            scoped(USER, 1, b"never"),
             timer_key(1, Clock::Wall, 9, b"kept"),
+            timer_key(1, Clock::Wall, 7, b"set"),
+            timer_key(1, Clock::Wall, 8, b"cancelled"),
         ];
-        let current = store.restorer().current(1, keys.clone()).unwrap();
+        let current = store.current(1, keys.clone()).unwrap();
         let values: Vec<_> = current.iter().map(|c| c.value.clone()).collect();
-        assert_eq!(values, [Some(encode(&5u64)), None, Some(vec![])]);
+        let (five, two, three) = (encode(&5u64), encode(&2u64), encode(&3u64));
+        assert_eq!(
+            values,
+            [
+                Some(five),
+                Some(two),
+                None,
+                Some(three),
+                None,
+                Some(vec![]),
+                Some(vec![]),
+                None
+            ]
+        );
         assert!(current
             .iter()
             .zip(&keys)
