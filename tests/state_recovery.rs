@@ -269,20 +269,32 @@ async fn crash_lost_state_and_takeover_lose_nothing_and_apply_nothing_twice() {
     drop((clean, crash, wiped, b, staying));
 }
 
-/// What a crash in the middle of a commit leaves in `changelog`: the broker
-/// acknowledged the commit's begin marker for the partition of `key` and its
-/// first changes (`key` rewritten, a key of its own added), and nothing more.
-async fn tear_a_commit(kafka: &KafkaConfig, changelog: &str, key: &[u8]) {
+/// Another writer's commit in `changelog`, in the partition of `key`: its
+/// begin marker, `key` rewritten and a key of its own added (both with the
+/// value `writer`), and its end marker if `ended`. Returns the added key.
+async fn write_commit(
+    kafka: &KafkaConfig,
+    changelog: &str,
+    key: &[u8],
+    writer: &str,
+    ended: bool,
+) -> Vec<u8> {
     let partition = i32::from_be_bytes(key[1..5].try_into().unwrap());
-    let begin = CommitMarker::Begin.record(partition);
-    let added = [key, b"/torn"].concat();
-    let producer: FutureProducer = journey_core::kafka::producer(kafka).unwrap();
-    let records = [
-        (&begin.key[..], &begin.value.unwrap()[..]),
-        (key, &b"torn"[..]),
-        (&added[..], &b"torn"[..]),
+    let added = [key, b"/", writer.as_bytes()].concat();
+    let marker = |marker: CommitMarker| {
+        let record = marker.record(partition);
+        (record.key, record.value.unwrap())
+    };
+    let mut records = vec![
+        marker(CommitMarker::Begin),
+        (key.to_vec(), writer.as_bytes().to_vec()),
+        (added.clone(), writer.as_bytes().to_vec()),
     ];
-    for (key, value) in records {
+    if ended {
+        records.push(marker(CommitMarker::End));
+    }
+    let producer: FutureProducer = journey_core::kafka::producer(kafka).unwrap();
+    for (key, value) in &records {
         let record = FutureRecord::to(changelog)
             .partition(partition)
             .key(key)
@@ -293,6 +305,35 @@ async fn tear_a_commit(kafka: &KafkaConfig, changelog: &str, key: &[u8]) {
             .map_err(|(e, _)| e)
             .unwrap();
     }
+    added
+}
+
+/// A sessionizer of run `run` over the first burst, started once it holds
+/// the burst's open sessions in state: its config, the service, the
+/// burst's base time and the state its changelog holds.
+async fn started_with_open_sessions(
+    broker: &Broker,
+    kafka: &KafkaConfig,
+    dir: &Path,
+    run: &str,
+) -> (PathBuf, ServiceProcess, i64, BTreeMap<Vec<u8>, Vec<u8>>) {
+    let base = now_millis() - 5 * 60 * MINUTE;
+    produce(kafka, "journey.events", &events(base, 0))
+        .await
+        .unwrap();
+    let cfg = config(dir, broker, run, run, "100ms");
+    let service = ServiceProcess::start("journey-sessionizer", &cfg);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let state = settled_state(kafka, run, None).await;
+        if state.len() > CUSTOMERS {
+            return (cfg, service, base, state);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first burst's sessions never reached state"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,19 +341,8 @@ async fn a_commit_torn_by_a_crash_is_left_out_of_the_restore_and_written_over() 
     let broker = Broker::start();
     let kafka = setup(&broker).await;
     let dir = tempfile::tempdir().unwrap();
-    let base = now_millis() - 5 * 60 * MINUTE;
-    produce(&kafka, "journey.events", &events(base, 0))
-        .await
-        .unwrap();
-    let cfg = config(dir.path(), &broker, "torn", "torn", "100ms");
-    let service = ServiceProcess::start("journey-sessionizer", &cfg);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while settled_state(&kafka, "torn", None).await.len() <= CUSTOMERS {
-        assert!(
-            Instant::now() < deadline,
-            "the first burst's sessions never reached state"
-        );
-    }
+    let (cfg, service, base, _) =
+        started_with_open_sessions(&broker, &kafka, dir.path(), "torn").await;
     service.stop();
     let committed = settled_state(&kafka, "torn", None).await;
     let key = committed
@@ -321,13 +351,15 @@ async fn a_commit_torn_by_a_crash_is_left_out_of_the_restore_and_written_over() 
         .expect("an open session in state")
         .clone();
 
+    // A crash in the middle of a commit leaves its begin marker and first
+    // changes acknowledged, and nothing more.
     // Torn after the last commit, the local state intact: the restore
     // catches up past it; then torn again, the local state lost: the restore
     // reads the whole changelog. Each time, the torn changes are left out and
     // overwritten, so the changelog ends as the last whole commit left it.
     let changelog = "sessionizer-torn-sessions-changelog";
     for wipe in [false, true] {
-        tear_a_commit(&kafka, changelog, &key).await;
+        write_commit(&kafka, changelog, &key, "torn", false).await;
         if wipe {
             std::fs::remove_dir_all(dir.path().join("torn")).unwrap();
         }
@@ -353,57 +385,13 @@ async fn a_commit_torn_by_a_crash_is_left_out_of_the_restore_and_written_over() 
     drop(service);
 }
 
-/// What a stalled former owner's last commit leaves in `changelog` after the
-/// partition of `key` moved: a whole commit, from its begin marker to its
-/// end, rewriting `key` and adding a key of its own. Returns the added key.
-async fn stale_commit(kafka: &KafkaConfig, changelog: &str, key: &[u8]) -> Vec<u8> {
-    let partition = i32::from_be_bytes(key[1..5].try_into().unwrap());
-    let begin = CommitMarker::Begin.record(partition);
-    let end = CommitMarker::End.record(partition);
-    let added = [key, b"/stale"].concat();
-    let producer: FutureProducer = journey_core::kafka::producer(kafka).unwrap();
-    let records = [
-        (&begin.key[..], &begin.value.unwrap()[..]),
-        (key, &b"stale"[..]),
-        (&added[..], &b"stale"[..]),
-        (&end.key[..], &end.value.unwrap()[..]),
-    ];
-    for (key, value) in records {
-        let record = FutureRecord::to(changelog)
-            .partition(partition)
-            .key(key)
-            .payload(value);
-        producer
-            .send(record, Duration::from_secs(10))
-            .await
-            .map_err(|(e, _)| e)
-            .unwrap();
-    }
-    added
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_former_owners_commit_is_written_over_by_the_owner() {
     let broker = Broker::start();
     let kafka = setup(&broker).await;
     let dir = tempfile::tempdir().unwrap();
-    let base = now_millis() - 5 * 60 * MINUTE;
-    produce(&kafka, "journey.events", &events(base, 0))
-        .await
-        .unwrap();
-    let cfg = config(dir.path(), &broker, "stalled", "stalled", "100ms");
-    let service = ServiceProcess::start("journey-sessionizer", &cfg);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let committed = loop {
-        let state = settled_state(&kafka, "stalled", None).await;
-        if state.len() > CUSTOMERS {
-            break state;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the first burst's sessions never reached state"
-        );
-    };
+    let (cfg, service, base, committed) =
+        started_with_open_sessions(&broker, &kafka, dir.path(), "stalled").await;
     // A customer's open sessions (user key `s<customer>`).
     let key = committed
         .keys()
@@ -413,7 +401,9 @@ async fn a_stalled_former_owners_commit_is_written_over_by_the_owner() {
     let customer = String::from_utf8(key[6..].to_vec()).unwrap();
 
     let changelog = "sessionizer-stalled-sessions-changelog";
-    let added = stale_commit(&kafka, changelog, &key).await;
+    // What a stalled former owner's last commit leaves after the partition
+    // moved: a whole commit, from its begin marker to its end.
+    let added = write_commit(&kafka, changelog, &key, "stale", true).await;
     // Every other customer's next page view, within the first burst's
     // sessions: the owner commits each partition's changelog again, that of
     // the stale commit included, and leaves the customer of `key` alone.
