@@ -32,7 +32,7 @@ pub(crate) struct ChangelogTail {
     /// Every offset before this is accounted for: restored, or checked.
     /// `None` until the partition's restore ends.
     checked_to: Option<i64>,
-    /// This instance's records since, as ranges in offset order.
+    /// This instance's records since, as ranges in the order acknowledged.
     ours: Vec<Range<i64>>,
 }
 
