@@ -57,18 +57,29 @@ fn event(c: usize, id: String, event_type: EventType, at: i64) -> (String, Vec<u
     (format!("customer-{c}"), payload, at)
 }
 
+/// Commit intervals of [`config`]: committing every 100 ms, reading the
+/// changelog partitions' ends every 200 ms.
+const OFTEN: [&str; 2] = ["100ms", "200ms"];
+
 /// Writes a sessionizer config file `file`.toml: group and output topic named
 /// after `run`, its own state directory and HTTP port, committing every
-/// `commit_interval`. Idle partitions never advance by the wall clock here,
+/// `commit_interval` and reading its changelog partitions' ends every
+/// `check_interval`. Idle partitions never advance by the wall clock here,
 /// so every run ends in the same state.
-fn config(dir: &Path, broker: &Broker, file: &str, run: &str, commit_interval: &str) -> PathBuf {
+fn config(
+    dir: &Path,
+    broker: &Broker,
+    file: &str,
+    run: &str,
+    [commit_interval, check_interval]: [&str; 2],
+) -> PathBuf {
     let path = dir.join(format!("{file}.toml"));
     std::fs::write(
         &path,
         format!(
             "[kafka]\nbootstrap_servers = \"{}\"\npartitions = 3\n\n\
              [topics]\nsessions = \"sessions-{run}\"\n\n\
-             [runtime]\nstate_dir = \"{}\"\ncommit_interval = \"{commit_interval}\"\ntick_interval = \"50ms\"\nidle_timeout = \"1h\"\n\n\
+             [runtime]\nstate_dir = \"{}\"\ncommit_interval = \"{commit_interval}\"\nchangelog_check_interval = \"{check_interval}\"\ntick_interval = \"50ms\"\nidle_timeout = \"1h\"\n\n\
              [sessionizer]\nhttp_listen = \"127.0.0.1:{}\"\ngroup_id = \"sessionizer-{run}\"\ngap = \"30m\"\ngrace = \"0s\"\n",
             broker.bootstrap,
             dir.join(file).display(),
@@ -84,7 +95,7 @@ async fn setup(broker: &Broker) -> KafkaConfig {
     let topics = journey_core::config::TopicsConfig::default();
     let mut specs = journey_core::kafka::pipeline_topics(&topics, 3);
     for name in [
-        "clean", "crash", "wiped", "pair", "handover", "torn", "stalled",
+        "clean", "crash", "wiped", "pair", "handover", "torn", "stalled", "quiet",
     ] {
         specs.push(journey_core::kafka::TopicSpec::new(
             format!("sessions-{name}"),
@@ -182,15 +193,27 @@ async fn crash_lost_state_and_takeover_lose_nothing_and_apply_nothing_twice() {
         .await
         .unwrap();
 
-    let clean_cfg = config(dir.path(), &broker, "clean", "clean", "100ms");
-    let crash_cfg = config(dir.path(), &broker, "crash", "crash", "100ms");
-    let wiped_cfg = config(dir.path(), &broker, "wiped", "wiped", "100ms");
-    let pair_a = config(dir.path(), &broker, "pair-a", "pair", "100ms");
-    let pair_b = config(dir.path(), &broker, "pair-b", "pair", "100ms");
+    let clean_cfg = config(dir.path(), &broker, "clean", "clean", OFTEN);
+    let crash_cfg = config(dir.path(), &broker, "crash", "crash", OFTEN);
+    let wiped_cfg = config(dir.path(), &broker, "wiped", "wiped", OFTEN);
+    let pair_a = config(dir.path(), &broker, "pair-a", "pair", OFTEN);
+    let pair_b = config(dir.path(), &broker, "pair-b", "pair", OFTEN);
     // Commits rarely, so only the hand-over's own commit keeps the second
     // member from re-processing, and re-sending, the first one's work.
-    let handover_a = config(dir.path(), &broker, "handover-a", "handover", "15s");
-    let handover_b = config(dir.path(), &broker, "handover-b", "handover", "15s");
+    let handover_a = config(
+        dir.path(),
+        &broker,
+        "handover-a",
+        "handover",
+        ["15s", "200ms"],
+    );
+    let handover_b = config(
+        dir.path(),
+        &broker,
+        "handover-b",
+        "handover",
+        ["15s", "200ms"],
+    );
 
     let clean = ServiceProcess::start("journey-sessionizer", &clean_cfg);
     let crash = ServiceProcess::start("journey-sessionizer", &crash_cfg);
@@ -308,20 +331,22 @@ async fn write_commit(
     added
 }
 
-/// A sessionizer of run `run` over the first burst, started once it holds
-/// the burst's open sessions in state: its config, the service, the
-/// burst's base time and the state its changelog holds.
+/// A sessionizer of run `run` over the first burst, on `intervals` (see
+/// [`config`]), started once it holds the burst's open sessions in state:
+/// its config, the service, the burst's base time and the state its
+/// changelog holds.
 async fn started_with_open_sessions(
     broker: &Broker,
     kafka: &KafkaConfig,
     dir: &Path,
     run: &str,
+    intervals: [&str; 2],
 ) -> (PathBuf, ServiceProcess, i64, BTreeMap<Vec<u8>, Vec<u8>>) {
     let base = now_millis() - 5 * 60 * MINUTE;
     produce(kafka, "journey.events", &events(base, 0))
         .await
         .unwrap();
-    let cfg = config(dir, broker, run, run, "100ms");
+    let cfg = config(dir, broker, run, run, intervals);
     let service = ServiceProcess::start("journey-sessionizer", &cfg);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -342,7 +367,7 @@ async fn a_commit_torn_by_a_crash_is_left_out_of_the_restore_and_written_over() 
     let kafka = setup(&broker).await;
     let dir = tempfile::tempdir().unwrap();
     let (cfg, service, base, _) =
-        started_with_open_sessions(&broker, &kafka, dir.path(), "torn").await;
+        started_with_open_sessions(&broker, &kafka, dir.path(), "torn", OFTEN).await;
     service.stop();
     let committed = settled_state(&kafka, "torn", None).await;
     let key = committed
@@ -385,20 +410,57 @@ async fn a_commit_torn_by_a_crash_is_left_out_of_the_restore_and_written_over() 
     drop(service);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_former_owners_commit_is_written_over_by_the_owner() {
-    let broker = Broker::start();
-    let kafka = setup(&broker).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (cfg, service, base, committed) =
-        started_with_open_sessions(&broker, &kafka, dir.path(), "stalled").await;
-    // A customer's open sessions (user key `s<customer>`).
+/// An open session's key in `committed` state (user key `s<customer>`), and its customer.
+fn open_session(committed: &BTreeMap<Vec<u8>, Vec<u8>>) -> (Vec<u8>, String) {
     let key = committed
         .keys()
         .find(|k| k[0] == b'u' && k[5] == b's')
         .expect("an open session in state")
         .clone();
     let customer = String::from_utf8(key[6..].to_vec()).unwrap();
+    (key, customer)
+}
+
+/// Waits until `changelog` holds `key` at its `committed` value again and no
+/// longer holds `added`, the stale commit's own key.
+async fn written_over(
+    kafka: &KafkaConfig,
+    changelog: &str,
+    key: &[u8],
+    committed: Option<&Vec<u8>>,
+    added: &[u8],
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let state = read_table(kafka, changelog).await.unwrap();
+        if state.get(key) == committed && !state.contains_key(added) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stale commit still holds {} and {}: {:?}, {:?}",
+            String::from_utf8_lossy(key),
+            String::from_utf8_lossy(added),
+            state
+                .get(key)
+                .map(|v| String::from_utf8_lossy(v).into_owned()),
+            state
+                .get(added)
+                .map(|v| String::from_utf8_lossy(v).into_owned()),
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_former_owners_commit_is_written_over_by_the_owner() {
+    let broker = Broker::start();
+    let kafka = setup(&broker).await;
+    let dir = tempfile::tempdir().unwrap();
+    // The changelog's ends are never read here: the owner's own records show the gap.
+    let (cfg, service, base, committed) =
+        started_with_open_sessions(&broker, &kafka, dir.path(), "stalled", ["100ms", "1h"]).await;
+    let (key, customer) = open_session(&committed);
 
     let changelog = "sessionizer-stalled-sessions-changelog";
     // What a stalled former owner's last commit leaves after the partition
@@ -416,26 +478,30 @@ async fn a_stalled_former_owners_commit_is_written_over_by_the_owner() {
         .collect();
     produce(&kafka, "journey.events", &more).await.unwrap();
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let state = read_table(&kafka, changelog).await.unwrap();
-        if state.get(&key) == committed.get(&key) && !state.contains_key(&added) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the stale commit still holds {} and {}: {:?}, {:?}",
-            String::from_utf8_lossy(&key),
-            String::from_utf8_lossy(&added),
-            state
-                .get(&key)
-                .map(|v| String::from_utf8_lossy(v).into_owned()),
-            state
-                .get(&added)
-                .map(|v| String::from_utf8_lossy(v).into_owned()),
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    written_over(&kafka, changelog, &key, committed.get(&key), &added).await;
+    assert_eq!(
+        metric(&cfg, FOREIGN_RECORDS).await,
+        Some(4.0),
+        "the stale commit's records, markers included, were counted"
+    );
+    drop(service);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_former_owners_commit_to_a_quiet_partition_is_found_at_its_end() {
+    let broker = Broker::start();
+    let kafka = setup(&broker).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, service, _, committed) =
+        started_with_open_sessions(&broker, &kafka, dir.path(), "quiet", OFTEN).await;
+    let (key, _) = open_session(&committed);
+
+    // No input follows: the owner writes nothing more to the changelog, so
+    // only reading the partition's end shows the stale commit.
+    let changelog = "sessionizer-quiet-sessions-changelog";
+    let added = write_commit(&kafka, changelog, &key, "stale", true).await;
+
+    written_over(&kafka, changelog, &key, committed.get(&key), &added).await;
     assert_eq!(
         metric(&cfg, FOREIGN_RECORDS).await,
         Some(4.0),

@@ -296,6 +296,12 @@ pub struct RuntimeConfig {
     /// Memory budget of all state in the process (record caches, RocksDB block
     /// cache and write buffers), bytes.
     pub state_memory_bytes: usize,
+    /// How often a commit reads the end of every owned partition's
+    /// changelog, so that another writer's records (a stalled former
+    /// owner's late commit) are found on partitions this instance has not
+    /// written to since; `0s` reads them at every commit.
+    #[serde(with = "humantime_serde")]
+    pub changelog_check_interval: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -307,6 +313,7 @@ impl Default for RuntimeConfig {
             tick_interval: Duration::from_millis(200),
             idle_timeout: Duration::from_secs(30),
             state_memory_bytes: 256 << 20,
+            changelog_check_interval: Duration::from_secs(10),
         }
     }
 }

@@ -8,8 +8,12 @@
 //!
 //! This instance's idempotent producer appends its records to a changelog
 //! partition in order, so any offset between where its restore ended and
-//! where its own records landed is someone else's. Each commit checks, and
-//! when it finds such records it reads their keys back and writes its own
+//! where its own records landed is someone else's, and so is any offset
+//! past its last record and below the partition's end, read once its own
+//! records are acknowledged. Each commit checks the partitions it wrote;
+//! every `runtime.changelog_check_interval` a commit also reads the end of
+//! every partition owned, so a quiet partition is checked too. When a check
+//! finds such records, the commit reads their keys back and writes its own
 //! values over them before it commits its state.
 
 use std::ops::Range;
@@ -57,10 +61,14 @@ impl ChangelogTail {
         self.ours.iter().map(|r| r.end).max()
     }
 
-    /// The offsets up to this instance's last record that are not its own,
-    /// as ranges; everything up to that record is accounted for from now on.
-    pub(crate) fn check(&mut self) -> Vec<Range<i64>> {
-        let Some(end) = self.end() else {
+    /// The offsets that are not this instance's own, as ranges, up to its
+    /// last record or up to `high`, the partition's end read after its
+    /// records were acknowledged, whichever is further; everything up to
+    /// there is accounted for from now on. `high` is ignored until the
+    /// partition's restore ends.
+    pub(crate) fn check(&mut self, high: Option<i64>) -> Vec<Range<i64>> {
+        let high = high.filter(|_| self.checked_to.is_some());
+        let Some(end) = self.end().max(high) else {
             return Vec::new();
         };
         let mut ours = std::mem::take(&mut self.ours);
@@ -71,7 +79,10 @@ impl ChangelogTail {
                 if range.start > cursor {
                     foreign.push(cursor..range.start);
                 }
-                cursor = range.end;
+                cursor = cursor.max(range.end);
+            }
+            if end > cursor {
+                foreign.push(cursor..end);
             }
         }
         self.checked_to = Some(end);
@@ -139,36 +150,97 @@ mod tests {
     use super::*;
 
     /// A case: its name, where the restore ended, the offsets this instance's
-    /// records landed at, and the foreign offsets found, as (start, end).
-    type Case<'a> = (&'a str, Option<i64>, &'a [i64], &'a [(i64, i64)]);
+    /// records landed at, the partition's end read at the check (if it was),
+    /// and the foreign offsets found, as (start, end).
+    type Case<'a> = (
+        &'a str,
+        Option<i64>,
+        &'a [i64],
+        Option<i64>,
+        &'a [(i64, i64)],
+    );
 
-    /// The ranges a check of `tail` finds, as (start, end).
-    fn check(tail: &mut ChangelogTail) -> Vec<(i64, i64)> {
-        tail.check().into_iter().map(|r| (r.start, r.end)).collect()
+    /// The ranges a check of `tail` finds with the partition's end `high`, as (start, end).
+    fn check(tail: &mut ChangelogTail, high: Option<i64>) -> Vec<(i64, i64)> {
+        tail.check(high)
+            .into_iter()
+            .map(|r| (r.start, r.end))
+            .collect()
     }
 
     #[test]
-    fn offsets_between_the_restore_and_this_instances_records_are_foreign() {
+    fn offsets_between_the_restore_and_the_end_that_are_not_this_instances_are_foreign() {
         let cases: &[Case] = &[
-            ("right after the restore", Some(10), &[10, 11, 12], &[]),
-            ("nothing written", Some(10), &[], &[]),
-            ("before the first commit", Some(10), &[14, 15], &[(10, 14)]),
-            ("between two", Some(10), &[10, 11, 13, 14], &[(12, 13)]),
+            (
+                "right after the restore",
+                Some(10),
+                &[10, 11, 12],
+                None,
+                &[],
+            ),
+            ("nothing written", Some(10), &[], None, &[]),
+            (
+                "before the first commit",
+                Some(10),
+                &[14, 15],
+                None,
+                &[(10, 14)],
+            ),
+            (
+                "between two",
+                Some(10),
+                &[10, 11, 13, 14],
+                None,
+                &[(12, 13)],
+            ),
             (
                 "before and inside",
                 Some(10),
                 &[12, 15, 16],
+                None,
                 &[(10, 12), (13, 15)],
             ),
             (
                 "acknowledged out of order",
                 Some(10),
                 &[11, 10, 13],
+                None,
                 &[(12, 13)],
             ),
-            ("no restore ended", None, &[14, 15], &[]),
+            ("no restore ended", None, &[14, 15], None, &[]),
+            ("quiet, the end where it was", Some(10), &[], Some(10), &[]),
+            ("quiet, the end moved", Some(10), &[], Some(12), &[(10, 12)]),
+            (
+                "past the last record",
+                Some(10),
+                &[10, 11],
+                Some(14),
+                &[(12, 14)],
+            ),
+            (
+                "the end at the last record",
+                Some(10),
+                &[10, 11],
+                Some(12),
+                &[],
+            ),
+            (
+                "the end read behind the last record",
+                Some(10),
+                &[10, 11, 12],
+                Some(11),
+                &[],
+            ),
+            (
+                "inside and past",
+                Some(10),
+                &[10, 12],
+                Some(15),
+                &[(11, 12), (13, 15)],
+            ),
+            ("still restoring", None, &[], Some(12), &[]),
         ];
-        for (case, restored, offsets, foreign) in cases {
+        for (case, restored, offsets, high, foreign) in cases {
             let mut tail = ChangelogTail::default();
             if let Some(end) = restored {
                 tail.restored(*end);
@@ -176,7 +248,7 @@ mod tests {
             for &offset in *offsets {
                 tail.appended(offset);
             }
-            assert_eq!(check(&mut tail), *foreign, "{case}");
+            assert_eq!(check(&mut tail, *high), *foreign, "{case}");
         }
     }
 
@@ -188,19 +260,24 @@ mod tests {
             tail.appended(offset);
         }
         assert_eq!(tail.end(), Some(3));
-        assert_eq!(check(&mut tail), []);
+        assert_eq!(check(&mut tail, None), []);
         assert_eq!(tail.end(), None, "nothing since the check");
-        assert_eq!(check(&mut tail), [], "a commit that wrote nothing");
+        assert_eq!(check(&mut tail, None), [], "a commit that wrote nothing");
         // Another writer took 3..5; this instance's next records follow.
         tail.appended(5);
         tail.appended(6);
-        assert_eq!(check(&mut tail), [(3, 5)]);
+        assert_eq!(check(&mut tail, None), [(3, 5)]);
         tail.appended(7);
-        assert_eq!(check(&mut tail), [], "found once");
+        assert_eq!(check(&mut tail, None), [], "found once");
+        // Then 8..10 on a quiet partition, found by its end.
+        assert_eq!(check(&mut tail, Some(10)), [(8, 10)]);
+        assert_eq!(check(&mut tail, Some(10)), [], "found once by its end");
+        tail.appended(10);
+        assert_eq!(check(&mut tail, Some(11)), []);
         tail.restored(20);
         tail.appended(20);
         assert_eq!(
-            check(&mut tail),
+            check(&mut tail, Some(21)),
             [],
             "a new restore read everything before it"
         );

@@ -10,7 +10,7 @@ use prometheus::IntCounter;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +38,9 @@ const RETRY_BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duratio
 /// held, rather than at the commit: a long commit interval at a high output
 /// rate would otherwise hold one for every output since the last commit.
 const MAX_IN_FLIGHT: usize = 65_536;
+
+/// Longest wait for the end of one changelog partition at a commit.
+const END_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where and how a service's loop runs.
 #[derive(Debug, Clone)]
@@ -149,6 +152,7 @@ pub async fn run<P: Processor>(
             processed_since_commit: 0,
             held: HashMap::new(),
             newly_held: Vec::new(),
+            changelog_ends_read: Instant::now(),
         },
     };
     looper.work.readiness.set(true);
@@ -198,6 +202,8 @@ struct Work<P> {
     held: HashMap<(String, i32), Held>,
     /// Partitions held since the loop last paused them.
     newly_held: Vec<(String, i32)>,
+    /// When a commit last read the ends of the owned changelog partitions.
+    changelog_ends_read: Instant,
 }
 
 /// A partition waiting out a transient failure.
@@ -845,7 +851,8 @@ impl<P: Processor> Work<P> {
         changes.extend(pending);
         self.append_to_changelog(changes).await?;
         self.note_changelog_positions();
-        let foreign = self.check_changelogs();
+        let ends = self.changelog_ends_if_due().await?;
+        let foreign = self.check_changelogs(&ends);
         if !foreign.is_empty() {
             self.write_over_foreign(foreign).await?;
             self.note_changelog_positions();
@@ -895,12 +902,60 @@ impl<P: Processor> Work<P> {
         }
     }
 
+    /// The end of each ready owned partition's changelog, once every
+    /// `runtime.changelog_check_interval` (none otherwise); read after this
+    /// instance's records are acknowledged. A partition whose end cannot be
+    /// read is left to the next time.
+    async fn changelog_ends_if_due(&mut self) -> anyhow::Result<HashMap<i32, i64>> {
+        if self.changelog_ends_read.elapsed() < self.settings.runtime.changelog_check_interval {
+            return Ok(HashMap::new());
+        }
+        self.changelog_ends_read = Instant::now();
+        let partitions: Vec<i32> = self
+            .owned
+            .iter()
+            .filter(|(_, owned)| !owned.restoring)
+            .map(|(partition, _)| partition)
+            .collect();
+        let producer = self.producer.clone();
+        let changelog = self.settings.changelog_topic.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut ends = HashMap::new();
+            for partition in partitions {
+                match producer
+                    .client()
+                    .fetch_watermarks(&changelog, partition, END_READ_TIMEOUT)
+                {
+                    Ok((_, high)) => {
+                        ends.insert(partition, high);
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            changelog,
+                            partition,
+                            error = %e,
+                            "cannot read a changelog partition's end; checking it next time"
+                        );
+                        break;
+                    }
+                }
+            }
+            ends
+        })
+        .await
+        .context("reading the changelog's ends")
+    }
+
     /// The offsets of another writer's records among this instance's own
-    /// since the last check, per partition that has any.
-    fn check_changelogs(&mut self) -> Vec<(i32, Vec<Range<i64>>)> {
+    /// since the last check, and past them up to the partition's end where
+    /// `ends` has it, per partition that has any.
+    fn check_changelogs(&mut self, ends: &HashMap<i32, i64>) -> Vec<(i32, Vec<Range<i64>>)> {
         self.owned
             .iter_mut()
-            .map(|(partition, owned)| (partition, owned.changelog.check()))
+            .map(|(partition, owned)| {
+                let high = ends.get(&partition).copied();
+                (partition, owned.changelog.check(high))
+            })
             .filter(|(_, foreign)| !foreign.is_empty())
             .collect()
     }
