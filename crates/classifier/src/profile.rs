@@ -22,7 +22,7 @@ pub struct Profile {
     pub first_seen: i64,
     /// Latest activity: event or session end.
     pub last_seen: i64,
-    /// Channels used, a bit per [`CHANNELS`] entry.
+    /// Channels used, a bit per `CHANNELS` entry.
     pub channels: u8,
     /// Channel of the first touch; the funnel metrics are per entry channel.
     pub entry_channel: Channel,
@@ -41,7 +41,7 @@ pub struct Profile {
     pub detractor_since: Option<i64>,
     pub stage: Option<Stage>,
     pub stage_since: i64,
-    /// Funnel steps reached, a bit per [`FUNNEL_STEPS`] entry.
+    /// Funnel steps reached, a bit per `FUNNEL_STEPS` entry.
     pub reached: u8,
     /// The wall-clock timer armed for this customer, if any.
     pub timer_at: Option<i64>,

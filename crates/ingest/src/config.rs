@@ -19,7 +19,7 @@ pub struct IngestConfig {
     /// Events that occurred before this instant (ms since epoch) are refused.
     pub min_occurred_at: i64,
     /// Records larger than this many bytes are dead-lettered as too large; at
-    /// most the producers' `message.max.bytes` less [`FORWARD_HEADROOM`], so
+    /// most the producers' `message.max.bytes` less 64 KiB (`FORWARD_HEADROOM`), so
     /// a record ingest forwards is never one the producer refuses.
     pub max_record_bytes: usize,
     /// A second copy of an event id within this time of the first is a

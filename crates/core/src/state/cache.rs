@@ -16,6 +16,10 @@
 //! is then decoded once and encoded once per commit rather than per event.
 //! Such an entry is dirty until the commit encodes it again, and counts
 //! against the budget at the size of its last encoding.
+//!
+//! Keys stay on the heap: held inline in the entry (up to 22 or 46 bytes),
+//! they spared the lookup's read of the key's block but made the
+//! sessionizer bench slower (about 0.9x, alternated), the entries larger.
 
 use std::any::Any;
 use std::borrow::Cow;

@@ -1,6 +1,6 @@
 //! Per-service state in RocksDB, with a write-back record cache in front.
 //!
-//! Writes go to the record cache ([`cache`]) and reach RocksDB in one atomic
+//! Writes go to the record cache (see the `cache` module) and reach RocksDB in one atomic
 //! write batch at [`StateStore::commit`], together with the runtime's
 //! metadata for the same partitions: the input offsets the state reflects,
 //! stream time, timers and the changelog position. Because state and offsets
@@ -83,7 +83,9 @@ impl Clock {
 /// The process-wide memory budget of every state store: a quarter for the
 /// record caches, the rest for one block cache that also carries the
 /// memtables (write buffers), so total state memory stays within the
-/// configured bytes however many stores the process opens.
+/// configured bytes however many stores the process opens. (Half for the
+/// record caches, alternated with a quarter: rule evaluation with 1M
+/// customers 1.06-1.11x, ingest 0.93-0.98x, the sessionizer unchanged.)
 pub struct StateMemory {
     cache: Cache,
     write_buffers: WriteBufferManager,
