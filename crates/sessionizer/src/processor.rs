@@ -218,10 +218,7 @@ impl Sessionizer {
         let sessions = open.get_or_insert_with(Vec::new);
         let before = sessions.len();
         let earliest_before = self.earliest_close(sessions);
-        let decision = match self
-            .windows
-            .place_event(sessions, Session::of(event), stream_time)
-        {
+        let decision = match self.windows.place_event(sessions, event, stream_time) {
             Placement::Late { close_time } => Decision::Late { close_time },
             Placement::Duplicate => Decision::Duplicate,
             Placement::Placed(placed) => {

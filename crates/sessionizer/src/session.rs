@@ -61,13 +61,6 @@ impl Session {
     pub fn of(event: &CustomerEvent) -> Self {
         let t = event.occurred_at;
         let is = |types: &[EventType]| types.contains(&event.event_type);
-        let step = match event.event_type {
-            EventType::Purchase => FunnelStep::Purchase,
-            EventType::CheckoutStarted => FunnelStep::Checkout,
-            EventType::AddToCart => FunnelStep::Cart,
-            EventType::ProductView => FunnelStep::ProductView,
-            _ => FunnelStep::Visit,
-        };
         let scores = |score: Option<i32>| score.map(|s| vec![(t, s)]).unwrap_or_default();
         let feedback = event.feedback.as_ref();
         Session {
@@ -75,12 +68,7 @@ impl Session {
             end: t,
             event_count: 1,
             channels: Channels::of(event.channel),
-            entry: Entry {
-                at: t,
-                event_id: event.event_id.clone(),
-                channel: event.channel,
-                campaign_source: event.campaign.as_ref().map(|c| c.source.clone()),
-            },
+            entry: Entry::of(event),
             page_views: u32::from(is(&[EventType::PageView, EventType::ScreenView])),
             products_viewed: event
                 .product
@@ -99,9 +87,59 @@ impl Session {
                 .collect(),
             nps: scores(feedback.and_then(|f| f.nps)),
             csat: scores(feedback.and_then(|f| f.csat)),
-            furthest_step: step,
+            furthest_step: step(event.event_type),
             event_ids: vec![event_hash(&event.event_id)],
             last_update: None,
+        }
+    }
+
+    /// Folds in `event`, whose id hashes to `hash` ([`event_hash`]): what
+    /// merging in [`Session::of`] the event does, without building that
+    /// session and taking it apart again (an event joining the one session
+    /// within its gap is the common case).
+    pub fn absorb(&mut self, event: &CustomerEvent, hash: u64) {
+        let t = event.occurred_at;
+        self.start = self.start.min(t);
+        self.end = self.end.max(t);
+        self.event_count += 1;
+        self.channels.extend(Channels::of(event.channel));
+        if (t, event.event_id.as_str()) < (self.entry.at, self.entry.event_id.as_str()) {
+            self.entry = Entry::of(event);
+        }
+        match event.event_type {
+            EventType::PageView | EventType::ScreenView => self.page_views += 1,
+            EventType::ProductView => {
+                if let Some(product) = &event.product {
+                    let id = &product.product_id;
+                    if let Err(at) = self.products_viewed.binary_search(id) {
+                        self.products_viewed.insert(at, id.clone());
+                    }
+                }
+            }
+            EventType::AddToCart => self.cart_adds += 1,
+            EventType::RemoveFromCart => self.cart_removes += 1,
+            EventType::CheckoutStarted => self.checkout_started = true,
+            EventType::Purchase => {
+                if let Some(o) = &event.order {
+                    self.add_order(o.order_id.clone(), (o.revenue, o.currency.clone()));
+                }
+            }
+            _ => {}
+        }
+        if let Some(feedback) = &event.feedback {
+            for (scores, score) in [
+                (&mut self.nps, feedback.nps),
+                (&mut self.csat, feedback.csat),
+            ] {
+                if let Some(score) = score {
+                    let at = scores.partition_point(|&held| held <= (t, score));
+                    scores.insert(at, (t, score));
+                }
+            }
+        }
+        self.furthest_step = self.furthest_step.max(step(event.event_type));
+        if let Err(at) = self.event_ids.binary_search(&hash) {
+            self.event_ids.insert(at, hash);
         }
     }
 
@@ -125,22 +163,7 @@ impl Session {
         self.cart_removes += other.cart_removes;
         self.checkout_started |= other.checkout_started;
         for (id, order) in other.orders {
-            match self.orders.binary_search_by(|(held, _)| held.cmp(&id)) {
-                // Two purchases with one order id: the larger figures stay,
-                // whichever came first.
-                Ok(at) => {
-                    let held = &mut self.orders[at].1;
-                    if order
-                        .0
-                        .total_cmp(&held.0)
-                        .then_with(|| order.1.cmp(&held.1))
-                        .is_gt()
-                    {
-                        *held = order;
-                    }
-                }
-                Err(at) => self.orders.insert(at, (id, order)),
-            }
+            self.add_order(id, order);
         }
         self.nps.extend(other.nps);
         self.nps.sort_unstable();
@@ -149,6 +172,26 @@ impl Session {
         self.furthest_step = self.furthest_step.max(other.furthest_step);
         union_sorted(&mut self.event_ids, other.event_ids);
         self.last_update = self.last_update.max(other.last_update);
+    }
+
+    /// Adds order `id` of (revenue, currency) `order`.
+    fn add_order(&mut self, id: String, order: (f64, String)) {
+        match self.orders.binary_search_by(|(held, _)| held.cmp(&id)) {
+            // Two purchases with one order id: the larger figures stay,
+            // whichever came first.
+            Ok(at) => {
+                let held = &mut self.orders[at].1;
+                if order
+                    .0
+                    .total_cmp(&held.0)
+                    .then_with(|| order.1.cmp(&held.1))
+                    .is_gt()
+                {
+                    *held = order;
+                }
+            }
+            Err(at) => self.orders.insert(at, (id, order)),
+        }
     }
 
     /// The session's summary: the final one, or an early update of a session still open.
@@ -188,6 +231,29 @@ impl Session {
                 || self.page_views >= 2,
             interim,
         }
+    }
+}
+
+impl Entry {
+    /// The entry of a session that starts with `event`.
+    fn of(event: &CustomerEvent) -> Self {
+        Entry {
+            at: event.occurred_at,
+            event_id: event.event_id.clone(),
+            channel: event.channel,
+            campaign_source: event.campaign.as_ref().map(|c| c.source.clone()),
+        }
+    }
+}
+
+/// The furthest funnel step an event of `event_type` reaches.
+fn step(event_type: EventType) -> FunnelStep {
+    match event_type {
+        EventType::Purchase => FunnelStep::Purchase,
+        EventType::CheckoutStarted => FunnelStep::Checkout,
+        EventType::AddToCart => FunnelStep::Cart,
+        EventType::ProductView => FunnelStep::ProductView,
+        _ => FunnelStep::Visit,
     }
 }
 
@@ -282,7 +348,7 @@ impl<'de> Deserialize<'de> for Channels {
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
-    use journey_core::contract::{Feedback, Order, Product};
+    use journey_core::contract::{Campaign, Feedback, Order, Product};
     use proptest::prelude::*;
 
     use super::*;
@@ -331,14 +397,19 @@ mod tests {
         }
     }
 
-    /// Event `i` of a session: its channel, product and order vary with `i`.
+    /// Event `i` of a session: its type, channel, campaign, product, order
+    /// and scores vary with `i`.
     fn event(i: u8) -> CustomerEvent {
         let event_type = [
             EventType::ProductView,
             EventType::Purchase,
             EventType::PageView,
             EventType::Feedback,
-        ][usize::from(i % 4)];
+            EventType::AddToCart,
+            EventType::RemoveFromCart,
+            EventType::CheckoutStarted,
+            EventType::ScreenView,
+        ][usize::from(i % 8)];
         CustomerEvent {
             event_id: format!("e{i}"),
             event_type,
@@ -357,7 +428,12 @@ mod tests {
             }),
             feedback: Some(Feedback {
                 nps: Some(i32::from(i % 11)),
+                csat: (i % 2 == 0).then(|| i32::from(i % 5) + 1),
                 ..Feedback::default()
+            }),
+            campaign: (i % 3 == 0).then(|| Campaign {
+                source: format!("source-{}", i % 4),
+                ..Campaign::default()
             }),
             ..CustomerEvent::default()
         }
@@ -389,6 +465,18 @@ mod tests {
             let (a, b) = (merged(&events), merged(&shuffled));
             prop_assert_eq!(Stored::from(&a), Stored::from(&b));
             prop_assert_eq!(a.summary("s".into(), "c", false), b.summary("s".into(), "c", false));
+        }
+
+        #[test]
+        fn absorbing_an_event_is_merging_in_its_session(
+            events in proptest::collection::vec(0u8..40, 1..12),
+        ) {
+            let mut absorbed = Session::of(&event(events[0]));
+            for &i in &events[1..] {
+                let event = event(i);
+                absorbed.absorb(&event, event_hash(&event.event_id));
+            }
+            prop_assert_eq!(absorbed, merged(&events));
         }
     }
 }

@@ -21,7 +21,9 @@
 //! runs that together outlast `max_session` may split them elsewhere than
 //! time order would have.
 
-use crate::session::Session;
+use journey_core::contract::CustomerEvent;
+
+use crate::session::{event_hash, Session};
 
 /// Gap, grace and maximum session length of the session windows, in ms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,34 +66,43 @@ impl Windows {
         (close < stream_time).then_some(close)
     }
 
-    /// Adds the one-event session `event` to `open` (kept sorted by start),
-    /// unless it repeats an event of an open session or is late at `stream_time`.
+    /// Adds `event` to `open` (kept sorted by start), unless it repeats an
+    /// event of an open session or is late at `stream_time`.
     pub fn place_event(
         &self,
         open: &mut Vec<Session>,
-        event: Session,
+        event: &CustomerEvent,
         stream_time: i64,
     ) -> Placement {
-        let hash = event.event_ids.first().copied();
-        if hash.is_some_and(|h| open.iter().any(|s| s.has_event(h))) {
+        let hash = event_hash(&event.event_id);
+        if open.iter().any(|s| s.has_event(hash)) {
             return Placement::Duplicate;
         }
-        let chosen = self.choose(open, &event);
-        let end = chosen
-            .joined
-            .iter()
-            .map(|&i| open[i].end)
-            .fold(event.end, i64::max);
+        let t = event.occurred_at;
+        let chosen = self.choose(open, t, t);
+        let end = chosen.joined.iter().map(|&i| open[i].end).fold(t, i64::max);
         if let Some(close_time) = self.final_at(end, stream_time) {
             return Placement::Late { close_time };
         }
-        Placement::Placed(self.apply(open, event, chosen))
+        match chosen.joined[..] {
+            // Joining one session that stays in place among the others (its
+            // start moves back at most to the event's, never past the
+            // session before): folded in where it is.
+            [i] if i == 0 || open[i - 1].start <= t.min(open[i].start) => {
+                open[i].absorb(event, hash);
+                Placement::Placed(Placed {
+                    index: i,
+                    capped: chosen.capped,
+                })
+            }
+            _ => Placement::Placed(self.apply(open, Session::of(event), chosen)),
+        }
     }
 
     /// Adds a whole `session` (folded in from another key) to `open`, by the
     /// same rules; never late: it was not final where it came from.
     pub fn place_session(&self, open: &mut Vec<Session>, session: Session) -> Placed {
-        let chosen = self.choose(open, &session);
+        let chosen = self.choose(open, session.start, session.end);
         self.apply(open, session, chosen)
     }
 
@@ -104,17 +115,17 @@ impl Windows {
         done
     }
 
-    /// Which of the open sessions within the gap of `new` it joins.
-    fn choose(&self, open: &[Session], new: &Session) -> Choice {
+    /// Which of the open sessions within the gap of a newcomer spanning
+    /// `[start, end]` it joins.
+    fn choose(&self, open: &[Session], start: i64, end: i64) -> Choice {
         let candidates: Vec<usize> = (0..open.len())
             .filter(|&i| {
                 let s = &open[i];
-                new.start <= s.end.saturating_add(self.gap)
-                    && new.end >= s.start.saturating_sub(self.gap)
+                start <= s.end.saturating_add(self.gap) && end >= s.start.saturating_sub(self.gap)
             })
             .collect();
         let span = |joined: &[usize]| {
-            let (start, end) = joined.iter().fold((new.start, new.end), |(a, b), &i| {
+            let (start, end) = joined.iter().fold((start, end), |(a, b), &i| {
                 (a.min(open[i].start), b.max(open[i].end))
             });
             end.saturating_sub(start)
@@ -183,17 +194,19 @@ mod tests {
         ..W
     };
 
-    fn event(t: i64, id: &str) -> Session {
-        Session::of(&CustomerEvent {
+    /// A page view at `t` with id `id`.
+    fn event(t: i64, id: &str) -> CustomerEvent {
+        CustomerEvent {
             event_id: id.to_string(),
             event_type: EventType::PageView,
             occurred_at: t,
             ..CustomerEvent::default()
-        })
+        }
     }
 
+    /// The session of a page view at `t`.
     fn at(t: i64) -> Session {
-        event(t, &format!("e{t}"))
+        Session::of(&event(t, &format!("e{t}")))
     }
 
     fn spans(open: &[Session]) -> Vec<(i64, i64)> {
@@ -220,7 +233,7 @@ mod tests {
         for (i, &t) in events.iter().enumerate() {
             let in_order = t >= stream_time;
             stream_time = stream_time.max(t);
-            match windows.place_event(&mut open, event(t, &format!("e{i}")), stream_time) {
+            match windows.place_event(&mut open, &event(t, &format!("e{i}")), stream_time) {
                 Placement::Late { .. } => outcome.late += 1,
                 Placement::Placed(p) => outcome.capped_out_of_order |= p.capped && !in_order,
                 Placement::Duplicate => panic!("no repeats fed"),
@@ -367,7 +380,7 @@ mod tests {
     fn a_late_event_reports_when_its_session_closed() {
         let mut open = vec![at(0)];
         assert_eq!(
-            W.place_event(&mut open, at(10 * MIN), 50 * MIN),
+            W.place_event(&mut open, &event(10 * MIN, "late"), 50 * MIN),
             Placement::Late {
                 close_time: 45 * MIN
             }
@@ -377,10 +390,10 @@ mod tests {
     #[test]
     fn a_repeated_event_id_is_dropped() {
         let mut open = Vec::new();
-        W.place_event(&mut open, event(0, "a"), 0);
-        W.place_event(&mut open, event(MIN, "b"), MIN);
+        W.place_event(&mut open, &event(0, "a"), 0);
+        W.place_event(&mut open, &event(MIN, "b"), MIN);
         assert_eq!(
-            W.place_event(&mut open, event(0, "a"), MIN),
+            W.place_event(&mut open, &event(0, "a"), MIN),
             Placement::Duplicate
         );
         assert_eq!(open[0].event_count, 2);
@@ -439,6 +452,36 @@ mod tests {
             let mut sorted = events.clone();
             sorted.sort_unstable();
             prop_assert_eq!(run(windows, &sorted).sessions, reference(windows, &events));
+        }
+
+        #[test]
+        fn an_event_folded_in_place_gives_what_merging_in_its_session_gives(
+            events in arrivals(),
+            short in any::<bool>(),
+        ) {
+            let windows = if short { SHORT } else { W };
+            let (mut in_place, mut merged) = (Vec::new(), Vec::new());
+            let mut stream_time = i64::MIN;
+            for (i, t) in arrival_order(&events).into_iter().enumerate() {
+                stream_time = stream_time.max(t);
+                let event = event(t, &format!("e{i}"));
+                if let Placement::Placed(_) = windows.place_event(&mut in_place, &event, stream_time) {
+                    windows.place_session(&mut merged, Session::of(&event));
+                }
+                prop_assert!(
+                    in_place.windows(2).all(|w| w[0].start <= w[1].start),
+                    "open sessions stay sorted by start"
+                );
+                let mut closed = [
+                    windows.take_final(&mut in_place, stream_time),
+                    windows.take_final(&mut merged, stream_time),
+                ];
+                for sessions in [&mut in_place, &mut merged].into_iter().chain(&mut closed) {
+                    sessions.sort_by_key(|s| (s.start, s.end, s.event_ids.clone()));
+                }
+                prop_assert_eq!(&in_place, &merged);
+                prop_assert_eq!(&closed[0], &closed[1]);
+            }
         }
 
         #[test]
