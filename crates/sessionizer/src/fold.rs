@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::processor::{tagged, Sessionizer, FOLDED, FOLDS, SESSIONS};
 use crate::session::Session;
+use crate::window::OpenSessions;
 
 /// How long (wall clock) an applied fold is remembered, and where a folded
 /// anonymous id went: a repeat comes from the anonymous partition
@@ -66,7 +67,7 @@ impl Sessionizer {
             &merge.customer_id,
         );
         let key = tagged(SESSIONS, merge.anonymous_id.as_bytes());
-        let Some(sessions) = ctx.state().get::<Vec<Session>>(&key)? else {
+        let Some(sessions) = ctx.state().get::<OpenSessions>(&key)? else {
             return Ok(());
         };
         // Their close timer stays: it finds no sessions when it fires.
@@ -75,7 +76,7 @@ impl Sessionizer {
         let fold = Fold {
             merge_id: merge.merge_id,
             customer_id: merge.customer_id,
-            sessions,
+            sessions: sessions.into_vec(),
         };
         self.send_fold(ctx, &fold, record.timestamp)?;
         self.metrics.folds_sent.inc();
@@ -131,7 +132,7 @@ impl Sessionizer {
             return Ok(());
         }
         let key = tagged(SESSIONS, fold.customer_id.as_bytes());
-        let mut open: Vec<Session> = ctx.state().get(&key)?.unwrap_or_default();
+        let mut open: OpenSessions = ctx.state().get(&key)?.unwrap_or_default();
         let before = open.len();
         for session in fold.sessions {
             let earliest_before = self.earliest_close(&open);

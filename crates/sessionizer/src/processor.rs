@@ -34,7 +34,7 @@ use crate::fold::FOLD_MEMORY_MS;
 use crate::metrics::Metrics;
 use crate::open_count::OpenCount;
 use crate::session::Session;
-use crate::window::{Placement, Windows};
+use crate::window::{OpenSessions, Placement, Windows};
 
 /// State key and timer key tag of a customer's open sessions.
 pub(crate) const SESSIONS: u8 = b's';
@@ -162,7 +162,7 @@ impl Sessionizer {
         let anonymous = event.customer_id.is_none();
         let decided = ctx
             .state()
-            .update(&key, |open: &mut Option<Vec<Session>>| {
+            .update(&key, |open: &mut Option<OpenSessions>| {
                 // An anonymous id without open sessions may have been folded.
                 (!anonymous || open.is_some())
                     .then(|| self.decide(open, &event, &customer, stream_time))
@@ -210,12 +210,12 @@ impl Sessionizer {
     /// processor is to do about it.
     fn decide(
         &self,
-        open: &mut Option<Vec<Session>>,
+        open: &mut Option<OpenSessions>,
         event: &CustomerEvent,
         customer: &str,
         stream_time: i64,
     ) -> Decision {
-        let sessions = open.get_or_insert_with(Vec::new);
+        let sessions = open.get_or_insert_with(OpenSessions::new);
         let before = sessions.len();
         let earliest_before = self.earliest_close(sessions);
         let decision = match self.windows.place_event(sessions, event, stream_time) {
@@ -282,7 +282,7 @@ impl Sessionizer {
         let key = tagged(SESSIONS, task.subject.as_bytes());
         let erased = ctx
             .state()
-            .update(&key, |open: &mut Option<Vec<Session>>| open.take())?;
+            .update(&key, |open: &mut Option<OpenSessions>| open.take())?;
         if let Some(open) = erased {
             self.open_count.adjust(ctx, -(open.len() as i64))?;
         }
@@ -296,7 +296,7 @@ impl Sessionizer {
     /// re-arms the close timer for those still open.
     fn close_final(&mut self, key: &[u8], ctx: &mut Context<'_>) -> Result<(), ProcessError> {
         let stream_time = ctx.stream_time();
-        let closed = ctx.state().update(key, |open: &mut Option<Vec<Session>>| {
+        let closed = ctx.state().update(key, |open: &mut Option<OpenSessions>| {
             // None: the sessions moved away in an identity fold.
             let sessions = open.as_mut()?;
             let done = self.windows.take_final(sessions, stream_time);

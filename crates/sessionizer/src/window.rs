@@ -23,7 +23,13 @@
 
 use journey_core::contract::CustomerEvent;
 
+use smallvec::SmallVec;
+
 use crate::session::{event_hash, Session};
+
+/// A customer's open sessions, sorted by start: nearly always one, held
+/// inline (encoded as a sequence, as a `Vec` is).
+pub type OpenSessions = SmallVec<[Session; 1]>;
 
 /// Gap, grace and maximum session length of the session windows, in ms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +76,7 @@ impl Windows {
     /// event of an open session or is late at `stream_time`.
     pub fn place_event(
         &self,
-        open: &mut Vec<Session>,
+        open: &mut OpenSessions,
         event: &CustomerEvent,
         stream_time: i64,
     ) -> Placement {
@@ -101,18 +107,18 @@ impl Windows {
 
     /// Adds a whole `session` (folded in from another key) to `open`, by the
     /// same rules; never late: it was not final where it came from.
-    pub fn place_session(&self, open: &mut Vec<Session>, session: Session) -> Placed {
+    pub fn place_session(&self, open: &mut OpenSessions, session: Session) -> Placed {
         let chosen = self.choose(open, session.start, session.end);
         self.apply(open, session, chosen)
     }
 
     /// Removes and returns the sessions of `open` that are final at `stream_time`.
-    pub fn take_final(&self, open: &mut Vec<Session>, stream_time: i64) -> Vec<Session> {
-        let (done, still_open): (Vec<Session>, Vec<Session>) = open
+    pub fn take_final(&self, open: &mut OpenSessions, stream_time: i64) -> Vec<Session> {
+        let (done, still_open): (OpenSessions, OpenSessions) = open
             .drain(..)
             .partition(|s| self.final_at(s.end, stream_time).is_some());
         *open = still_open;
-        done
+        done.into_vec()
     }
 
     /// Which of the open sessions within the gap of a newcomer spanning
@@ -149,7 +155,7 @@ impl Windows {
         }
     }
 
-    fn apply(&self, open: &mut Vec<Session>, mut new: Session, chosen: Choice) -> Placed {
+    fn apply(&self, open: &mut OpenSessions, mut new: Session, chosen: Choice) -> Placed {
         // Highest index first, so the indices left to remove stay valid.
         for &i in chosen.joined.iter().rev() {
             let mut other = open.remove(i);
@@ -179,6 +185,7 @@ struct Choice {
 mod tests {
     use journey_core::contract::{CustomerEvent, EventType};
     use proptest::prelude::*;
+    use smallvec::smallvec;
 
     use super::*;
 
@@ -226,7 +233,7 @@ mod tests {
     /// Feeds events in arrival order, advancing stream time as the runtime
     /// does and closing final sessions after each event.
     fn run(windows: Windows, events: &[i64]) -> Outcome {
-        let mut open = Vec::new();
+        let mut open = OpenSessions::new();
         let mut stream_time = i64::MIN;
         let mut closed = Vec::new();
         let mut outcome = Outcome::default();
@@ -369,8 +376,22 @@ mod tests {
     }
 
     #[test]
+    fn open_sessions_encode_as_the_vector_earlier_builds_stored() {
+        for n in 0..3 {
+            let sessions: Vec<Session> = (0..n).map(|i| at(i * 60 * MIN)).collect();
+            let open: OpenSessions = sessions.iter().cloned().collect();
+            let stored = postcard::to_stdvec(&Some(&sessions)).unwrap();
+            assert_eq!(postcard::to_stdvec(&Some(&open)).unwrap(), stored);
+            assert_eq!(
+                postcard::from_bytes::<Option<OpenSessions>>(&stored).unwrap(),
+                Some(open)
+            );
+        }
+    }
+
+    #[test]
     fn a_session_is_final_only_once_stream_time_passes_end_gap_grace() {
-        let mut open = vec![at(0)];
+        let mut open = smallvec![at(0)];
         assert!(W.take_final(&mut open, 35 * MIN).is_empty());
         assert_eq!(W.take_final(&mut open, 35 * MIN + 1).len(), 1);
         assert!(open.is_empty());
@@ -378,7 +399,7 @@ mod tests {
 
     #[test]
     fn a_late_event_reports_when_its_session_closed() {
-        let mut open = vec![at(0)];
+        let mut open = smallvec![at(0)];
         assert_eq!(
             W.place_event(&mut open, &event(10 * MIN, "late"), 50 * MIN),
             Placement::Late {
@@ -389,7 +410,7 @@ mod tests {
 
     #[test]
     fn a_repeated_event_id_is_dropped() {
-        let mut open = Vec::new();
+        let mut open = OpenSessions::new();
         W.place_event(&mut open, &event(0, "a"), 0);
         W.place_event(&mut open, &event(MIN, "b"), MIN);
         assert_eq!(
@@ -401,7 +422,7 @@ mod tests {
 
     #[test]
     fn a_folded_session_merges_with_sessions_within_the_gap() {
-        let mut open = vec![at(0), at(50 * MIN)];
+        let mut open = smallvec![at(0), at(50 * MIN)];
         let mut folded = at(20 * MIN);
         folded.merge(at(25 * MIN));
         let placed = W.place_session(&mut open, folded);
@@ -460,7 +481,7 @@ mod tests {
             short in any::<bool>(),
         ) {
             let windows = if short { SHORT } else { W };
-            let (mut in_place, mut merged) = (Vec::new(), Vec::new());
+            let (mut in_place, mut merged) = (OpenSessions::new(), OpenSessions::new());
             let mut stream_time = i64::MIN;
             for (i, t) in arrival_order(&events).into_iter().enumerate() {
                 stream_time = stream_time.max(t);
@@ -472,15 +493,19 @@ mod tests {
                     in_place.windows(2).all(|w| w[0].start <= w[1].start),
                     "open sessions stay sorted by start"
                 );
-                let mut closed = [
-                    windows.take_final(&mut in_place, stream_time),
-                    windows.take_final(&mut merged, stream_time),
-                ];
-                for sessions in [&mut in_place, &mut merged].into_iter().chain(&mut closed) {
-                    sessions.sort_by_key(|s| (s.start, s.end, s.event_ids.clone()));
+                let mut closed_in_place = windows.take_final(&mut in_place, stream_time);
+                let mut closed_merged = windows.take_final(&mut merged, stream_time);
+                let by_span = |s: &Session| (s.start, s.end, s.event_ids.clone());
+                for sessions in [
+                    &mut in_place[..],
+                    &mut merged[..],
+                    &mut closed_in_place[..],
+                    &mut closed_merged[..],
+                ] {
+                    sessions.sort_by_key(by_span);
                 }
                 prop_assert_eq!(&in_place, &merged);
-                prop_assert_eq!(&closed[0], &closed[1]);
+                prop_assert_eq!(closed_in_place, closed_merged);
             }
         }
 
