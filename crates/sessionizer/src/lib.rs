@@ -11,13 +11,13 @@
 //! the customer's.
 //!
 //! ```
-//! use journey_sessionizer::{Placement, Session, Windows};
+//! use journey_sessionizer::{OpenSessions, Placement, Windows};
 //! use journey_core::contract::CustomerEvent;
 //!
 //! let windows = Windows { gap: 1_800_000, grace: 300_000, max_session: 86_400_000 };
-//! let mut open = Vec::new();
+//! let mut open = OpenSessions::new();
 //! let event = CustomerEvent { occurred_at: 0, ..CustomerEvent::default() };
-//! assert!(matches!(windows.place_event(&mut open, Session::of(&event), 0), Placement::Placed(_)));
+//! assert!(matches!(windows.place_event(&mut open, &event, 0), Placement::Placed(_)));
 //! assert_eq!(windows.take_final(&mut open, 2_100_001).len(), 1);
 //! ```
 
@@ -35,7 +35,7 @@ pub use processor::{
     session_id, Sessionizer, SessionizerTopics, LATE_CLOSE_TIME_HEADER, LATE_STREAM_TIME_HEADER,
 };
 pub use session::{event_hash, Session};
-pub use window::{Placed, Placement, Windows};
+pub use window::{OpenSessions, Placed, Placement, Windows};
 
 use journey_core::config::ConfigSource;
 use journey_core::service::{self, ServiceSpec};
