@@ -22,7 +22,6 @@
 //! time order would have.
 
 use journey_core::contract::CustomerEvent;
-
 use smallvec::SmallVec;
 
 use crate::session::{event_hash, Session};
@@ -183,7 +182,7 @@ struct Choice {
 
 #[cfg(test)]
 mod tests {
-    use journey_core::contract::{CustomerEvent, EventType};
+    use journey_core::contract::EventType;
     use proptest::prelude::*;
     use smallvec::smallvec;
 
