@@ -370,11 +370,7 @@ async fn a_commit_torn_by_a_crash_is_left_out_of_the_restore_and_written_over() 
         started_with_open_sessions(&broker, &kafka, dir.path(), "torn", OFTEN).await;
     service.stop();
     let committed = settled_state(&kafka, "torn", None).await;
-    let key = committed
-        .keys()
-        .find(|k| k[0] == b'u')
-        .expect("an open session in state")
-        .clone();
+    let (key, _) = open_session(&committed);
 
     // A crash in the middle of a commit leaves its begin marker and first
     // changes acknowledged, and nothing more.
@@ -422,9 +418,11 @@ fn open_session(committed: &BTreeMap<Vec<u8>, Vec<u8>>) -> (Vec<u8>, String) {
 }
 
 /// Waits until `changelog` holds `key` at its `committed` value again and no
-/// longer holds `added`, the stale commit's own key.
-async fn written_over(
+/// longer holds `added`, the stale commit's own key, then checks that the
+/// service configured in `cfg` counted the stale commit's four records.
+async fn written_over_and_counted(
     kafka: &KafkaConfig,
+    cfg: &Path,
     changelog: &str,
     key: &[u8],
     committed: Option<&Vec<u8>>,
@@ -434,7 +432,7 @@ async fn written_over(
     loop {
         let state = read_table(kafka, changelog).await.unwrap();
         if state.get(key) == committed && !state.contains_key(added) {
-            return;
+            break;
         }
         assert!(
             Instant::now() < deadline,
@@ -450,6 +448,11 @@ async fn written_over(
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    assert_eq!(
+        metric(cfg, FOREIGN_RECORDS).await,
+        Some(4.0),
+        "the stale commit's records, markers included, were counted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -478,12 +481,7 @@ async fn a_stalled_former_owners_commit_is_written_over_by_the_owner() {
         .collect();
     produce(&kafka, "journey.events", &more).await.unwrap();
 
-    written_over(&kafka, changelog, &key, committed.get(&key), &added).await;
-    assert_eq!(
-        metric(&cfg, FOREIGN_RECORDS).await,
-        Some(4.0),
-        "the stale commit's records, markers included, were counted"
-    );
+    written_over_and_counted(&kafka, &cfg, changelog, &key, committed.get(&key), &added).await;
     drop(service);
 }
 
@@ -501,11 +499,6 @@ async fn a_stalled_former_owners_commit_to_a_quiet_partition_is_found_at_its_end
     let changelog = "sessionizer-quiet-sessions-changelog";
     let added = write_commit(&kafka, changelog, &key, "stale", true).await;
 
-    written_over(&kafka, changelog, &key, committed.get(&key), &added).await;
-    assert_eq!(
-        metric(&cfg, FOREIGN_RECORDS).await,
-        Some(4.0),
-        "the stale commit's records, markers included, were counted"
-    );
+    written_over_and_counted(&kafka, &cfg, changelog, &key, committed.get(&key), &added).await;
     drop(service);
 }

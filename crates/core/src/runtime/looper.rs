@@ -691,12 +691,7 @@ impl<P: Processor> Work<P> {
 
     /// Advances stream time of the ready partitions and fires due timers.
     fn tick(&mut self, now: Instant) -> anyhow::Result<()> {
-        let ready: Vec<i32> = self
-            .owned
-            .iter()
-            .filter(|(_, owned)| !owned.restoring)
-            .map(|(partition, _)| partition)
-            .collect();
+        let ready: Vec<i32> = self.owned.ready().collect();
         let idle_timeout = self.settings.runtime.idle_timeout;
         let wall = now_millis();
         for partition in ready {
@@ -911,12 +906,7 @@ impl<P: Processor> Work<P> {
             return Ok(HashMap::new());
         }
         self.changelog_ends_read = Instant::now();
-        let partitions: Vec<i32> = self
-            .owned
-            .iter()
-            .filter(|(_, owned)| !owned.restoring)
-            .map(|(partition, _)| partition)
-            .collect();
+        let partitions: Vec<i32> = self.owned.ready().collect();
         let producer = self.producer.clone();
         let changelog = self.settings.changelog_topic.clone();
         tokio::task::spawn_blocking(move || {

@@ -166,6 +166,13 @@ impl OwnedPartitions {
         self.get(partition).is_some_and(|owned| !owned.restoring)
     }
 
+    /// The owned partitions that are restored, in order.
+    pub(super) fn ready(&self) -> impl Iterator<Item = i32> + '_ {
+        self.iter()
+            .filter(|(_, owned)| !owned.restoring)
+            .map(|(partition, _)| partition)
+    }
+
     /// Whether no owned partition is restoring.
     pub(super) fn all_ready(&self) -> bool {
         self.iter().all(|(_, owned)| !owned.restoring)

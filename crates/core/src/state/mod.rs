@@ -1,22 +1,20 @@
 //! Per-service state in RocksDB, with a write-back record cache in front.
 //!
-//! Writes go to the record cache (see the `cache` module) and reach RocksDB in one atomic
-//! write batch at [`StateStore::commit`], together with the runtime's
-//! metadata for the same partitions: the input offsets the state reflects,
-//! stream time, timers and the changelog position. Because state and offsets
-//! land in one batch, a restart resumes exactly where the state left off.
-//! The cache keeps recently used values after the commit, so the hot keys of
-//! a stream are read without touching RocksDB.
-//!
-//! RocksDB's write-ahead log is off, as in Kafka Streams: the changelog is
-//! the log. A crash loses the memtables, which takes the state back to its
-//! last flush as a whole (a batch never spans two memtables), offsets
-//! included; the restore then replays the changelog from the position that
-//! flushed state records, and the input resumes from where that brings it.
-//!
-//! Keys start with a namespace byte and the input partition (4 bytes,
-//! big-endian), so each partition's state can be committed, discarded,
-//! changelogged and restored on its own.
+//! Writes go to the record cache (see the `cache` module) and reach RocksDB
+//! in one atomic write batch at [`StateStore::commit`], together with the
+//! runtime's metadata for the same partitions: the input offsets the state
+//! reflects, stream time, timers and the changelog position. Because state
+//! and offsets land in one batch, a restart resumes exactly where the state
+//! left off. The cache keeps recently used values after the commit, so the
+//! hot keys of a stream are read without touching RocksDB. RocksDB's
+//! write-ahead log is off, as in Kafka Streams: the changelog is the log. A
+//! crash loses the memtables, which takes the state back to its last flush as
+//! a whole (a batch never spans two memtables), offsets included; the restore
+//! then replays the changelog from the position that flushed state records,
+//! and the input resumes from where that brings it. Keys start with a
+//! namespace byte and the input partition (4 bytes, big-endian), so each
+//! partition's state can be committed, discarded, changelogged and restored
+//! on its own.
 
 mod cache;
 mod timer_key;
