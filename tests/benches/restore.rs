@@ -82,11 +82,13 @@ fn changelog_records(broker: &Broker) -> u64 {
         .sum()
 }
 
-/// One restore: the counter of restored records and when it first moved,
-/// and when the instance was ready.
+/// One restore, timed from when the first batch of records landed.
 struct Restore {
+    /// Records restored after the first batch.
     records: u64,
+    /// From the start of the instance to its readiness.
     from_start: Duration,
+    /// From the first batch to readiness.
     restoring: Duration,
 }
 
