@@ -11,16 +11,13 @@
 
 use std::time::{Duration, Instant};
 
-use journey_core::codec::Codec;
 use journey_core::config::RuntimeConfig;
 use journey_core::http::Readiness;
 use journey_core::metrics::RuntimeMetrics;
-use journey_core::runtime::{Context, InputRecord, LoopSettings, ProcessError, Processor};
-use journey_core::state::StateStore;
-use journey_tests::bench::{bare_rate, fill, run_in_runtime, BenchTopic};
+use journey_core::runtime::{Context, InputRecord, ProcessError, Processor};
+use journey_tests::bench::{bare_rate, fill, run_in_runtime, BenchTopic, Instance};
 use journey_tests::Broker;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use tokio_util::sync::CancellationToken;
 
 const INPUT: BenchTopic = BenchTopic {
     name: "bench-keys",
@@ -28,6 +25,7 @@ const INPUT: BenchTopic = BenchTopic {
     records: 1_000_000,
 };
 const GROUP: &str = "bench-restore";
+/// The group's changelog, as [`Instance`] names it.
 const CHANGELOG: &str = "bench-restore-changelog";
 /// Bytes of each key's value, about a customer's context in alerting.
 const VALUE_BYTES: usize = 150;
@@ -101,40 +99,23 @@ impl Restore {
 /// Starts an instance of the group with empty local state and waits until it
 /// has restored every partition it was assigned.
 async fn restore(broker: &Broker) -> Restore {
-    let dir = tempfile::tempdir().expect("temp dir");
     let registry = prometheus::Registry::new();
     let metrics = RuntimeMetrics::new(&registry);
     let (restored, assigned) = (
         metrics.restored_records.clone(),
         metrics.assigned_partitions.clone(),
     );
-    let settings = LoopSettings {
-        service: "bench".into(),
-        kafka: broker.kafka(),
-        runtime: RuntimeConfig {
-            state_dir: dir.path().into(),
-            ..RuntimeConfig::default()
-        },
-        group_id: GROUP.into(),
-        inputs: vec![INPUT.name.into()],
-        internal_inputs: Vec::new(),
-        control_inputs: Vec::new(),
-        dead_letter_topic: "bench-dead-letters".into(),
-        changelog_topic: CHANGELOG.into(),
-    };
-    let store = StateStore::open(dir.path(), settings.runtime.state_memory_bytes).expect("store");
     let readiness = Readiness::default();
-    let stop = CancellationToken::new();
     let started = Instant::now();
-    let task = tokio::spawn(journey_core::runtime::run(
-        settings,
+    let instance = Instance::start(
+        broker,
+        INPUT,
+        GROUP,
         Keeping,
-        Codec::builtin(),
-        store,
+        RuntimeConfig::default(),
         metrics,
         readiness.clone(),
-        stop.clone(),
-    ));
+    );
     let mut first: Option<(Instant, u64)> = None;
     let ready = loop {
         let now = Instant::now();
@@ -154,8 +135,7 @@ async fn restore(broker: &Broker) -> Restore {
     };
     let (first_at, first_count) = first.expect("restore started");
     let total = restored.get();
-    stop.cancel();
-    task.await.expect("join").expect("runtime");
+    instance.stop().await;
     Restore {
         records: total - first_count,
         from_start: ready - started,

@@ -185,11 +185,71 @@ impl<P: Processor> Processor for Metered<P> {
     }
 }
 
-/// Runs `processor` in the full runtime (offsets, commits, changelog, state
-/// in RocksDB) with the `runtime` settings (their state directory replaced by
-/// a temporary one) as group `group` over the bench topic until it has
-/// processed every record; runtime metrics go to `registry`. Returns the
-/// run's window.
+/// An instance of the full runtime (offsets, commits, changelog, state in
+/// RocksDB) in group `group` over a bench topic, with its state in a
+/// temporary directory of its own; its changelog is `<group>-changelog`.
+pub struct Instance {
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    stop: CancellationToken,
+    _state: tempfile::TempDir,
+}
+
+impl Instance {
+    /// Starts `processor` with the `runtime` settings (their state directory
+    /// replaced), reporting to `metrics` and `readiness`.
+    pub fn start<P: Processor>(
+        broker: &Broker,
+        bench: BenchTopic,
+        group: &str,
+        processor: P,
+        runtime: RuntimeConfig,
+        metrics: RuntimeMetrics,
+        readiness: Readiness,
+    ) -> Instance {
+        let state = tempfile::tempdir().expect("temp dir");
+        let settings = LoopSettings {
+            service: "bench".into(),
+            kafka: broker.kafka(),
+            runtime: RuntimeConfig {
+                state_dir: state.path().into(),
+                ..runtime
+            },
+            group_id: group.into(),
+            inputs: vec![bench.name.into()],
+            internal_inputs: Vec::new(),
+            control_inputs: Vec::new(),
+            dead_letter_topic: "bench-dead-letters".into(),
+            changelog_topic: format!("{group}-changelog"),
+        };
+        let store =
+            StateStore::open(state.path(), settings.runtime.state_memory_bytes).expect("store");
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(journey_core::runtime::run(
+            settings,
+            processor,
+            Codec::builtin(),
+            store,
+            metrics,
+            readiness,
+            stop.clone(),
+        ));
+        Instance {
+            task,
+            stop,
+            _state: state,
+        }
+    }
+
+    /// Shuts the instance down (it commits first) and waits for it.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.expect("join").expect("runtime");
+    }
+}
+
+/// Runs `processor` in an [`Instance`] with the `runtime` settings until it
+/// has processed every record of the bench topic; runtime metrics go to
+/// `registry`. Returns the run's window.
 pub async fn run_in_runtime<P: Processor>(
     broker: &Broker,
     bench: BenchTopic,
@@ -198,7 +258,6 @@ pub async fn run_in_runtime<P: Processor>(
     runtime: RuntimeConfig,
     registry: &prometheus::Registry,
 ) -> Window {
-    let dir = tempfile::tempdir().expect("temp dir");
     let done = Arc::new(Mutex::new(None));
     let metered = Metered {
         inner: processor,
@@ -206,38 +265,21 @@ pub async fn run_in_runtime<P: Processor>(
         window: Window::new(bench.partitions, bench.records),
         done: done.clone(),
     };
-    let settings = LoopSettings {
-        service: "bench".into(),
-        kafka: broker.kafka(),
-        runtime: RuntimeConfig {
-            state_dir: dir.path().into(),
-            ..runtime
-        },
-        group_id: group.into(),
-        inputs: vec![bench.name.into()],
-        internal_inputs: Vec::new(),
-        control_inputs: Vec::new(),
-        dead_letter_topic: "bench-dead-letters".into(),
-        changelog_topic: format!("{group}-changelog"),
-    };
-    let store = StateStore::open(dir.path(), settings.runtime.state_memory_bytes).expect("store");
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(journey_core::runtime::run(
-        settings,
+    let instance = Instance::start(
+        broker,
+        bench,
+        group,
         metered,
-        Codec::builtin(),
-        store,
+        runtime,
         RuntimeMetrics::new(registry),
         Readiness::default(),
-        stop.clone(),
-    ));
+    );
     let window = loop {
         if let Some(window) = done.lock().expect("window lock").take() {
             break window;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    stop.cancel();
-    task.await.expect("join").expect("runtime");
+    instance.stop().await;
     window
 }
