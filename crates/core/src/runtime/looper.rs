@@ -80,6 +80,9 @@ pub async fn run<P: Processor>(
         .filter(|topic| !settings.internal_inputs.contains(topic))
         .cloned()
         .collect();
+    // Created first, so that it has its producer id by the first commit
+    // (see `learn_leaders`).
+    let producer = crate::kafka::producer(&settings.kafka)?;
     let partitions = crate::kafka::input_partitions(&settings.kafka, &external).await?;
     let mut topics = vec![TopicSpec::compacted(&settings.changelog_topic, partitions)];
     topics.extend(
@@ -89,6 +92,7 @@ pub async fn run<P: Processor>(
             .map(|name| TopicSpec::new(name, partitions)),
     );
     crate::kafka::ensure_topics(&settings.kafka, &topics).await?;
+    crate::kafka::learn_leaders(&producer, &settings.changelog_topic).await?;
     if !settings.internal_inputs.is_empty() {
         // An internal topic left over with another partition count breaks co-partitioning.
         crate::kafka::input_partitions(&settings.kafka, &settings.inputs).await?;
@@ -135,7 +139,7 @@ pub async fn run<P: Processor>(
             partitions,
             owned: OwnedPartitions::new(control.len()),
             control,
-            producer: crate::kafka::producer(&settings.kafka)?,
+            producer,
             max_message_bytes: crate::kafka::max_message_bytes(&settings.kafka),
             settings,
             processor,
