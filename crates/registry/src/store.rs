@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use journey_core::config::KafkaConfig;
-use journey_core::kafka::{client_config, ensure_topics, TopicSpec};
+use journey_core::kafka::{client_config, ensure_topics, learn_leaders, TopicSpec};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -32,12 +32,11 @@ pub struct Store {
 }
 
 impl Store {
-    /// Creates the topic if missing, reads it into a catalog and opens the writer.
+    /// Opens the writer, creates the topic if missing and reads it into a catalog.
     pub async fn open(kafka: &KafkaConfig, topic: &str) -> anyhow::Result<(Store, Catalog)> {
-        ensure_topics(kafka, &[TopicSpec::compacted(topic, 1)])
-            .await
-            .with_context(|| format!("creating the schemas topic {topic}"))?;
-        let catalog = load_in_background(kafka, topic).await?;
+        // Created first and told the topic's leader, so that it has its
+        // producer id by the time the first schema is registered (see
+        // `learn_leaders`).
         let producer = client_config(kafka)
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -45,6 +44,11 @@ impl Store {
             .set("message.timeout.ms", WRITE_TIMEOUT.as_millis().to_string())
             .create()
             .context("creating the schemas topic producer")?;
+        ensure_topics(kafka, &[TopicSpec::compacted(topic, 1)])
+            .await
+            .with_context(|| format!("creating the schemas topic {topic}"))?;
+        learn_leaders(&producer, topic).await?;
+        let catalog = load_in_background(kafka, topic).await?;
         Ok((
             Store {
                 producer,
