@@ -126,6 +126,13 @@ pub async fn publish(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let producer = journey_core::kafka::producer(&kafka)?;
+    // So that the first claim does not wait for the producer id.
+    if let Err(e) = journey_core::kafka::learn_leaders(&producer, &topic).await {
+        tracing::warn!(
+            error = format!("{e:#}"),
+            "reading the instances topic's leader"
+        );
+    }
     let mut changes = local.owned.subscribe();
     loop {
         let mut wait = CLAIM_RETRY.0;
