@@ -551,6 +551,12 @@ impl Alerting {
         ctx: &mut Context<'_>,
     ) -> Result<(), ProcessError> {
         let change: StageChange = ctx.codec().decode(record.payload.unwrap_or_default())?;
+        // A visitor's change read after the visitor was folded: the classifier
+        // folded the visitor too, and sends the customer's own changes. Kept,
+        // it would make a context with no session to date it, never forgotten.
+        if self.folded_into(ctx, &change.customer_id)?.is_some() {
+            return Ok(());
+        }
         let key = customer_key(&change.customer_id);
         let mut known: CustomerContext = ctx.state().get(&key)?.unwrap_or_default();
         let rule = &self.rules.valued_customer_churn_risk;

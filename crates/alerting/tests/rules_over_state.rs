@@ -999,6 +999,18 @@ fn a_visitors_event_read_after_the_merge_goes_to_the_customer_once() {
 }
 
 #[test]
+fn a_visitors_stage_change_read_after_the_merge_leaves_no_context_behind() {
+    let mut h = Harness::new("");
+    h.merge("m5", "anon-5", "fay", T0);
+    // Sent by the classifier before it folded the visitor, read after the merge.
+    h.stage(change("c5", "anon-5", None, Stage::Awareness, T0 - MINUTE));
+    assert!(!h.holds(b"customer/anon-5"));
+    // A visitor not folded keeps their stage.
+    h.stage(change("c6", "anon-6", None, Stage::Awareness, T0));
+    assert_eq!(h.context("anon-6").stage, Some(Stage::Awareness));
+}
+
+#[test]
 fn a_visitors_earlier_cart_brings_the_customers_deadline_forward() {
     let mut h = Harness::new(CART_10M);
     h.event(anonymous(
