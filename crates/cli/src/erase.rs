@@ -28,7 +28,9 @@ pub async fn erase(
         None => None,
     };
     let payload = codec.encode(request)?;
-    journey_core::kafka::producer(kafka)?
+    let producer = journey_core::kafka::producer(kafka)?;
+    journey_core::kafka::learn_leaders(&producer, &topics.erasure_requests).await?;
+    producer
         .send(
             FutureRecord::to(&topics.erasure_requests)
                 .key(&request.customer_id)

@@ -35,6 +35,7 @@ pub async fn produce(
     stop: CancellationToken,
 ) -> anyhow::Result<u64> {
     let producer: FutureProducer = journey_core::kafka::producer(kafka)?;
+    journey_core::kafka::learn_leaders(&producer, &options.topic).await?;
     let mut journeys = Journeys::new(options.seed, options.concurrent);
     let tick = Duration::from_millis(100);
     let per_tick = (options.rate as f64 / 10.0).max(0.1);
