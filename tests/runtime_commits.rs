@@ -5,25 +5,9 @@
 use std::time::Duration;
 
 use journey_core::config::RuntimeConfig;
-use journey_core::runtime::{now_millis, Context, InputRecord, ProcessError, Processor};
-use journey_tests::bench::{fill, histogram, run_in_runtime, BenchTopic};
+use journey_core::runtime::now_millis;
+use journey_tests::bench::{fill, histogram, run_in_runtime, BenchTopic, KeepPayloads};
 use journey_tests::Broker;
-
-/// Keeps each record's payload in state under its key.
-struct KeepEverything;
-
-impl Processor for KeepEverything {
-    fn process(
-        &mut self,
-        record: &InputRecord<'_>,
-        ctx: &mut Context<'_>,
-    ) -> Result<(), ProcessError> {
-        let key = record.key.unwrap_or_default();
-        let payload = record.payload.unwrap_or_default().to_vec();
-        ctx.state().put(key, &payload);
-        Ok(())
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cache_full_of_uncommitted_writes_is_committed_before_the_interval() {
@@ -49,7 +33,7 @@ async fn a_cache_full_of_uncommitted_writes_is_committed_before_the_interval() {
         &broker,
         topic,
         "wide-writes",
-        KeepEverything,
+        KeepPayloads,
         runtime,
         &registry,
     )

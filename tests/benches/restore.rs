@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 use journey_core::config::RuntimeConfig;
 use journey_core::http::Readiness;
 use journey_core::metrics::RuntimeMetrics;
-use journey_core::runtime::{Context, InputRecord, ProcessError, Processor};
-use journey_tests::bench::{bare_rate, fill, run_in_runtime, BenchTopic, Instance};
+use journey_tests::bench::{bare_rate, fill, run_in_runtime, BenchTopic, Instance, KeepPayloads};
 use journey_tests::Broker;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
@@ -30,21 +29,6 @@ const CHANGELOG: &str = "bench-restore-changelog";
 /// Bytes of each key's value, about a customer's context in alerting.
 const VALUE_BYTES: usize = 150;
 const ROUNDS: usize = 3;
-
-/// Keeps each record's payload under its key.
-struct Keeping;
-
-impl Processor for Keeping {
-    fn process(
-        &mut self,
-        record: &InputRecord<'_>,
-        ctx: &mut Context<'_>,
-    ) -> Result<(), ProcessError> {
-        let value = record.payload.unwrap_or_default();
-        ctx.state().put(record.key.unwrap_or_default(), &value);
-        Ok(())
-    }
-}
 
 /// A value of [`VALUE_BYTES`] for record `i`: varied, as state values are,
 /// so that compression does not flatter the runs.
@@ -111,7 +95,7 @@ async fn restore(broker: &Broker) -> Restore {
         broker,
         INPUT,
         GROUP,
-        Keeping,
+        KeepPayloads,
         RuntimeConfig::default(),
         metrics,
         readiness.clone(),
@@ -154,7 +138,7 @@ async fn main() {
         &broker,
         INPUT,
         GROUP,
-        Keeping,
+        KeepPayloads,
         RuntimeConfig::default(),
         &registry,
     )

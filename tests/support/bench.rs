@@ -20,6 +20,22 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Broker;
 
+/// Keeps each record's payload in state under its key: state that grows
+/// with every new key, for the benches and tests of commits and restores.
+pub struct KeepPayloads;
+
+impl Processor for KeepPayloads {
+    fn process(
+        &mut self,
+        record: &InputRecord<'_>,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), ProcessError> {
+        let payload = record.payload.unwrap_or_default();
+        ctx.state().put(record.key.unwrap_or_default(), &payload);
+        Ok(())
+    }
+}
+
 /// The histogram `name` of `registry` (its first series), if registered.
 pub fn histogram(
     registry: &prometheus::Registry,
